@@ -1,0 +1,13 @@
+//! The pure core of etcd-hostfix: plain data in, decisions out.
+//!
+//! Nothing here talks to etcd, Docker or the filesystem, and nothing here depends on tokio,
+//! bollard or etcd-client. That keeps every decision unit-testable from fixtures, and keeps
+//! the adapters thin enough to read in one sitting.
+
+pub mod exit;
+pub mod flags;
+pub mod manifest;
+pub mod status;
+
+pub use flags::{EtcdFlags, PeerEntry, TlsFiles};
+pub use manifest::{Bind, Pod};
