@@ -1,1 +1,9 @@
-//! hostfix-adapters
+//! Thin adapters that act on the outside world, one narrow surface per system:
+//! [`etcd`] (one endpoint at a time, via etcd-client), [`runtime`] (static pod or Docker via
+//! bollard) and [`hostroot`] (where the master's filesystem is).
+
+pub mod etcd;
+pub mod hostroot;
+pub mod runtime;
+
+pub use hostroot::HostRoot;

@@ -1,1 +1,144 @@
-//! hostfix-cli
+//! The `etcd-hostfix` command line. `main` only calls [`main`]; each command lives in its
+//! own module and returns the process exit code (see `hostfix_core::exit`).
+
+mod local;
+mod status;
+mod labcmd;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hostfix_adapters::HostRoot;
+use hostfix_core::exit;
+
+/// Repairs the local etcd member of a Kubernetes master, without the Kubernetes API.
+///
+/// Exit codes: 0 ok, 1 error, 2 usage, 3 refused by a safety check (nothing changed),
+/// 4 unhealthy or problem found.
+#[derive(Debug, Parser)]
+#[command(name = "etcd-hostfix", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Root of the master's filesystem; every path from a manifest or default location
+    /// resolves under it. Docker bind-mount sources are real host paths and stay as they are.
+    #[arg(long, global = true, default_value = "/", env = "HOSTFIX_HOST_ROOT")]
+    pub host_root: PathBuf,
+    /// Which runtime runs the local etcd member.
+    #[arg(long, global = true, value_enum, default_value_t = RuntimeArg::Auto)]
+    pub runtime: RuntimeArg,
+    /// The static-pod manifest [default: <host-root>/etc/kubernetes/manifests/etcd.yaml].
+    #[arg(long, global = true)]
+    pub manifest: Option<PathBuf>,
+    /// The Docker container running etcd (Rancher RKE names it `etcd`).
+    #[arg(long, global = true, default_value = "etcd")]
+    pub container: String,
+    /// Docker engine URL [default: DOCKER_HOST, else the local socket].
+    #[arg(long, global = true)]
+    pub docker_host: Option<String>,
+    /// Where etcd-hostfix keeps its journal, parked manifests and archives
+    /// [default: <host-root>/var/lib/etcd-hostfix].
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Comma-separated client URLs to use instead of those from the local configuration.
+    #[arg(long, global = true, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// CA bundle to verify etcd's server certificates (overrides the member's own).
+    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (overrides the member's own).
+    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Client key (overrides the member's own).
+    #[arg(long, global = true, env = "ETCDCTL_KEY")]
+    pub key: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Per-endpoint timeout in seconds.
+    #[arg(long, global = true, default_value_t = 3)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    Auto,
+    StaticPod,
+    Docker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+impl Global {
+    pub fn root(&self) -> HostRoot {
+        HostRoot::new(&self.host_root)
+    }
+    pub fn manifest_path(&self) -> PathBuf {
+        self.manifest.clone().unwrap_or_else(|| self.root().default_manifest())
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| self.root().default_state_dir())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// One view of the cluster: member list, endpoint health and endpoint status merged,
+    /// plus the local member's runtime state. Exits 0 when every member is healthy, 4 when
+    /// degraded.
+    Status,
+    /// A lab of real etcd clusters laid out like kubeadm or RKE masters.
+    Lab {
+        #[command(subcommand)]
+        cmd: labcmd::LabCmd,
+    },
+}
+
+/// Parse, run, and map errors to exit codes. Kept here so `main` stays one line.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return exit::ERROR;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Cmd::Status => status::run(&cli.global).await,
+            Cmd::Lab { cmd } => labcmd::run(&cli.global, cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::ERROR
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The etcd cluster adapter: one endpoint at a time, because the whole point of this tool is
+//! to tell endpoints apart when some of them are broken. A balanced client would hide which
+//! member answered.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{AlarmAction, AlarmType, Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("{what} file {path} is missing")]
+    MissingFile { what: &'static str, path: PathBuf },
+    #[error("{what} file {path} is not usable PEM: {reason}")]
+    BadPem { what: &'static str, path: PathBuf, reason: String },
+    #[error("endpoint {endpoint} is not a valid URL")]
+    BadEndpoint { endpoint: String },
+    #[error("endpoint {endpoint}: TLS handshake failed: {reason}")]
+    Tls { endpoint: String, reason: String },
+    #[error("endpoint {endpoint} unreachable: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("endpoint {endpoint}: {op} failed: {reason}")]
+    Call { endpoint: String, op: &'static str, reason: String },
+}
+
+impl EtcdError {
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            EtcdError::BadEndpoint { endpoint }
+            | EtcdError::Tls { endpoint, .. }
+            | EtcdError::Unreachable { endpoint, .. }
+            | EtcdError::Call { endpoint, .. } => Some(endpoint),
+            _ => None,
+        }
+    }
+}
+
+/// Client TLS material, loaded and checked before any connection is attempted, so that a
+/// missing or wrong file is reported by name rather than as a handshake failure.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub ca_path: PathBuf,
+    ca_pem: Vec<u8>,
+    identity: Option<(PathBuf, Vec<u8>, PathBuf, Vec<u8>)>,
+    rustls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca", &self.ca_path)
+            .field("cert", &self.identity.as_ref().map(|i| &i.0))
+            .field("key", &self.identity.as_ref().map(|i| &i.2))
+            .finish()
+    }
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => EtcdError::MissingFile { what, path: path.to_path_buf() },
+        _ => EtcdError::BadPem { what, path: path.to_path_buf(), reason: e.to_string() },
+    })
+}
+
+fn certs(what: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, EtcdError> {
+    let bad = |reason: String| EtcdError::BadPem { what, path: path.to_path_buf(), reason };
+    let certs: Vec<_> =
+        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+impl ClientTls {
+    pub fn load(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<Self, EtcdError> {
+        let ca_pem = read_file("CA", ca)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs("CA", ca, &ca_pem)? {
+            roots.add(c).map_err(|e| EtcdError::BadPem { what: "CA", path: ca.to_path_buf(), reason: e.to_string() })?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots);
+        let (identity, config) = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let cert_pem = read_file("client certificate", cert)?;
+                let key_pem = read_file("client key", key)?;
+                let chain = certs("client certificate", cert, &cert_pem)?;
+                let k = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| EtcdError::BadPem {
+                    what: "client key",
+                    path: key.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                let config = builder.with_client_auth_cert(chain, k).map_err(|e| EtcdError::BadPem {
+                    what: "client key",
+                    path: key.to_path_buf(),
+                    reason: format!("does not match {}: {e}", cert.display()),
+                })?;
+                (Some((cert.to_path_buf(), cert_pem, key.to_path_buf(), key_pem)), config)
+            }
+            _ => (None, builder.with_no_client_auth()),
+        };
+        Ok(ClientTls { ca_path: ca.to_path_buf(), ca_pem, identity, rustls: Arc::new(config) })
+    }
+
+    fn options(&self) -> TlsOptions {
+        let mut o = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((_, c, _, k)) = &self.identity {
+            o = o.identity(Identity::from_pem(c, k));
+        }
+        o
+    }
+}
+
+/// host and port of an `https://host:port` URL.
+fn host_port(endpoint: &str) -> Result<(String, u16, bool), EtcdError> {
+    let bad = || EtcdError::BadEndpoint { endpoint: endpoint.to_string() };
+    let (tls, rest) = if let Some(r) = endpoint.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = endpoint.strip_prefix("http://") {
+        (false, r)
+    } else {
+        (false, endpoint)
+    };
+    let hostport = rest.split('/').next().ok_or_else(bad)?;
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse().map_err(|_| bad())?),
+        None => (hostport.to_string(), 2379),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host, port, tls))
+}
+
+/// Connect and, for https, complete a TLS handshake with rustls. This turns the opaque
+/// gRPC "transport error" into the reason an operator can act on: refused, timed out,
+/// unknown issuer, bad certificate.
+pub fn preflight(endpoint: &str, tls: Option<&ClientTls>, timeout: Duration) -> Result<(), EtcdError> {
+    let (host, port, is_tls) = host_port(endpoint)?;
+    let unreachable = |reason: String| EtcdError::Unreachable { endpoint: endpoint.to_string(), reason };
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| unreachable(e.to_string()))?
+        .next()
+        .ok_or_else(|| unreachable("no address".into()))?;
+    let mut sock = TcpStream::connect_timeout(&addr, timeout).map_err(|e| unreachable(e.to_string()))?;
+    if !is_tls {
+        return Ok(());
+    }
+    let Some(tls) = tls else {
+        return Err(EtcdError::Tls {
+            endpoint: endpoint.to_string(),
+            reason: "https endpoint but no CA was configured (--cacert)".into(),
+        });
+    };
+    sock.set_read_timeout(Some(timeout)).ok();
+    sock.set_write_timeout(Some(timeout)).ok();
+    let name = ServerName::try_from(host.clone()).map_err(|_| EtcdError::BadEndpoint { endpoint: endpoint.into() })?;
+    let mut conn = rustls::ClientConnection::new(tls.rustls.clone(), name)
+        .map_err(|e| EtcdError::Tls { endpoint: endpoint.into(), reason: e.to_string() })?;
+    let tls_err = |reason: String| EtcdError::Tls { endpoint: endpoint.to_string(), reason };
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("UnknownIssuer") || msg.contains("BadSignature") {
+                tls_err(format!("server certificate is not signed by CA {} ({msg})", tls.ca_path.display()))
+            } else {
+                tls_err(msg)
+            }
+        })?;
+    }
+    // With TLS 1.3 the server checks our client certificate after the handshake; a rejected
+    // certificate shows up as an alert on the first read. Give it a moment to arrive.
+    sock.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    let mut stream = rustls::Stream::new(&mut conn, &mut sock);
+    let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => Ok(()),
+        Err(e) if e.to_string().contains("alert") => Err(tls_err(format!("server rejected the client certificate ({e})"))),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MemberList {
+    pub cluster_id: u64,
+    /// The member that answered.
+    pub member_id: u64,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EndpointStatus {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub version: String,
+    pub db_size: i64,
+    pub db_size_in_use: i64,
+    pub leader: u64,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub revision: i64,
+    pub is_learner: bool,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Alarm {
+    pub member_id: u64,
+    pub alarm: String,
+}
+
+/// A connection to exactly one etcd endpoint.
+pub struct Endpoint {
+    pub url: String,
+    client: Client,
+}
+
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pub tls: Option<ClientTls>,
+    pub timeout: Duration,
+}
+
+impl Connector {
+    pub async fn connect(&self, url: &str) -> Result<Endpoint, EtcdError> {
+        let (tls, timeout, u) = (self.tls.clone(), self.timeout, url.to_string());
+        tokio::task::spawn_blocking(move || preflight(&u, tls.as_ref(), timeout))
+            .await
+            .map_err(|e| EtcdError::Unreachable { endpoint: url.into(), reason: e.to_string() })??;
+        let mut opts = ConnectOptions::new().with_connect_timeout(self.timeout).with_timeout(self.timeout);
+        if let Some(t) = &self.tls {
+            opts = opts.with_tls(t.options());
+        }
+        let client = Client::connect([url], Some(opts))
+            .await
+            .map_err(|e| EtcdError::Unreachable { endpoint: url.into(), reason: error_chain(&e) })?;
+        Ok(Endpoint { url: url.to_string(), client })
+    }
+}
+
+/// Render an error with its whole source chain; gRPC errors bury the cause.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+impl Endpoint {
+    fn call_err(&self, op: &'static str, e: etcd_client::Error) -> EtcdError {
+        EtcdError::Call { endpoint: self.url.clone(), op, reason: error_chain(&e) }
+    }
+
+    pub async fn member_list(&mut self) -> Result<MemberList, EtcdError> {
+        let r = self.client.member_list().await.map_err(|e| self.call_err("member list", e))?;
+        let h = r.header();
+        Ok(MemberList {
+            cluster_id: h.map(|h| h.cluster_id()).unwrap_or_default(),
+            member_id: h.map(|h| h.member_id()).unwrap_or_default(),
+            members: r
+                .members()
+                .iter()
+                .map(|m| Member {
+                    id: m.id(),
+                    name: m.name().to_string(),
+                    peer_urls: m.peer_urls().to_vec(),
+                    client_urls: m.client_urls().to_vec(),
+                    is_learner: m.is_learner(),
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn status(&mut self) -> Result<EndpointStatus, EtcdError> {
+        let r = self.client.status().await.map_err(|e| self.call_err("status", e))?;
+        let h = r.header();
+        Ok(EndpointStatus {
+            member_id: h.map(|h| h.member_id()).unwrap_or_default(),
+            cluster_id: h.map(|h| h.cluster_id()).unwrap_or_default(),
+            version: r.version().to_string(),
+            db_size: r.db_size(),
+            db_size_in_use: r.raft_used_db_size(),
+            leader: r.leader(),
+            raft_term: r.raft_term(),
+            raft_index: r.raft_index(),
+            raft_applied_index: r.raft_applied_index(),
+            revision: h.map(|h| h.revision()).unwrap_or_default(),
+            is_learner: r.is_learner(),
+            errors: r.errors().to_vec(),
+        })
+    }
+
+    /// etcdctl's `endpoint health`: a quorum read of the key `health`. Permission denied
+    /// still proves the read went through raft, so it counts as healthy, as in etcdctl.
+    pub async fn health(&mut self) -> Result<(), EtcdError> {
+        match self.client.get("health", None).await {
+            Ok(_) => Ok(()),
+            Err(e) if error_chain(&e).contains("permission denied") => Ok(()),
+            Err(e) => Err(self.call_err("health check", e)),
+        }
+    }
+
+    pub async fn alarms(&mut self) -> Result<Vec<Alarm>, EtcdError> {
+        let r = self
+            .client
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .map_err(|e| self.call_err("alarm list", e))?;
+        Ok(r.alarms()
+            .iter()
+            .map(|a| Alarm {
+                member_id: a.member_id(),
+                alarm: match a.alarm() {
+                    AlarmType::Nospace => "NOSPACE".into(),
+                    AlarmType::Corrupt => "CORRUPT".into(),
+                    other => format!("{other:?}").to_uppercase(),
+                },
+            })
+            .collect())
+    }
+
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+pub fn hex_id(id: u64) -> String {
+    format!("{id:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_endpoints() {
+        assert_eq!(host_port("https://127.0.0.1:2379").unwrap(), ("127.0.0.1".into(), 2379, true));
+        assert_eq!(host_port("http://h").unwrap(), ("h".into(), 2379, false));
+        assert!(host_port("https://:x").is_err());
+    }
+
+    #[test]
+    fn missing_ca_is_named() {
+        let e = ClientTls::load(Path::new("/nonexistent/ca.crt"), None, None).unwrap_err();
+        assert_eq!(e.to_string(), "CA file /nonexistent/ca.crt is missing");
+    }
+
+    #[test]
+    fn garbage_ca_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ca.crt");
+        std::fs::write(&p, "not a cert").unwrap();
+        let e = ClientTls::load(&p, None, None).unwrap_err();
+        assert!(e.to_string().contains("is not usable PEM"), "{e}");
+    }
+}

@@ -1,0 +1,299 @@
+//! Container runtimes that run the local etcd member: kubeadm static pods (a manifest the
+//! kubelet watches) and Rancher RKE's Docker container. Both are reduced to the same
+//! [`LocalConfig`]: etcd's flags plus the binds that map container paths to host paths.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+use hostfix_core::manifest::{to_host_path, Bind, ManifestError, Pod};
+use hostfix_core::status::ManifestState;
+use hostfix_core::EtcdFlags;
+
+use crate::hostroot::HostRoot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Manifest { path: PathBuf, source: ManifestError },
+    #[error("no etcd manifest at {path} (nor parked at {parked})")]
+    NoManifest { path: PathBuf, parked: PathBuf },
+    #[error("docker container {name} does not exist (engine {host})")]
+    NoContainer { name: String, host: String },
+    #[error("no Docker engine answers at {host}: {reason}")]
+    NoEngine { host: String, reason: String },
+    #[error("docker: {op} {name}: {reason}")]
+    Docker { op: &'static str, name: String, reason: String },
+    #[error("container {name} does not run etcd (entrypoint and command: {argv:?})")]
+    NotEtcd { name: String, argv: Vec<String> },
+    #[error("no local etcd found: {static_pod}; {docker}")]
+    NothingFound { static_pod: String, docker: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    StaticPod,
+    Docker,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::StaticPod => "static-pod",
+            RuntimeKind::Docker => "docker",
+        }
+    }
+}
+
+/// The local member's configuration, whichever runtime holds it.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub runtime: RuntimeKind,
+    pub flags: EtcdFlags,
+    pub argv: Vec<String>,
+    /// Static pod: host paths as written in the manifest (resolve them under the host root).
+    /// Docker: real host paths from the bind mounts, which stay as they are.
+    pub binds: Vec<Bind>,
+    pub image: String,
+    pub manifest: Option<PathBuf>,
+    pub manifest_state: Option<ManifestState>,
+    pub container: Option<String>,
+}
+
+impl LocalConfig {
+    /// The host path behind a path etcd sees. A static pod's host paths live under the host
+    /// root; Docker's bind sources are the engine's real paths.
+    pub fn host_path(&self, root: &HostRoot, container_path: &str) -> PathBuf {
+        match (self.runtime, to_host_path(&self.binds, container_path)) {
+            (RuntimeKind::StaticPod, Some(h)) => root.resolve(h),
+            (RuntimeKind::StaticPod, None) => root.resolve(container_path),
+            (RuntimeKind::Docker, Some(h)) => PathBuf::from(h),
+            (RuntimeKind::Docker, None) => PathBuf::from(container_path),
+        }
+    }
+}
+
+/// kubeadm's static pod: the manifest in `manifests/`, or parked by us in the state dir.
+#[derive(Debug, Clone)]
+pub struct StaticPod {
+    pub root: HostRoot,
+    pub manifest: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl StaticPod {
+    pub fn parked_path(&self) -> PathBuf {
+        self.state_dir.join("parked").join("etcd.yaml")
+    }
+
+    pub fn locate(&self) -> (PathBuf, ManifestState) {
+        if self.manifest.exists() {
+            (self.manifest.clone(), ManifestState::Present)
+        } else if self.parked_path().exists() {
+            (self.parked_path(), ManifestState::Parked)
+        } else {
+            (self.manifest.clone(), ManifestState::Missing)
+        }
+    }
+
+    pub fn load(&self) -> Result<LocalConfig, RuntimeError> {
+        let (path, state) = self.locate();
+        if state == ManifestState::Missing {
+            return Err(RuntimeError::NoManifest { path, parked: self.parked_path() });
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| RuntimeError::Read { path: path.clone(), source })?;
+        let merr = |source| RuntimeError::Manifest { path: path.clone(), source };
+        let pod = Pod::parse(&text).map_err(merr)?;
+        let c = pod.etcd_container().map_err(merr)?;
+        Ok(LocalConfig {
+            runtime: RuntimeKind::StaticPod,
+            flags: c.flags(),
+            argv: c.argv(),
+            binds: pod.binds().map_err(merr)?,
+            image: c.image.clone(),
+            manifest: Some(path.clone()),
+            manifest_state: Some(state),
+            container: None,
+        })
+    }
+
+    /// The newest etcd pod's CRI logs under `var/log/pods/kube-system_etcd-*/etcd/`.
+    pub fn pod_logs(&self) -> Option<PodLogs> {
+        let dir = self.root.pod_logs();
+        let newest_pod = std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("kube-system_etcd-"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .max()?
+            .1;
+        let logs = newest_pod.join("etcd");
+        let (restart, file) = std::fs::read_dir(&logs)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let n: u32 = e.file_name().to_string_lossy().strip_suffix(".log")?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .max()?;
+        let tail = read_tail(&file, 64 * 1024).unwrap_or_default();
+        let last_line = tail.lines().rev().map(cri_message).find(|l| !l.trim().is_empty()).map(str::to_string);
+        Some(PodLogs { file, restarts: restart, last_line, tail })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PodLogs {
+    pub file: PathBuf,
+    /// The kubelet names log files by restart count: `N.log` is the Nth restart.
+    pub restarts: u32,
+    pub last_line: Option<String>,
+    /// The last bytes of the newest file, CRI-wrapped.
+    pub tail: String,
+}
+
+/// Strip the CRI prefix `<timestamp> <stream> <P|F> ` from a log line, if present.
+pub fn cri_message(line: &str) -> &str {
+    let mut parts = line.splitn(4, ' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(ts), Some("stdout" | "stderr"), Some("P" | "F"), Some(msg)) if ts.contains('T') => msg,
+        _ => line,
+    }
+}
+
+/// Read at most `max` bytes from the end of a file: logs can be huge and we only want the
+/// member's last words. A partial first line is dropped.
+pub fn read_tail(path: &Path, max: u64) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    Ok(if start > 0 { text.split_once('\n').map(|(_, r)| r.to_string()).unwrap_or_default() } else { text })
+}
+
+/// Rancher RKE's etcd container, through the Docker API.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    pub docker: Docker,
+    pub host: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerState {
+    pub status: String,
+    pub restart_count: i64,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+}
+
+impl DockerRuntime {
+    /// Connect and ping. `host` is a `unix://` or `tcp://` URL; `None` means `DOCKER_HOST`,
+    /// else the local socket.
+    pub async fn connect(host: Option<&str>) -> Result<Self, RuntimeError> {
+        let env_host = std::env::var("DOCKER_HOST").ok();
+        let host_str = host.map(str::to_string).or(env_host).unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let no_engine = |reason: String| RuntimeError::NoEngine { host: host_str.clone(), reason };
+        let docker = if let Some(p) = host_str.strip_prefix("unix://") {
+            Docker::connect_with_unix(p, 30, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(&host_str.replacen("tcp://", "http://", 1), 30, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|e| no_engine(e.to_string()))?;
+        let docker = tokio::time::timeout(std::time::Duration::from_secs(5), docker.negotiate_version())
+            .await
+            .map_err(|_| no_engine("timed out".into()))?
+            .map_err(|e| no_engine(crate::etcd::error_chain(&e)))?;
+        Ok(DockerRuntime { docker, host: host_str })
+    }
+
+    pub async fn inspect(&self, name: &str) -> Result<bollard::models::ContainerInspectResponse, RuntimeError> {
+        self.docker
+            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+                    RuntimeError::NoContainer { name: name.into(), host: self.host.clone() }
+                }
+                e => RuntimeError::Docker { op: "inspect", name: name.into(), reason: e.to_string() },
+            })
+    }
+
+    pub async fn load(&self, name: &str) -> Result<LocalConfig, RuntimeError> {
+        let info = self.inspect(name).await?;
+        let cfg = info.config.clone().unwrap_or_default();
+        let argv: Vec<String> =
+            cfg.entrypoint.clone().unwrap_or_default().into_iter().chain(cfg.cmd.clone().unwrap_or_default()).collect();
+        if !argv.iter().take(2).any(|a| a.rsplit('/').next() == Some("etcd")) {
+            return Err(RuntimeError::NotEtcd { name: name.into(), argv });
+        }
+        let env: Vec<(String, String)> = cfg
+            .env
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let binds = info
+            .mounts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                Some(Bind { host: m.source?, container: m.destination?, read_only: !m.rw.unwrap_or(true) })
+            })
+            .collect();
+        Ok(LocalConfig {
+            runtime: RuntimeKind::Docker,
+            flags: EtcdFlags::parse(&argv, &env),
+            argv,
+            binds,
+            image: cfg.image.unwrap_or_default(),
+            manifest: None,
+            manifest_state: None,
+            container: Some(name.to_string()),
+        })
+    }
+
+    pub async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {
+        let info = self.inspect(name).await?;
+        let st = info.state.unwrap_or_default();
+        Ok(ContainerState {
+            status: st.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+            restart_count: info.restart_count.unwrap_or(0),
+            running: st.running.unwrap_or(false),
+            exit_code: st.exit_code,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cri_prefix_is_stripped() {
+        assert_eq!(cri_message("2026-11-21T06:03:56.1Z stderr F panic: boom"), "panic: boom");
+        assert_eq!(cri_message("plain line"), "plain line");
+    }
+
+    #[test]
+    fn tail_is_bounded_and_drops_partial_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        let mut s = String::new();
+        for i in 0..1000 {
+            s.push_str(&format!("line {i}\n"));
+        }
+        std::fs::write(&p, &s).unwrap();
+        let t = read_tail(&p, 100).unwrap();
+        assert!(t.len() <= 100);
+        assert!(t.starts_with("line "));
+        assert!(t.ends_with("line 999\n"));
+    }
+}

@@ -1,0 +1,253 @@
+//! `etcd-hostfix lab`: real etcd clusters on this machine's loopback addresses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use hostfix_core::exit;
+use hostfix_lab::kubelet::KubeletConfig;
+use hostfix_lab::{EtcdVersion, Lab, LabRuntime, LabSpec};
+
+use crate::{Global, Output, RuntimeArg};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabOpts {
+    /// Where the lab's host roots live.
+    #[arg(long, default_value_os_t = default_lab_dir())]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpOpts {
+    #[command(flatten)]
+    pub lab: LabOpts,
+    /// Number of members.
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+    /// etcd version: 3.4 (Debian's 3.4.23) or 3.5 (3.5.1 static binaries).
+    #[arg(long = "etcd", default_value = "3.5")]
+    pub version: EtcdVersion,
+    /// `static-pod` (kubeadm masters) or `docker` (Rancher RKE nodes).
+    #[arg(long = "lab-runtime", default_value = "static-pod")]
+    pub lab_runtime: LabRuntime,
+    /// Members listen on 127.A.B.1..N.
+    #[arg(long, default_value = "42.0", value_parser = parse_subnet)]
+    pub subnet: [u8; 2],
+}
+
+fn parse_subnet(s: &str) -> Result<[u8; 2], String> {
+    let (a, b) = s.split_once('.').ok_or("expected A.B")?;
+    Ok([a.parse().map_err(|_| "bad A")?, b.parse().map_err(|_| "bad B")?])
+}
+
+fn default_lab_dir() -> PathBuf {
+    std::env::temp_dir().join("etcd-hostfix-lab")
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    /// Bring a lab cluster up and leave it running.
+    Up(UpOpts),
+    /// Show `status` as seen from the lab's first master.
+    Status(LabOpts),
+    /// Stop everything the lab started (by PID and container ID) and remove nothing else.
+    Down(LabOpts),
+    /// Bring a lab up, show its status, break a member, show it degraded, heal it, show it
+    /// healthy, and tear it down.
+    Demo(UpOpts),
+    /// The lab's stand-in for the kubelet (internal).
+    #[command(hide = true)]
+    Kubelet {
+        #[arg(long)]
+        host_root: PathBuf,
+        #[arg(long)]
+        node: String,
+        #[arg(long = "image")]
+        images: Vec<String>,
+        #[arg(long, default_value_t = 1000)]
+        backoff_base_ms: u64,
+    },
+}
+
+pub async fn run(g: &Global, cmd: LabCmd) -> Result<i32> {
+    match cmd {
+        LabCmd::Up(o) => {
+            let exe = std::env::current_exe()?;
+            let lab = Lab::up(spec(&o), &exe, true).await?;
+            lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(60)).await?;
+            println!("lab up in {} ({} members, etcd {}):", o.lab.dir.display(), o.members, o.version.tag());
+            for n in lab.nodes() {
+                println!("  {}  {}  host root {}", n.name, n.client_url(), n.host_root.display());
+            }
+            println!("next: etcd-hostfix {}", status_args(&lab, 0).join(" "));
+            Ok(exit::OK)
+        }
+        LabCmd::Status(o) => {
+            let lab = Lab::load(&o.dir)?;
+            crate::status::run(&lab_global(g, &lab, 0)).await
+        }
+        LabCmd::Down(o) => {
+            let mut lab = Lab::load(&o.dir)?;
+            lab.down().await?;
+            std::fs::remove_file(Lab::state_file(&o.dir)).ok();
+            println!("lab in {} is down", o.dir.display());
+            Ok(exit::OK)
+        }
+        LabCmd::Demo(o) => demo(g, o).await,
+        LabCmd::Kubelet { host_root, node, images, backoff_base_ms } => {
+            let cfg = KubeletConfig {
+                host_root,
+                node,
+                images: hostfix_lab::lab::image_map(&images)?,
+                backoff_base: Duration::from_millis(backoff_base_ms),
+                backoff_max: Duration::from_millis(backoff_base_ms * 16),
+                rescan: Duration::from_millis(250),
+                grace: Duration::from_secs(10),
+            };
+            cfg.run().await?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn spec(o: &UpOpts) -> LabSpec {
+    LabSpec::new(&o.lab.dir, o.members, o.version, o.lab_runtime, o.subnet)
+}
+
+fn all(lab: &Lab) -> Vec<usize> {
+    (0..lab.nodes().len()).collect()
+}
+
+/// The global options that point `status` (or any command) at lab node `i`.
+pub fn lab_global(g: &Global, lab: &Lab, i: usize) -> Global {
+    let n = lab.node(i);
+    let mut out = g.clone();
+    out.host_root = n.host_root.clone();
+    out.manifest = None;
+    out.state_dir = None;
+    match &n.container {
+        Some(c) => {
+            out.runtime = RuntimeArg::Docker;
+            out.container = c.clone();
+        }
+        None => out.runtime = RuntimeArg::StaticPod,
+    }
+    out
+}
+
+fn status_args(lab: &Lab, i: usize) -> Vec<String> {
+    let n = lab.node(i);
+    match &n.container {
+        Some(c) => vec!["--runtime".into(), "docker".into(), "--container".into(), c.clone(), "status".into()],
+        None => vec!["--host-root".into(), n.host_root.display().to_string(), "status".into()],
+    }
+}
+
+async fn demo(g: &Global, o: UpOpts) -> Result<i32> {
+    let exe = std::env::current_exe()?;
+    let step = |s: &str| println!("\n==> {s}");
+    step(&format!(
+        "bringing up a {}-member etcd {} lab ({}) in {}",
+        o.members,
+        o.version.tag(),
+        match o.lab_runtime {
+            LabRuntime::StaticPod => "kubeadm static pods",
+            LabRuntime::Docker => "RKE docker containers",
+        },
+        o.lab.dir.display()
+    ));
+    let mut lab = Lab::up(spec(&o), &exe, false).await?;
+    let result = async {
+        lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(60)).await?;
+        for i in 0..100 {
+            lab.etcdctl(0, &["put", &format!("/demo/key-{i:03}"), &format!("value-{i}")])?;
+        }
+        println!("wrote 100 keys through {}", lab.node(0).client_url());
+        let mut table = g.clone();
+        table.output = Output::Table;
+        let last = lab.nodes().len() - 1;
+        step(&format!("status from {}", lab.node(last).name));
+        crate::status::run(&lab_global(&table, &lab, last)).await?;
+
+        step(&format!("breaking {}: data dir lost, manifest still says --initial-cluster-state=new", lab.node(last).name));
+        lab.crashloop_member(last).await?;
+        wait_crashloop(&table, &lab, last).await?;
+        step(&format!("status from {} (expect exit 4: degraded)", lab.node(last).name));
+        let code = crate::status::run(&lab_global(&table, &lab, last)).await?;
+        println!("status exit code: {code}");
+
+        step(&format!("healing {} by hand, as seed 000 does (member remove/add; state=existing)", lab.node(last).name));
+        heal_by_hand(&lab, last).await?;
+        lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(90)).await?;
+        let got = lab.etcdctl(last, &["get", "--prefix", "/demo/", "--keys-only"])?;
+        println!("{} serves {} demo keys", lab.node(last).name, got.lines().filter(|l| !l.is_empty()).count());
+        step(&format!("status from {}", lab.node(last).name));
+        crate::status::run(&lab_global(&table, &lab, last)).await
+    }
+    .await;
+    step("tearing the lab down");
+    lab.down().await?;
+    result
+}
+
+async fn wait_crashloop(g: &Global, lab: &Lab, i: usize) -> Result<()> {
+    for _ in 0..120 {
+        let r = crate::status::gather(&lab_global(g, lab, i)).await?;
+        if r.local.state == hostfix_core::status::RunState::Crashlooping {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    anyhow::bail!("{} never crashlooped", lab.node(i).name)
+}
+
+/// The seed 000 procedure, as an operator types it. `etcd-hostfix rejoin` automates this.
+async fn heal_by_hand(lab: &Lab, i: usize) -> Result<()> {
+    let healthy = 0;
+    let name = lab.member_name(i);
+    let list = lab.etcdctl(healthy, &["member", "list"])?;
+    let id = list
+        .lines()
+        .find(|l| l.contains(&format!(", {name}, ")) || l.contains(&lab.node(i).peer_url()))
+        .and_then(|l| l.split(',').next())
+        .context("broken member not in member list")?
+        .to_string();
+    lab.stop_member(i).await?;
+    lab.etcdctl(healthy, &["member", "remove", &id])?;
+    let aside = lab.node(i).host_root.join(format!("member.bak-{}", std::process::id()));
+    let data = lab.node(i).data_dir().join("member");
+    if data.exists() {
+        std::fs::rename(&data, &aside)?;
+    }
+    let mut added = None;
+    for _ in 0..40 {
+        match lab.etcdctl(healthy, &["member", "add", &name, &format!("--peer-urls={}", lab.node(i).peer_url())]) {
+            Ok(out) => {
+                added = Some(out);
+                break;
+            }
+            // etcd refuses membership changes for ~5 s after a peer reconnects.
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let added = added.context("member add kept failing")?;
+    let cluster = added
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .context("member add printed no ETCD_INITIAL_CLUSTER")?
+        .to_string();
+    let parked = lab.node(i).host_root.join("root/etcd.yaml");
+    let text = std::fs::read_to_string(&parked)?;
+    let edited = hostfix_core::manifest::edit_manifest_flags(
+        &text,
+        &[
+            ("initial-cluster".into(), Some(cluster)),
+            ("initial-cluster-state".into(), Some("existing".into())),
+        ],
+    )?;
+    std::fs::write(&parked, edited)?;
+    lab.start_member(i).await?;
+    Ok(())
+}

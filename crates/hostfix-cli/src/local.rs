@@ -1,0 +1,123 @@
+//! Everything about the local member, derived from its own configuration: which runtime
+//! runs it, its flags, how container paths map to host paths, which certificates a client
+//! should present, and which endpoints to ask.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hostfix_adapters::etcd::{ClientTls, Connector};
+use hostfix_adapters::runtime::{DockerRuntime, LocalConfig, RuntimeError, StaticPod};
+use hostfix_adapters::HostRoot;
+
+use crate::{Global, RuntimeArg};
+
+pub struct Local {
+    pub config: LocalConfig,
+    pub root: HostRoot,
+    pub static_pod: Option<StaticPod>,
+    pub docker: Option<DockerRuntime>,
+}
+
+impl Local {
+    pub async fn discover(g: &Global) -> Result<Local, RuntimeError> {
+        let root = g.root();
+        let sp = StaticPod { root: root.clone(), manifest: g.manifest_path(), state_dir: g.state_dir() };
+        let docker_local = |docker: DockerRuntime| async {
+            let config = docker.load(&g.container).await?;
+            Ok::<_, RuntimeError>(Local { config, root: root.clone(), static_pod: None, docker: Some(docker) })
+        };
+        match g.runtime {
+            RuntimeArg::StaticPod => {
+                Ok(Local { config: sp.load()?, root: root.clone(), static_pod: Some(sp), docker: None })
+            }
+            RuntimeArg::Docker => docker_local(DockerRuntime::connect(g.docker_host.as_deref()).await?).await,
+            RuntimeArg::Auto => match sp.load() {
+                Ok(config) => Ok(Local { config, root: root.clone(), static_pod: Some(sp), docker: None }),
+                // A manifest that exists but is broken is the answer, not a reason to look
+                // elsewhere: the operator must see what is wrong with it.
+                Err(e @ (RuntimeError::Manifest { .. } | RuntimeError::Read { .. })) => Err(e),
+                Err(static_err) => {
+                    let docker = match DockerRuntime::connect(g.docker_host.as_deref()).await {
+                        Ok(d) => d,
+                        Err(e) => {
+                            return Err(RuntimeError::NothingFound {
+                                static_pod: static_err.to_string(),
+                                docker: e.to_string(),
+                            })
+                        }
+                    };
+                    match docker_local(docker).await {
+                        Ok(l) => Ok(l),
+                        Err(e) => {
+                            Err(RuntimeError::NothingFound { static_pod: static_err.to_string(), docker: e.to_string() })
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// The client TLS files: explicit overrides first, else the member's own. kubeadm
+    /// keeps a client-only `healthcheck-client` pair beside the CA, which is what a health
+    /// checker should present; without one (RKE), the server pair is used, as the seeds do.
+    pub fn tls_files(&self, g: &Global) -> (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) {
+        let f = self.config.flags.server_tls();
+        let host = |p: &Option<String>| p.as_ref().map(|p| self.config.host_path(&self.root, p));
+        let ca = g.cacert.clone().or_else(|| host(&f.ca));
+        let mut cert = host(&f.cert);
+        let mut key = host(&f.key);
+        if let Some(dir) = host(&f.ca).as_ref().and_then(|c| c.parent().map(PathBuf::from)) {
+            let (hc, hk) = (dir.join("healthcheck-client.crt"), dir.join("healthcheck-client.key"));
+            if hc.exists() && hk.exists() {
+                cert = Some(hc);
+                key = Some(hk);
+            }
+        }
+        (ca, g.cert.clone().or(cert), g.key.clone().or(key))
+    }
+
+    pub fn connector(&self, g: &Global) -> Result<Connector> {
+        let (ca, cert, key) = self.tls_files(g);
+        let uses_tls = self.local_client_url().map(|u| u.starts_with("https")).unwrap_or(true)
+            || g.endpoints.iter().any(|e| e.starts_with("https"));
+        let tls = match ca {
+            Some(ca) if uses_tls => Some(
+                ClientTls::load(&ca, cert.as_deref(), key.as_deref())
+                    .with_context(|| "loading the client certificates of the local member")?,
+            ),
+            _ => None,
+        };
+        Ok(Connector { tls, timeout: Duration::from_secs(g.timeout) })
+    }
+
+    pub fn local_client_url(&self) -> Option<String> {
+        let f = &self.config.flags;
+        f.advertise_client_urls().into_iter().next().or_else(|| f.list("listen-client-urls").into_iter().next())
+    }
+
+    pub fn local_peer_url(&self) -> Option<String> {
+        self.config.flags.initial_advertise_peer_urls().into_iter().next()
+    }
+
+    /// Endpoints to try for the member list: the local member first, then the peers named in
+    /// `--initial-cluster`, whose client URL is assumed to be the peer host on port 2379 with
+    /// the local member's scheme (kubeadm's and RKE's layout), for when the local member is down.
+    pub fn candidate_endpoints(&self, g: &Global) -> Vec<String> {
+        if !g.endpoints.is_empty() {
+            return g.endpoints.clone();
+        }
+        let mut out: Vec<String> = self.local_client_url().into_iter().collect();
+        let scheme = out.first().and_then(|u| u.split_once("://").map(|x| x.0.to_string())).unwrap_or("https".into());
+        for p in self.config.flags.initial_cluster() {
+            if let Some(hostport) = p.peer_url.split_once("://").map(|x| x.1) {
+                let host = hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport);
+                let url = format!("{scheme}://{host}:2379");
+                if !out.contains(&url) {
+                    out.push(url);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,287 @@
+//! A stand-in for the kubelet's static-pod file source, since no kubelet runs here.
+//!
+//! It behaves the way etcd-hostfix relies on the real one behaving:
+//! - it watches `etc/kubernetes/manifests/` (the directory: renames kill file watches),
+//!   debounced, with a periodic rescan as the kubelet does;
+//! - a manifest that appears starts the pod; a changed manifest restarts it as a new pod
+//!   (new UID, new log dir); a manifest moved away stops it;
+//! - an exited container is restarted after a CrashLoopBackOff delay that doubles;
+//! - `hostPath` volumes are honoured: the container runs chrooted in a private mount
+//!   namespace (`unshare --mount`) where only the pod's volumes are bind-mounted, so
+//!   container paths really differ from host paths;
+//! - stdout and stderr go to CRI-format files
+//!   `var/log/pods/<ns>_<pod>-<node>_<uid>/<container>/<restart>.log`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hostfix_core::manifest::Pod;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use crate::LabError;
+
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    pub host_root: PathBuf,
+    pub node: String,
+    /// Image reference to a directory holding that image's binaries, mounted at
+    /// `/usr/local/bin` in the container.
+    pub images: BTreeMap<String, PathBuf>,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub rescan: Duration,
+    /// How long a stopped container gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+struct Running {
+    hash: String,
+    uid: String,
+    child: Option<Child>,
+    restarts: u32,
+    started: Instant,
+    next_start: Option<Instant>,
+    pod: Pod,
+}
+
+pub fn pod_uid(manifest: &[u8]) -> String {
+    let h = hex::encode(Sha256::digest(manifest));
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl KubeletConfig {
+    fn manifests_dir(&self) -> PathBuf {
+        self.host_root.join("etc/kubernetes/manifests")
+    }
+
+    fn host(&self, p: &str) -> PathBuf {
+        self.host_root.join(p.trim_start_matches('/'))
+    }
+
+    fn log_dir(&self, pod: &Pod, uid: &str, container: &str) -> PathBuf {
+        let ns = if pod.metadata.namespace.is_empty() { "default" } else { &pod.metadata.namespace };
+        self.host_root
+            .join("var/log/pods")
+            .join(format!("{ns}_{}-{}_{uid}", pod.metadata.name, self.node))
+            .join(container)
+    }
+
+    /// The shell script that builds the container's view inside a fresh mount namespace and
+    /// execs the container's command there. Mounts die with the namespace.
+    fn container_script(&self, pod: &Pod, rootfs: &Path) -> Result<String, LabError> {
+        let c = pod.etcd_container().map_err(|e| LabError::Runner(e.to_string()))?;
+        let image_dir = self
+            .images
+            .get(&c.image)
+            .ok_or_else(|| LabError::Runner(format!("image {} is not known to the lab kubelet", c.image)))?;
+        let r = rootfs.display().to_string();
+        let mut s = String::from("set -e\n");
+        for d in ["usr", "dev", "proc", "tmp", "etc", "run"] {
+            s.push_str(&format!("mkdir -p {r}/{d}\n"));
+        }
+        for l in ["bin", "lib", "lib64", "sbin"] {
+            s.push_str(&format!("[ -L {r}/{l} ] || ln -s usr/{l} {r}/{l}\n"));
+        }
+        s.push_str(&format!("mount --rbind /usr {r}/usr\nmount --rbind /dev {r}/dev\nmount --rbind /proc {r}/proc\n"));
+        s.push_str(&format!("mount -t tmpfs tmpfs {r}/tmp\n"));
+        s.push_str(&format!("printf '127.0.0.1 localhost\\n' > {r}/etc/hosts\n"));
+        s.push_str(&format!("mount --bind {} {r}/usr/local/bin\n", shell_quote(&image_dir.display().to_string())));
+        for m in &c.volume_mounts {
+            let Some(v) = pod.spec.volumes.iter().find(|v| v.name == m.name) else { continue };
+            let Some(hp) = &v.host_path else { continue };
+            let host = self.host(&hp.path);
+            if hp.kind.as_deref() == Some("DirectoryOrCreate") {
+                std::fs::create_dir_all(&host).map_err(|e| LabError::io(&host, e))?;
+            }
+            let target = format!("{r}{}", m.mount_path);
+            s.push_str(&format!("mkdir -p {}\n", shell_quote(&target)));
+            let ro = if m.read_only { " -o ro" } else { "" };
+            s.push_str(&format!("mount --bind{ro} {} {}\n", shell_quote(&host.display().to_string()), shell_quote(&target)));
+        }
+        let mut env = vec!["PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+        env.extend(c.env_pairs().into_iter().map(|(k, v)| format!("{k}={v}")));
+        let argv: Vec<String> = c.argv().iter().map(|a| shell_quote(a)).collect();
+        let envs: Vec<String> = env.iter().map(|e| shell_quote(e)).collect();
+        s.push_str(&format!("cd /\nexec chroot {r} /usr/bin/env -i {} {}\n", envs.join(" "), argv.join(" ")));
+        Ok(s)
+    }
+
+    async fn start(&self, run: &mut Running) -> Result<(), LabError> {
+        let c = run.pod.etcd_container().map_err(|e| LabError::Runner(e.to_string()))?.clone();
+        let pod_dir = self.host_root.join("var/lib/kubelet/pods").join(&run.uid);
+        let rootfs = pod_dir.join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(|e| LabError::io(&rootfs, e))?;
+        let script = self.container_script(&run.pod, &rootfs)?;
+        let log_dir = self.log_dir(&run.pod, &run.uid, &c.name);
+        std::fs::create_dir_all(&log_dir).map_err(|e| LabError::io(&log_dir, e))?;
+        let log_path = log_dir.join(format!("{}.log", run.restarts));
+        let log = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .await
+            .map_err(|e| LabError::io(&log_path, e))?;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // The container must not outlive its kubelet, even on kill -9 of the runner.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| LabError::Runner(format!("spawn unshare: {e}")))?;
+        let log = Arc::new(Mutex::new(log));
+        for (stream, name) in [
+            (child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), "stdout"),
+            (child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), "stderr"),
+        ] {
+            let Some(stream) = stream else { continue };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let ts = time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    let _ = log.lock().await.write_all(format!("{ts} {name} F {line}\n").as_bytes()).await;
+                }
+            });
+        }
+        tracing::info!(node = %self.node, uid = %run.uid, restart = run.restarts, pid = child.id(), "started pod");
+        run.child = Some(child);
+        run.started = Instant::now();
+        run.next_start = None;
+        Ok(())
+    }
+
+    async fn stop(&self, run: &mut Running) {
+        if let Some(mut child) = run.child.take() {
+            if let Some(pid) = child.id() {
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+            }
+            if tokio::time::timeout(self.grace, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+            tracing::info!(node = %self.node, uid = %run.uid, "stopped pod");
+        }
+    }
+
+    fn backoff(&self, restarts: u32) -> Duration {
+        let d = self.backoff_base.saturating_mul(1u32 << restarts.min(16));
+        d.min(self.backoff_max)
+    }
+
+    /// One reconcile pass: compare the manifest on disk with the running pod.
+    async fn sync(&self, current: &mut Option<Running>) {
+        let path = self.manifests_dir().join("etcd.yaml");
+        let desired = match std::fs::read(&path) {
+            Ok(bytes) => match std::str::from_utf8(&bytes).map_err(|e| e.to_string()).and_then(|t| {
+                Pod::parse(t).map_err(|e| e.to_string())
+            }) {
+                Ok(pod) => Some((hex::encode(Sha256::digest(&bytes)), pod_uid(&bytes), pod)),
+                Err(e) => {
+                    // The kubelet logs and skips a manifest it cannot decode.
+                    tracing::warn!(path = %path.display(), error = %e, "invalid static pod manifest; ignoring");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        match (desired, current.as_mut()) {
+            (None, Some(run)) => {
+                self.stop(run).await;
+                *current = None;
+            }
+            (Some((hash, uid, pod)), cur) => {
+                if cur.as_ref().map(|r| r.hash != hash).unwrap_or(true) {
+                    if let Some(run) = current.as_mut() {
+                        self.stop(run).await;
+                    }
+                    let mut run = Running {
+                        hash,
+                        uid,
+                        child: None,
+                        restarts: 0,
+                        started: Instant::now(),
+                        next_start: None,
+                        pod,
+                    };
+                    if let Err(e) = self.start(&mut run).await {
+                        tracing::error!(error = %e, "cannot start pod");
+                        run.next_start = Some(Instant::now() + self.backoff(0));
+                    }
+                    *current = Some(run);
+                    return;
+                }
+                let run = current.as_mut().expect("checked above");
+                if let Some(child) = run.child.as_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        // Back-off resets after a long healthy run, as the kubelet's does.
+                        if run.started.elapsed() > self.backoff_max * 10 {
+                            run.restarts = run.restarts.min(1);
+                        }
+                        let delay = self.backoff(run.restarts);
+                        tracing::info!(node = %self.node, ?status, ?delay, "container exited; CrashLoopBackOff");
+                        run.child = None;
+                        run.next_start = Some(Instant::now() + delay);
+                    }
+                }
+                if run.child.is_none() && run.next_start.map(|t| Instant::now() >= t).unwrap_or(false) {
+                    run.restarts += 1;
+                    if let Err(e) = self.start(run).await {
+                        tracing::error!(error = %e, "cannot restart pod");
+                        run.next_start = Some(Instant::now() + self.backoff(run.restarts));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Run until SIGTERM or SIGINT, then stop the pod and return.
+    pub async fn run(self) -> Result<(), LabError> {
+        let dir = self.manifests_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut debouncer = notify_debouncer_mini::new_debouncer(Duration::from_millis(100), move |_res| {
+            let _ = tx.send(());
+        })
+        .map_err(|e| LabError::Runner(format!("watch: {e}")))?;
+        debouncer
+            .watcher()
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| LabError::Runner(format!("watch {}: {e}", dir.display())))?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| LabError::Runner(e.to_string()))?;
+        let mut tick = tokio::time::interval(self.rescan);
+        let mut current: Option<Running> = None;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = rx.recv() => {},
+                _ = tick.tick() => {},
+            }
+            self.sync(&mut current).await;
+        }
+        if let Some(run) = current.as_mut() {
+            self.stop(run).await;
+        }
+        Ok(())
+    }
+}

