@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests: the real binary, unique loopback subnets, and
+//! byte-level snapshots of a host root to prove that a command changed nothing.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use hostfix_lab::{EtcdVersion, Lab, LabRuntime, LabSpec};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_etcd-hostfix");
+
+/// A loopback /24 no other test (in this or another test binary) is using:
+/// 127.<100 + pid % 100>.<counter>.0/24.
+pub fn subnet() -> [u8; 2] {
+    static NEXT: AtomicU8 = AtomicU8::new(1);
+    [100 + (std::process::id() % 100) as u8, NEXT.fetch_add(1, Ordering::SeqCst)]
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+pub fn hostfix(args: &[&str]) -> Out {
+    let o = Command::new(BIN).args(args).output().expect("run etcd-hostfix");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// The global options that point the CLI at lab node `i`.
+pub fn node_args(lab: &Lab, i: usize) -> Vec<String> {
+    let n = lab.node(i);
+    match &n.container {
+        Some(c) => vec!["--runtime".into(), "docker".into(), "--container".into(), c.clone()],
+        None => vec!["--runtime".into(), "static-pod".into(), "--host-root".into(), n.host_root.display().to_string()],
+    }
+}
+
+pub fn status(lab: &Lab, i: usize, extra: &[&str]) -> Out {
+    let mut args = node_args(lab, i);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("status".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    hostfix(&refs)
+}
+
+pub async fn lab(dir: &Path, members: usize, v: EtcdVersion, rt: LabRuntime) -> Lab {
+    let mut spec = LabSpec::new(dir, members, v, rt, subnet());
+    spec.backoff_base_ms = 300;
+    let lab = Lab::up(spec, Path::new(BIN), false).await.expect("lab up");
+    let all: Vec<usize> = (0..members).collect();
+    lab.wait_healthy(&all, members, std::time::Duration::from_secs(60)).await.expect("lab healthy");
+    lab
+}
+
+/// Every file under `dir` with its bytes, to prove a command changed nothing.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                out.insert(p.clone(), b"<dir>".to_vec());
+                walk(&p, out);
+            } else if ft.is_file() {
+                out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, &mut out);
+    out
+}
+
+pub async fn until<F: FnMut() -> bool>(what: &str, secs: u64, mut f: F) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
