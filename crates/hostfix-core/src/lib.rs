@@ -4,7 +4,9 @@
 //! bollard or etcd-client. That keeps every decision unit-testable from fixtures, and keeps
 //! the adapters thin enough to read in one sitting.
 
+pub mod diagnose;
 pub mod exit;
+pub mod logs;
 pub mod flags;
 pub mod manifest;
 pub mod status;

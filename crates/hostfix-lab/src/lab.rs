@@ -526,13 +526,19 @@ impl Lab {
     async fn wait_port_closed(&self, i: usize, timeout: Duration) -> Result<(), LabError> {
         let addr = std::net::SocketAddr::new(self.node(i).ip, 2379);
         let deadline = Instant::now() + timeout;
+        // The port closes before etcd has finished its last backend commit; a test that
+        // corrupts the data dir must wait for the process itself to be gone, or etcd's final
+        // meta-page write quietly repairs the damage.
+        let url = self.node(i).client_url();
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+                && hostfix_adapters::process::etcd_pids(&url).is_empty()
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(LabError::Timeout(format!("{addr} still answers after {timeout:?}")))
+        Err(LabError::Timeout(format!("{addr} still answers or its etcd still runs after {timeout:?}")))
     }
 
     /// Make a member crashloop the way seed 000's does: its data dir is lost while the
@@ -547,6 +553,81 @@ impl Lab {
             std::fs::rename(&data, &aside).map_err(|e| LabError::io(&data, e))?;
         }
         self.start_member(i).await
+    }
+
+    /// The lab member's ID (hex) as the cluster lists it, asked through node `via`.
+    pub fn member_id(&self, via: usize, i: usize) -> Result<Option<String>, LabError> {
+        let out = self.etcdctl(via, &["member", "list", "-w", "json"])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| LabError::Runner(format!("member list json: {e}")))?;
+        let peer = self.node(i).peer_url();
+        Ok(v["members"].as_array().into_iter().flatten().find_map(|m| {
+            let peers = m["peerURLs"].as_array()?;
+            peers.iter().any(|p| p.as_str() == Some(peer.as_str())).then(|| format!("{:x}", m["ID"].as_u64().unwrap_or(0)))
+        }))
+    }
+
+    /// Stop a static-pod member, let `change` alter its host root and return manifest edits,
+    /// apply those to the parked manifest (minimal diff, verified) and start it again. This is
+    /// how every failure a real master sees is injected.
+    pub async fn offline<F>(&self, i: usize, change: F) -> Result<(), LabError>
+    where
+        F: FnOnce(&Node) -> Result<Vec<hostfix_core::manifest::FlagEdit>, LabError>,
+    {
+        assert_eq!(self.state.spec.runtime, LabRuntime::StaticPod, "offline edits are for static pods");
+        self.stop_member(i).await?;
+        let n = self.node(i);
+        let edits = change(n)?;
+        if !edits.is_empty() {
+            let parked = n.host_root.join("root/etcd.yaml");
+            let text = std::fs::read_to_string(&parked).map_err(|e| LabError::io(&parked, e))?;
+            let new = hostfix_core::manifest::edit_manifest_flags(&text, &edits)
+                .map_err(|e| LabError::Runner(format!("{}: {e}", parked.display())))?;
+            std::fs::write(&parked, new).map_err(|e| LabError::io(&parked, e))?;
+        }
+        self.start_member(i).await
+    }
+
+    /// Move `var/lib/etcd/member` aside (never deleted) so the member starts empty.
+    pub fn lose_data(n: &Node) -> Result<(), LabError> {
+        let data = n.data_dir().join("member");
+        let mut k = 0;
+        let aside = loop {
+            let p = n.host_root.join(format!("lost-member.{k}"));
+            if !p.exists() {
+                break p;
+            }
+            k += 1;
+        };
+        if data.exists() {
+            std::fs::rename(&data, &aside).map_err(|e| LabError::io(&data, e))?;
+        }
+        Ok(())
+    }
+
+    /// Overwrite bytes of a file in place, from `offset`, with a fixed garbage pattern.
+    pub fn scribble(path: &Path, offset: u64, len: usize) -> Result<(), LabError> {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| LabError::io(path, e))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| LabError::io(path, e))?;
+        let junk: Vec<u8> = (0..len).map(|k| (k as u8).wrapping_mul(37).wrapping_add(0x5a)).collect();
+        f.write_all(&junk).map_err(|e| LabError::io(path, e))
+    }
+
+    /// The newest WAL file of a member and the length of its written (non-zero) part: WAL
+    /// files are preallocated, so their tail is zeros.
+    pub fn wal_extent(n: &Node) -> Result<(PathBuf, u64), LabError> {
+        let dir = n.data_dir().join("member/wal");
+        let mut wals: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| LabError::io(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().map(|x| x == "wal").unwrap_or(false))
+            .collect();
+        wals.sort();
+        let wal = wals.pop().ok_or_else(|| LabError::Runner(format!("no WAL in {}", dir.display())))?;
+        let bytes = std::fs::read(&wal).map_err(|e| LabError::io(&wal, e))?;
+        let used = bytes.iter().rposition(|b| *b != 0).map(|p| p as u64 + 1).unwrap_or(0);
+        Ok((wal, used))
     }
 
     /// Stop every runner and container this lab started, by PID or container ID.

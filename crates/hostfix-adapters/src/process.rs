@@ -1,0 +1,44 @@
+//! Finding etcd processes on this host from `/proc`, for "is the member's process up?".
+//! A static pod's etcd is not our child and the kubelet is not asked, so the member is
+//! recognised by its own configuration: an `etcd` binary whose client URLs include ours.
+
+use hostfix_core::EtcdFlags;
+
+/// PIDs of etcd processes serving `client_url` (matched against `--advertise-client-urls`
+/// and `--listen-client-urls`, from argv or `ETCD_*` in the environment).
+pub fn etcd_pids(client_url: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
+    let mut out = vec![];
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let argv: Vec<String> =
+            cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if argv.first().map(|a| a.rsplit('/').next() != Some("etcd")).unwrap_or(true) {
+            continue;
+        }
+        let env: Vec<(String, String)> = std::fs::read(e.path().join("environ"))
+            .map(|b| {
+                b.split(|c| *c == 0)
+                    .filter_map(|kv| {
+                        let kv = String::from_utf8_lossy(kv);
+                        kv.split_once('=').filter(|(k, _)| k.starts_with("ETCD_")).map(|(k, v)| (k.to_string(), v.to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let f = EtcdFlags::parse(&argv, &env);
+        if f.advertise_client_urls().iter().chain(f.list("listen-client-urls").iter()).any(|u| u == client_url) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_etcd_on_an_unused_url() {
+        assert!(super::etcd_pids("https://127.254.254.254:1").is_empty());
+    }
+}

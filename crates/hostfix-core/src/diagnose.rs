@@ -1,0 +1,556 @@
+//! Crashloop triage: what is wrong with the local member, from etcd's own last words and
+//! from live probes, and which playbook fixes it.
+//!
+//! Logs say *why* a member dies; probes say *what is true now*. When probes positively show
+//! a healthy, correctly clustered member, they win (a healthy member's log can carry another
+//! member's "cluster ID mismatch"). When the two point at different playbooks, the finding
+//! says so and recommends `manual`, the safest.
+
+use serde::Serialize;
+
+use crate::logs::LogLine;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    Healthy,
+    NotRunning,
+    AlreadyBootstrapped,
+    DataLost,
+    ClusterIdMismatch,
+    MemberRemoved,
+    DbCorrupt,
+    WalCorrupt,
+    MembershipMismatch,
+    Nospace,
+    QuorumLost,
+    Unknown,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Healthy => "healthy",
+            Class::NotRunning => "not-running",
+            Class::AlreadyBootstrapped => "already-bootstrapped",
+            Class::DataLost => "data-lost",
+            Class::ClusterIdMismatch => "cluster-id-mismatch",
+            Class::MemberRemoved => "member-removed",
+            Class::DbCorrupt => "db-corrupt",
+            Class::WalCorrupt => "wal-corrupt",
+            Class::MembershipMismatch => "membership-mismatch",
+            Class::Nospace => "nospace",
+            Class::QuorumLost => "quorum-lost",
+            Class::Unknown => "unknown",
+        }
+    }
+
+    /// Classes where the member's own data or identity is bad and the cure is to replace it
+    /// from the rest of the cluster.
+    fn wants_rejoin(self) -> bool {
+        matches!(
+            self,
+            Class::AlreadyBootstrapped
+                | Class::DataLost
+                | Class::ClusterIdMismatch
+                | Class::MemberRemoved
+                | Class::DbCorrupt
+                | Class::WalCorrupt
+                | Class::MembershipMismatch
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Playbook {
+    Rejoin,
+    Rebuild,
+    Defrag,
+    None,
+    Manual,
+}
+
+impl Playbook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Playbook::Rejoin => "rejoin",
+            Playbook::Rebuild => "rebuild",
+            Playbook::Defrag => "defrag",
+            Playbook::None => "none",
+            Playbook::Manual => "manual",
+        }
+    }
+}
+
+/// What the live probes found. Every field is optional: with `--log` there are none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Probes {
+    /// An etcd process with this member's configuration is running.
+    pub process_up: Option<bool>,
+    /// The member's client URL answered a status call.
+    pub endpoint_answers: Option<bool>,
+    /// The member answered a quorum read.
+    pub endpoint_healthy: Option<bool>,
+    /// Whether a member list could be had from anyone.
+    pub member_list: Option<bool>,
+    pub listed_by_name: Option<bool>,
+    pub listed_by_peer_url: Option<bool>,
+    /// Voting members other than this one, and how many of them answer a quorum read.
+    pub peer_voters: usize,
+    pub peer_voters_healthy: usize,
+    /// This member is a voter (false for a learner or an unlisted member).
+    pub local_is_voter: bool,
+    pub alarms: Vec<String>,
+    pub local_cluster_id: Option<String>,
+    pub peer_cluster_ids: Vec<String>,
+}
+
+impl Probes {
+    /// Whether the rest of the cluster has a quorum without this member.
+    pub fn rest_has_quorum(&self) -> Option<bool> {
+        self.member_list?;
+        let voters = self.peer_voters + usize::from(self.local_is_voter);
+        if voters == 0 {
+            return None;
+        }
+        Some(self.peer_voters_healthy > voters / 2)
+    }
+
+    fn cluster_id_differs(&self) -> Option<(String, String)> {
+        let local = self.local_cluster_id.as_ref()?;
+        let peer = self.peer_cluster_ids.iter().find(|p| *p != local)?;
+        Some((local.clone(), peer.clone()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub class: Class,
+    pub member: String,
+    pub playbook: Playbook,
+    /// The exact command to run next.
+    pub command: String,
+    /// Verbatim log lines and probe facts behind the verdict, capped.
+    pub evidence: Vec<String>,
+    /// Disagreements and caveats, in plain words.
+    pub notes: Vec<String>,
+    /// What the newest log run alone says, when it says anything.
+    pub log_class: Option<Class>,
+}
+
+pub const MAX_EVIDENCE: usize = 8;
+pub const MAX_EVIDENCE_LEN: usize = 400;
+
+struct Rule {
+    class: Class,
+    any: &'static [&'static str],
+    /// All of these must also appear (in the same line).
+    with: &'static [&'static str],
+}
+
+/// Ordered: the first rule that matches a line names that line's class.
+const RULES: &[Rule] = &[
+    Rule { class: Class::AlreadyBootstrapped, any: &["has already been bootstrapped"], with: &[] },
+    Rule { class: Class::DataLost, any: &["tocommit("], with: &["out of range"] },
+    Rule { class: Class::MemberRemoved, any: &["permanently removed from the cluster", "data-dir used by this member must be removed"], with: &[] },
+    Rule { class: Class::MembershipMismatch, any: &["member count is unequal", "couldn't find local name", "error validating peerurls", "unmatched member while checking peurls", "has no corresponding entry in --initial-cluster", "--initial-cluster has"], with: &[] },
+    Rule { class: Class::ClusterIdMismatch, any: &["cluster id mismatch"], with: &[] },
+    Rule {
+        class: Class::DbCorrupt,
+        any: &[
+            "freepages: failed to get all reachable pages",
+            "invalid database",
+            "invalid meta pages",
+            "cannot open database",
+            "failed to open database",
+            "data inconsistency",
+            "database file size too small",
+            "unexpected fault address",
+            "signal sigbus",
+            "alarm:corrupt",
+            "alarm corrupt",
+            "already freed",
+            "unreachable unfreed",
+        ],
+        with: &[],
+    },
+    Rule { class: Class::WalCorrupt, any: &["crc mismatch", "walpb:", "failed to read wal", "illegal wiretype", "proto: ", "wal: max entry size"], with: &[] },
+    Rule { class: Class::Nospace, any: &["database space exceeded", "exceeded backend quota", "etcdserver: no space", "alarm nospace", "alarm=nospace", "alarm:nospace"], with: &[] },
+];
+
+fn line_class(l: &LogLine) -> Option<Class> {
+    RULES.iter().find_map(|r| {
+        let hit = r.any.iter().any(|p| l.text.contains(p)) && r.with.iter().all(|p| l.text.contains(p));
+        hit.then_some(r.class)
+    })
+}
+
+fn severity(l: &LogLine) -> u8 {
+    match l.level.as_deref() {
+        Some("panic" | "fatal" | "dpanic") => 3,
+        Some("error") => 2,
+        Some("warn") => 1,
+        _ => 0,
+    }
+}
+
+/// The class the newest log run points at, and the lines that show it. A fatal or panic line
+/// outranks errors and warnings; among equals, the one closest to the end (the member's
+/// last words) wins. A Go panic whose stack runs through bbolt or the WAL is classed by where
+/// it happened even when the panic message itself is generic.
+pub fn classify_log(run: &[LogLine]) -> Option<(Class, Vec<&LogLine>)> {
+    let mut best: Option<(u8, usize, Class)> = None;
+    for (i, l) in run.iter().enumerate() {
+        let class = line_class(l).or_else(|| generic_panic_class(run, i));
+        if let Some(c) = class {
+            let s = severity(l).max(if l.text.starts_with("panic:") { 3 } else { 0 });
+            if best.map(|(bs, _, _)| s >= bs).unwrap_or(true) {
+                best = Some((s, i, c));
+            }
+        }
+    }
+    let (_, _, class) = best?;
+    let mut lines: Vec<&LogLine> = run.iter().filter(|l| line_class(l) == Some(class)).collect();
+    if lines.is_empty() {
+        lines = run.iter().filter(|l| l.text.starts_with("panic:") || l.text.contains("fatal error")).collect();
+    }
+    // Keep the last few: repeated warnings say nothing new.
+    let keep = lines.len().saturating_sub(MAX_EVIDENCE / 2);
+    Some((class, lines.split_off(keep)))
+}
+
+fn generic_panic_class(run: &[LogLine], i: usize) -> Option<Class> {
+    let l = &run[i];
+    let generic = ["slice bounds out of range", "index out of range", "nil pointer dereference", "unexpected fault address", "fatal error: fault"];
+    if !(l.text.starts_with("panic:") || l.text.starts_with("fatal error") || l.text.starts_with("unexpected fault"))
+        || !generic.iter().any(|g| l.text.contains(g))
+    {
+        return None;
+    }
+    let stack: String = run[i..].iter().take(40).map(|x| x.text.as_str()).collect::<Vec<_>>().join("\n");
+    if stack.contains("/wal.") || stack.contains("wal.(*") || stack.contains("/wal/") {
+        Some(Class::WalCorrupt)
+    } else {
+        // etcd mmaps its bbolt file; a fault or bounds panic outside the WAL is the db.
+        Some(Class::DbCorrupt)
+    }
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() > MAX_EVIDENCE_LEN {
+        let mut t: String = s.chars().take(MAX_EVIDENCE_LEN).collect();
+        t.push('…');
+        t
+    } else {
+        s.to_string()
+    }
+}
+
+fn base_playbook(c: Class, quorum: Option<bool>) -> Playbook {
+    match c {
+        Class::Healthy => Playbook::None,
+        Class::Nospace => Playbook::Defrag,
+        Class::QuorumLost => Playbook::Rebuild,
+        c if c.wants_rejoin() => match quorum {
+            Some(false) => Playbook::Manual,
+            _ => Playbook::Rejoin,
+        },
+        _ => Playbook::Manual,
+    }
+}
+
+/// Where the finding's exact command comes from: the CLI knows the options it was run with.
+pub trait CommandFor {
+    fn command(&self, playbook: Playbook, class: Class) -> String;
+}
+
+pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor) -> Finding {
+    let log = classify_log(run);
+    let log_class = log.as_ref().map(|(c, _)| *c);
+    let mut evidence: Vec<String> =
+        log.as_ref().map(|(_, ls)| ls.iter().map(|l| clip(&l.raw)).collect()).unwrap_or_default();
+    let mut notes = vec![];
+    let quorum = p.rest_has_quorum();
+    let listed = match (p.listed_by_name, p.listed_by_peer_url) {
+        (Some(a), Some(b)) => Some(a || b),
+        (a, b) => a.or(b),
+    };
+
+    // What the probes alone establish, strongest first.
+    let probe_class = if p.alarms.iter().any(|a| a == "CORRUPT") {
+        evidence.push("probe: alarm CORRUPT is raised for this member".into());
+        Some(Class::DbCorrupt)
+    } else if let Some((local, peer)) = p.cluster_id_differs() {
+        evidence.push(format!("probe: this member reports cluster ID {local}, its peers {peer}"));
+        Some(Class::ClusterIdMismatch)
+    } else if p.alarms.iter().any(|a| a == "NOSPACE") {
+        evidence.push("probe: alarm NOSPACE is raised for this member".into());
+        Some(Class::Nospace)
+    } else if p.member_list == Some(true) && quorum == Some(false) && p.endpoint_healthy != Some(true) {
+        evidence.push(format!(
+            "probe: {} of {} other voting members answer; no quorum without this one",
+            p.peer_voters_healthy, p.peer_voters
+        ));
+        Some(Class::QuorumLost)
+    } else if p.member_list == Some(false) && p.endpoint_answers == Some(true) && p.endpoint_healthy == Some(false) {
+        evidence.push("probe: this member answers but cannot serve a quorum read, and no peer answers".into());
+        Some(Class::QuorumLost)
+    } else if p.endpoint_healthy == Some(true) && listed == Some(true) {
+        evidence.push("probe: this member is listed and serves quorum reads".into());
+        Some(Class::Healthy)
+    } else if p.member_list == Some(true) && listed == Some(false) {
+        evidence.push(format!("probe: no member named {member} or with this member's peer URL is in the member list"));
+        Some(Class::MemberRemoved)
+    } else {
+        None
+    };
+
+    let class = match (probe_class, log_class) {
+        (Some(Class::Healthy), Some(l)) => {
+            notes.push(format!(
+                "the newest log run shows {} but the member is healthy now; the log lines may concern a peer",
+                l.as_str()
+            ));
+            Class::Healthy
+        }
+        (Some(pc), Some(lc)) if pc != lc => {
+            if base_playbook(pc, quorum) != base_playbook(lc, quorum) {
+                notes.push(format!(
+                    "signs disagree: the log says {} but the probes say {}; recommending the safest playbook",
+                    lc.as_str(),
+                    pc.as_str()
+                ));
+            } else {
+                notes.push(format!("the log says {}; the probes say {}", lc.as_str(), pc.as_str()));
+            }
+            // The log names the cause; the probe describes the state. For the class, the
+            // member's own last words are the more specific.
+            if pc == Class::QuorumLost || pc == Class::Nospace || pc == Class::ClusterIdMismatch {
+                pc
+            } else {
+                lc
+            }
+        }
+        (Some(pc), _) => pc,
+        (None, Some(lc)) => lc,
+        (None, None) if p.process_up == Some(false) || p.endpoint_answers == Some(false) => {
+            evidence.push("probe: no etcd process with this member's configuration is running".into());
+            Class::NotRunning
+        }
+        (None, None) => Class::Unknown,
+    };
+
+    let mut playbook = base_playbook(class, quorum);
+    if notes.iter().any(|n| n.starts_with("signs disagree")) {
+        playbook = Playbook::Manual;
+    }
+    if class.wants_rejoin() && quorum == Some(false) {
+        notes.push("the rest of the cluster has no quorum, so rejoin cannot work; rebuild on the best survivor or restore a snapshot".into());
+    }
+    if class == Class::QuorumLost {
+        notes.push("run rebuild only on the survivor with the newest data (highest raft index); it refuses otherwise".into());
+    }
+    evidence.truncate(MAX_EVIDENCE);
+    Finding {
+        class,
+        member: member.to_string(),
+        playbook,
+        command: cmds.command(playbook, class),
+        evidence,
+        notes,
+        log_class,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::{newest_run, parse_text};
+
+    struct Cmd;
+    impl CommandFor for Cmd {
+        fn command(&self, p: Playbook, _: Class) -> String {
+            format!("etcd-hostfix {}", p.as_str())
+        }
+    }
+
+    fn fixture(version: &str, class: &str) -> String {
+        let p = format!("{}/testdata/logs/{version}/{class}.log", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    fn from_log(text: &str) -> Finding {
+        let lines = parse_text(text);
+        diagnose("m3", newest_run(&lines), &Probes::default(), &Cmd)
+    }
+
+    /// Logs captured from real etcd (tests/capture_logs.rs) classify on their own, without
+    /// probes, for every class a log can show.
+    #[test]
+    fn captured_logs_classify() {
+        let cases = [
+            ("already-bootstrapped", Class::AlreadyBootstrapped, Playbook::Rejoin),
+            ("data-lost", Class::DataLost, Playbook::Rejoin),
+            ("member-removed", Class::MemberRemoved, Playbook::Rejoin),
+            ("db-corrupt", Class::DbCorrupt, Playbook::Rejoin),
+            ("wal-corrupt", Class::WalCorrupt, Playbook::Rejoin),
+            ("nospace", Class::Nospace, Playbook::Defrag),
+            ("membership-mismatch", Class::MembershipMismatch, Playbook::Rejoin),
+            ("cluster-id-mismatch", Class::ClusterIdMismatch, Playbook::Rejoin),
+            ("unknown", Class::Unknown, Playbook::Manual),
+        ];
+        for v in ["3.4.23", "3.5.1"] {
+            for (name, class, playbook) in cases {
+                let f = from_log(&fixture(v, name));
+                assert_eq!(f.class, class, "{v}/{name}: {f:#?}");
+                assert_eq!(f.playbook, playbook, "{v}/{name}");
+                if class != Class::Unknown {
+                    assert!(!f.evidence.is_empty(), "{v}/{name}");
+                }
+                assert!(f.evidence.len() <= MAX_EVIDENCE);
+                assert!(f.evidence.iter().all(|e| e.chars().count() <= MAX_EVIDENCE_LEN + 1));
+            }
+        }
+    }
+
+    #[test]
+    fn zap_discovery_failed_error_field() {
+        let f = from_log(&fixture("3.5.1", "already-bootstrapped"));
+        assert!(f.evidence.iter().any(|e| e.contains("\"msg\":\"discovery failed\"") && e.contains("already been bootstrapped")));
+    }
+
+    #[test]
+    fn newest_restart_wins_over_older_ones() {
+        // An older run died of a corrupt WAL; the newest one of a lost data dir.
+        let text = format!("{}\n{}", fixture("3.4.23", "wal-corrupt"), fixture("3.4.23", "data-lost"));
+        assert_eq!(from_log(&text).class, Class::DataLost);
+        let text = format!("{}\n{}", fixture("3.5.1", "data-lost"), fixture("3.5.1", "membership-mismatch"));
+        assert_eq!(from_log(&text).class, Class::MembershipMismatch);
+    }
+
+    #[test]
+    fn several_errors_fatal_wins() {
+        // Cluster ID mismatch warnings, then the member's fatal last words.
+        let text = format!(
+            "{}\n2026-11-21 06:17:20.618929 C | etcdmain: member d5 has already been bootstrapped\n",
+            fixture("3.4.23", "cluster-id-mismatch")
+        );
+        let f = from_log(&text);
+        assert_eq!(f.class, Class::AlreadyBootstrapped);
+    }
+
+    #[test]
+    fn bare_go_panics() {
+        let freepages = "panic: freepages: failed to get all reachable pages (page 6987: multiple references)\n\ngoroutine 126 [running]:\ngo.etcd.io/bbolt.(*DB).freepages.func2(0xc0001c64e0)\n";
+        assert_eq!(from_log(freepages).class, Class::DbCorrupt);
+        let bounds = "panic: runtime error: slice bounds out of range [:4096] with capacity 0\n\ngoroutine 1 [running]:\ngo.etcd.io/bbolt.(*Bucket).pageNode(...)\n";
+        assert_eq!(from_log(bounds).class, Class::DbCorrupt);
+        let sigbus = "unexpected fault address 0x7f3c2a1b2000\nfatal error: fault\n[signal SIGBUS: bus error code=0x2 addr=0x7f3c2a1b2000 pc=0x8a1e7e]\n";
+        assert_eq!(from_log(sigbus).class, Class::DbCorrupt);
+        let wal = "panic: runtime error: slice bounds out of range [:12] with capacity 8\n\ngoroutine 1 [running]:\ngo.etcd.io/etcd/server/v3/wal.(*decoder).decodeRecord(...)\n";
+        assert_eq!(from_log(wal).class, Class::WalCorrupt);
+    }
+
+    #[test]
+    fn seed_004_rke_logs() {
+        let text = "2021-07-30 06:56:50.766417 E | rafthttp: request cluster ID mismatch (got 1df875ec16cdadc0 want 2aafb0f5f954d734)\n2021-07-30 06:56:50.798215 E | rafthttp: request sent was ignored (cluster ID mismatch: peer[55981658a5324937]=1df875ec16cdadc0, local=2aafb0f5f954d734)\n";
+        assert_eq!(from_log(text).class, Class::ClusterIdMismatch);
+    }
+
+    #[test]
+    fn tolerates_garbage_and_partial_lines() {
+        let mut text = String::from("ial line cut by the tail\n");
+        text.push_str("\u{0}\u{0}\u{7f}\u{1b}\u{0}\u{0}\n");
+        text.push_str(&fixture("3.4.23", "data-lost"));
+        assert_eq!(from_log(&text).class, Class::DataLost);
+        assert_eq!(from_log("").class, Class::Unknown);
+    }
+
+    fn healthy_probes() -> Probes {
+        Probes {
+            process_up: Some(true),
+            endpoint_answers: Some(true),
+            endpoint_healthy: Some(true),
+            member_list: Some(true),
+            listed_by_name: Some(true),
+            listed_by_peer_url: Some(true),
+            peer_voters: 2,
+            peer_voters_healthy: 2,
+            local_is_voter: true,
+            alarms: vec![],
+            local_cluster_id: Some("c1".into()),
+            peer_cluster_ids: vec!["c1".into(), "c1".into()],
+        }
+    }
+
+    #[test]
+    fn probes_healthy_beat_a_peers_log_noise() {
+        let lines = parse_text(&fixture("3.4.23", "cluster-id-mismatch"));
+        let f = diagnose("m1", newest_run(&lines), &healthy_probes(), &Cmd);
+        assert_eq!(f.class, Class::Healthy);
+        assert_eq!(f.playbook, Playbook::None);
+        assert!(f.notes[0].contains("cluster-id-mismatch"));
+    }
+
+    #[test]
+    fn foreign_data_dir_that_looks_healthy() {
+        let mut p = healthy_probes();
+        p.local_cluster_id = Some("c2".into());
+        let f = diagnose("m3", &[], &p, &Cmd);
+        assert_eq!(f.class, Class::ClusterIdMismatch);
+        assert_eq!(f.playbook, Playbook::Rejoin);
+    }
+
+    #[test]
+    fn removed_member_exits_zero_but_is_unlisted() {
+        let mut p = healthy_probes();
+        p.endpoint_answers = Some(false);
+        p.endpoint_healthy = Some(false);
+        p.process_up = Some(false);
+        p.listed_by_name = Some(false);
+        p.listed_by_peer_url = Some(false);
+        p.local_is_voter = false;
+        let f = diagnose("m3", &[], &p, &Cmd);
+        assert_eq!(f.class, Class::MemberRemoved);
+        assert_eq!(f.playbook, Playbook::Rejoin);
+    }
+
+    #[test]
+    fn quorum_lost_recommends_rebuild() {
+        let mut p = healthy_probes();
+        p.endpoint_healthy = Some(false);
+        p.peer_voters_healthy = 0;
+        let f = diagnose("m1", &[], &p, &Cmd);
+        assert_eq!(f.class, Class::QuorumLost);
+        assert_eq!(f.playbook, Playbook::Rebuild);
+        assert_eq!(f.command, "etcd-hostfix rebuild");
+    }
+
+    #[test]
+    fn bad_data_without_quorum_is_manual() {
+        let mut p = healthy_probes();
+        p.endpoint_answers = Some(false);
+        p.endpoint_healthy = Some(false);
+        p.peer_voters_healthy = 1;
+        p.peer_voters = 4;
+        let lines = parse_text(&fixture("3.5.1", "data-lost"));
+        let f = diagnose("m3", newest_run(&lines), &p, &Cmd);
+        assert_eq!(f.class, Class::QuorumLost);
+        assert_eq!(f.log_class, Some(Class::DataLost));
+        assert_eq!(f.playbook, Playbook::Manual, "{f:#?}");
+        assert!(f.notes.iter().any(|n| n.contains("signs disagree")));
+    }
+
+    #[test]
+    fn nothing_running_nothing_logged() {
+        let mut p = healthy_probes();
+        p.process_up = Some(false);
+        p.endpoint_answers = Some(false);
+        p.endpoint_healthy = Some(false);
+        let lines = parse_text("2026-11-21 06:17:20.1 N | etcdserver: received signal; shutting down\n");
+        let f = diagnose("m3", newest_run(&lines), &p, &Cmd);
+        assert_eq!(f.class, Class::NotRunning);
+        assert_eq!(f.playbook, Playbook::Manual);
+    }
+}

@@ -1,0 +1,69 @@
+//! Not a test of the tool: captures etcd's own logs for every failure class, from both
+//! versions, into fixtures for the classifier's unit tests. Run explicitly:
+//! `HOSTFIX_CAPTURE=crates/hostfix-core/testdata/logs scripts/dev test --test capture_logs -- --ignored`
+
+mod common;
+mod failures;
+
+use std::time::Duration;
+
+use common::*;
+use hostfix_lab::{EtcdVersion, LabRuntime};
+
+fn newest_log(root: &std::path::Path) -> Option<std::path::PathBuf> {
+    let pods = root.join("var/log/pods");
+    let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> = vec![];
+    for pod in std::fs::read_dir(pods).ok()?.flatten() {
+        for f in std::fs::read_dir(pod.path().join("etcd")).ok()?.flatten() {
+            files.push((f.metadata().ok()?.modified().ok()?, f.path()));
+        }
+    }
+    files.sort();
+    files.pop().map(|x| x.1)
+}
+
+async fn capture(v: EtcdVersion, class: &str) {
+    let out = std::path::PathBuf::from(std::env::var("HOSTFIX_CAPTURE").expect("set HOSTFIX_CAPTURE"));
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
+    lab.etcdctl(0, &["put", "/a", "b"]).unwrap();
+    let i = match class {
+        "already-bootstrapped" => failures::already_bootstrapped(&lab).await,
+        "data-lost" => failures::data_lost(&lab).await,
+        "member-removed" => failures::member_removed(&lab).await,
+        "db-corrupt" => failures::db_corrupt(&lab).await,
+        "wal-corrupt" => failures::wal_corrupt(&lab).await,
+        "nospace" => failures::nospace(&lab).await,
+        "quorum-lost" => failures::quorum_lost(&lab).await,
+        "membership-mismatch" => failures::membership_mismatch(&lab).await,
+        "cluster-id-mismatch" => failures::cluster_id_mismatch(&lab).await,
+        "unknown" => failures::unknown(&lab).await,
+        _ => unreachable!(),
+    };
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let log = newest_log(&lab.node(i).host_root).unwrap();
+    let dest = out.join(v.tag()).join(format!("{class}.log"));
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(&log, &dest).unwrap();
+    lab.down().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn capture_all() {
+    for v in EtcdVersion::all() {
+        for c in [
+            "already-bootstrapped", "data-lost", "member-removed", "db-corrupt", "wal-corrupt", "nospace",
+            "quorum-lost", "membership-mismatch", "cluster-id-mismatch", "unknown",
+        ] {
+            // HOSTFIX_CAPTURE_ONLY=class[,class] re-captures just those.
+            if let Ok(only) = std::env::var("HOSTFIX_CAPTURE_ONLY") {
+                if !only.split(',').any(|o| o == c) {
+                    continue;
+                }
+            }
+            eprintln!("capturing {c} from etcd {}", v.tag());
+            capture(v, c).await;
+        }
+    }
+}

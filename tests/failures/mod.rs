@@ -1,0 +1,142 @@
+//! Failure injection for the live diagnose tests: each function breaks a healthy 3-member
+//! static-pod lab the way a real master breaks, and returns the index of the node to ask.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use hostfix_lab::lab::Node;
+use hostfix_lab::{Lab, LabError};
+
+pub const TARGET: usize = 2;
+
+fn edit(name: &str, v: &str) -> (String, Option<String>) {
+    (name.to_string(), Some(v.to_string()))
+}
+
+pub async fn already_bootstrapped(lab: &Lab) -> usize {
+    lab.offline(TARGET, |n| Lab::lose_data(n).map(|_| vec![])).await.unwrap();
+    TARGET
+}
+
+pub async fn data_lost(lab: &Lab) -> usize {
+    lab.offline(TARGET, |n| Lab::lose_data(n).map(|_| vec![edit("initial-cluster-state", "existing")])).await.unwrap();
+    TARGET
+}
+
+pub async fn member_removed(lab: &Lab) -> usize {
+    lab.offline(TARGET, |_| {
+        let id = lab.member_id(0, TARGET)?.expect("listed");
+        lab.etcdctl(0, &["member", "remove", &id])?;
+        Ok(vec![])
+    })
+    .await
+    .unwrap();
+    TARGET
+}
+
+pub async fn db_corrupt(lab: &Lab) -> usize {
+    // Both bbolt meta pages destroyed: bbolt refuses the file as an invalid database.
+    lab.offline(TARGET, |n: &Node| Lab::scribble(&n.data_dir().join("member/snap/db"), 0, 8192).map(|_| vec![]))
+        .await
+        .unwrap();
+    TARGET
+}
+
+pub async fn wal_corrupt(lab: &Lab) -> usize {
+    lab.offline(TARGET, |n: &Node| {
+        let (wal, used) = Lab::wal_extent(n)?;
+        Lab::scribble(&wal, used / 2, 64).map(|_| vec![])
+    })
+    .await
+    .unwrap();
+    TARGET
+}
+
+pub async fn nospace(lab: &Lab) -> usize {
+    lab.offline(TARGET, |_| Ok(vec![edit("quota-backend-bytes", "1048576")])).await.unwrap();
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    let big = "x".repeat(64 * 1024);
+    for k in 0..64 {
+        if let Err(e) = lab.etcdctl(0, &["put", &format!("/fill/{k}"), &big]) {
+            assert!(e.to_string().contains("database space exceeded"), "{e}");
+            return TARGET;
+        }
+    }
+    panic!("quota never exceeded");
+}
+
+pub async fn quorum_lost(lab: &Lab) -> usize {
+    lab.stop_member(1).await.unwrap();
+    lab.stop_member(2).await.unwrap();
+    0
+}
+
+pub async fn membership_mismatch(lab: &Lab) -> usize {
+    lab.offline(TARGET, |n| {
+        let id = lab.member_id(0, TARGET)?.expect("listed");
+        lab.etcdctl(0, &["member", "remove", &id])?;
+        let added = retry_member_add(lab, &format!("m{}", TARGET + 1), &n.peer_url())?;
+        Lab::lose_data(n)?;
+        // The operator typed the name wrong when re-adding it.
+        Ok(vec![edit("initial-cluster-state", "existing"), edit("initial-cluster", &added), edit("name", "m3-typo")])
+    })
+    .await
+    .unwrap();
+    TARGET
+}
+
+pub async fn cluster_id_mismatch(lab: &Lab) -> usize {
+    // A data dir from another cluster: the member bootstraps a cluster of its own.
+    lab.offline(TARGET, |n| Lab::lose_data(n).map(|_| vec![edit("initial-cluster-token", "some-other-cluster")]))
+        .await
+        .unwrap();
+    TARGET
+}
+
+pub async fn not_running(lab: &Lab) -> usize {
+    // Parked by etcd-hostfix itself: the kubelet stopped the pod.
+    let n = lab.node(TARGET);
+    let parked = n.host_root.join("var/lib/etcd-hostfix/parked/etcd.yaml");
+    std::fs::create_dir_all(parked.parent().unwrap()).unwrap();
+    std::fs::rename(n.manifest(), &parked).unwrap();
+    wait_closed(n).await;
+    TARGET
+}
+
+pub async fn unknown(lab: &Lab) -> usize {
+    lab.offline(TARGET, |_| Ok(vec![edit("snapshot-count", "lots")])).await.unwrap();
+    TARGET
+}
+
+async fn wait_closed(n: &Node) {
+    let addr = std::net::SocketAddr::new(n.ip, 2379);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{addr} still answers");
+}
+
+/// `member add`, retried: etcd refuses membership changes for ~5 s after a peer reconnects.
+/// Returns the ETCD_INITIAL_CLUSTER it prints.
+pub fn retry_member_add(lab: &Lab, name: &str, peer: &str) -> Result<String, LabError> {
+    let mut last = None;
+    for _ in 0..40 {
+        match lab.etcdctl(0, &["member", "add", name, &format!("--peer-urls={peer}")]) {
+            Ok(out) => {
+                return out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+                    .and_then(|l| l.strip_suffix('"'))
+                    .map(str::to_string)
+                    .ok_or_else(|| LabError::Runner(format!("member add printed: {out}")))
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(last.unwrap())
+}
