@@ -121,7 +121,7 @@ impl StaticPod {
     }
 
     /// The newest etcd pod's CRI logs under `var/log/pods/kube-system_etcd-*/etcd/`.
-    pub fn pod_logs(&self) -> Option<PodLogs> {
+    pub fn pod_logs(&self, max_bytes: u64) -> Option<PodLogs> {
         let dir = self.root.pod_logs();
         let newest_pod = std::fs::read_dir(&dir)
             .ok()?
@@ -139,7 +139,7 @@ impl StaticPod {
                 Some((n, e.path()))
             })
             .max()?;
-        let tail = read_tail(&file, 64 * 1024).unwrap_or_default();
+        let tail = read_tail(&file, max_bytes).unwrap_or_default();
         let last_line = tail.lines().rev().map(cri_message).find(|l| !l.trim().is_empty()).map(str::to_string);
         Some(PodLogs { file, restarts: restart, last_line, tail })
     }
@@ -258,6 +258,30 @@ impl DockerRuntime {
             manifest_state: None,
             container: Some(name.to_string()),
         })
+    }
+
+    /// The container's last `lines` log lines (stdout and stderr interleaved), through the
+    /// Docker API. Bounded: Docker's `tail` reads from the end.
+    pub async fn logs_tail(&self, name: &str, lines: usize) -> Result<String, RuntimeError> {
+        use futures_util::StreamExt;
+        let opts = bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(name, Some(opts));
+        let mut out = String::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => out.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                    return Err(RuntimeError::NoContainer { name: name.into(), host: self.host.clone() })
+                }
+                Err(e) => return Err(RuntimeError::Docker { op: "logs", name: name.into(), reason: e.to_string() }),
+            }
+        }
+        Ok(out)
     }
 
     pub async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {

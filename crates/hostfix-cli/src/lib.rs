@@ -1,6 +1,7 @@
 //! The `etcd-hostfix` command line. `main` only calls [`main`]; each command lives in its
 //! own module and returns the process exit code (see `hostfix_core::exit`).
 
+mod diagnose;
 mod local;
 mod status;
 mod labcmd;
@@ -97,6 +98,9 @@ pub enum Cmd {
     /// plus the local member's runtime state. Exits 0 when every member is healthy, 4 when
     /// degraded.
     Status,
+    /// Classify the local member's condition from etcd's own logs and live probes, and name
+    /// the playbook that fixes it, with the exact command. Exits 0 when healthy, 4 otherwise.
+    Diagnose(diagnose::DiagnoseOpts),
     /// A lab of real etcd clusters laid out like kubeadm or RKE masters.
     Lab {
         #[command(subcommand)]
@@ -131,6 +135,7 @@ pub fn main() -> i32 {
     let result = rt.block_on(async move {
         match cli.command {
             Cmd::Status => status::run(&cli.global).await,
+            Cmd::Diagnose(o) => diagnose::run(&cli.global, &o).await,
             Cmd::Lab { cmd } => labcmd::run(&cli.global, cmd).await,
         }
     });

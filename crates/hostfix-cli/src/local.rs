@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use hostfix_adapters::etcd::{ClientTls, Connector};
 use hostfix_adapters::runtime::{DockerRuntime, LocalConfig, RuntimeError, StaticPod};
 use hostfix_adapters::HostRoot;
+use hostfix_core::status::{ManifestState, RunState};
 
 use crate::{Global, RuntimeArg};
 
@@ -119,5 +120,69 @@ impl Local {
             }
         }
         out
+    }
+}
+
+/// What the runtime shows about the local member's process.
+#[derive(Debug, Clone)]
+pub struct RuntimeView {
+    pub state: RunState,
+    pub restarts: u32,
+    pub container_state: Option<String>,
+    pub log: Option<PathBuf>,
+    pub last_log_line: Option<String>,
+    /// The newest run's log text (a bounded tail), for diagnose.
+    pub log_tail: String,
+}
+
+/// Bound on what diagnose reads of a log: etcd's last words are at the end.
+pub const LOG_TAIL_BYTES: u64 = 256 * 1024;
+pub const DOCKER_LOG_LINES: usize = 2000;
+
+impl Local {
+    /// Running, crashlooping or stopped, from the runtime plus whether the member's own
+    /// endpoint answers. For a static pod the kubelet is not asked (it may be down with the
+    /// API): its CRI log files tell the restart count.
+    pub async fn runtime_view(&self, g: &Global, endpoint_answers: bool) -> Result<RuntimeView, RuntimeError> {
+        match (&self.static_pod, &self.docker) {
+            (Some(sp), _) => {
+                let logs = sp.pod_logs(LOG_TAIL_BYTES);
+                let restarts = logs.as_ref().map(|l| l.restarts).unwrap_or(0);
+                let state = match (self.config.manifest_state, endpoint_answers) {
+                    (Some(ManifestState::Present), true) => RunState::Running,
+                    (Some(ManifestState::Present), false) if restarts > 0 => RunState::Crashlooping,
+                    (Some(ManifestState::Present), false) => RunState::Unknown,
+                    _ => RunState::Stopped,
+                };
+                Ok(RuntimeView {
+                    state,
+                    restarts,
+                    container_state: None,
+                    log: logs.as_ref().map(|l| l.file.clone()),
+                    last_log_line: logs.as_ref().and_then(|l| l.last_line.clone()),
+                    log_tail: logs.map(|l| l.tail).unwrap_or_default(),
+                })
+            }
+            (None, Some(d)) => {
+                let st = d.state(&g.container).await?;
+                let state = match (st.status.as_str(), endpoint_answers) {
+                    ("running", true) => RunState::Running,
+                    ("restarting", _) => RunState::Crashlooping,
+                    ("running", false) if st.restart_count > 0 => RunState::Crashlooping,
+                    ("exited" | "created" | "dead", _) => RunState::Stopped,
+                    _ => RunState::Unknown,
+                };
+                let tail = d.logs_tail(&g.container, DOCKER_LOG_LINES).await?;
+                Ok(RuntimeView {
+                    state,
+                    restarts: st.restart_count.max(0) as u32,
+                    last_log_line: tail.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string),
+                    container_state: Some(st.status),
+                    log: None,
+                    log_tail: tail,
+                })
+            }
+            (None, None) => unreachable!("discover always sets a runtime"),
+        }
     }
 }

@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Result};
 use hostfix_adapters::etcd::{hex_id, Connector, EtcdError, MemberList};
-use hostfix_adapters::runtime::RuntimeKind;
 use hostfix_core::status::{LocalStatus, MemberStatus, RunState, StatusReport};
 use tracing::Instrument;
 
@@ -19,7 +18,7 @@ pub async fn run(g: &Global) -> Result<i32> {
 }
 
 /// Ask each candidate endpoint for the member list until one answers.
-async fn member_list(conn: &Connector, endpoints: &[String]) -> Result<(String, MemberList), Vec<EtcdError>> {
+pub(crate) async fn member_list(conn: &Connector, endpoints: &[String]) -> Result<(String, MemberList), Vec<EtcdError>> {
     let mut errs = vec![];
     for ep in endpoints {
         match conn.connect(ep).await {
@@ -33,7 +32,7 @@ async fn member_list(conn: &Connector, endpoints: &[String]) -> Result<(String, 
     Err(errs)
 }
 
-async fn probe_member(conn: &Connector, m: &hostfix_adapters::etcd::Member) -> MemberStatus {
+pub(crate) async fn probe_member(conn: &Connector, m: &hostfix_adapters::etcd::Member) -> MemberStatus {
     let mut s = MemberStatus {
         id: hex_id(m.id),
         name: m.name.clone(),
@@ -77,7 +76,10 @@ async fn probe_member(conn: &Connector, m: &hostfix_adapters::etcd::Member) -> M
     // A learner cannot serve a quorum read; it is healthy if it answers status.
     let health = if m.is_learner { Ok(()) } else { ep.health().await };
     match health {
-        Ok(()) => s.healthy = s.error.is_none(),
+        Ok(()) => {
+            s.quorum_read = true;
+            s.healthy = s.error.is_none();
+        }
         Err(e) => s.error = Some(e.to_string()),
     }
     if let Ok(alarms) = ep.alarms().await {
@@ -136,42 +138,13 @@ pub async fn gather(g: &Global) -> Result<StatusReport> {
         last_log_line: None,
         member_id: local_member.map(|m| hex_id(m.id)),
     };
-    match local.config.runtime {
-        RuntimeKind::StaticPod => {
-            let sp = local.static_pod.as_ref().expect("static pod runtime");
-            let logs = sp.pod_logs();
-            if let Some(l) = &logs {
-                ls.restarts = l.restarts;
-                ls.log = Some(l.file.display().to_string());
-                ls.last_log_line = l.last_line.clone();
-            }
-            ls.state = match (local.config.manifest_state, local_reachable) {
-                (Some(hostfix_core::status::ManifestState::Present), true) => RunState::Running,
-                (Some(hostfix_core::status::ManifestState::Present), false) if ls.restarts > 0 => {
-                    RunState::Crashlooping
-                }
-                (Some(hostfix_core::status::ManifestState::Present), false) => RunState::Unknown,
-                _ => RunState::Stopped,
-            };
-            if ls.state == RunState::Running {
-                // Old crash lines are noise once the member serves again.
-                ls.last_log_line = None;
-            }
-        }
-        RuntimeKind::Docker => {
-            let d = local.docker.as_ref().expect("docker runtime");
-            let st = d.state(&g.container).await?;
-            ls.restarts = st.restart_count.max(0) as u32;
-            ls.state = match (st.status.as_str(), local_reachable) {
-                ("running", true) => RunState::Running,
-                ("restarting", _) => RunState::Crashlooping,
-                ("running", false) if st.restart_count > 0 => RunState::Crashlooping,
-                ("exited" | "created" | "dead", _) => RunState::Stopped,
-                _ => RunState::Unknown,
-            };
-            ls.container_state = Some(st.status);
-        }
-    }
+    let view = local.runtime_view(g, local_reachable).await?;
+    ls.state = view.state;
+    ls.restarts = view.restarts;
+    ls.container_state = view.container_state;
+    ls.log = view.log.map(|p| p.display().to_string());
+    // Old crash lines are noise once the member serves again.
+    ls.last_log_line = if view.state == RunState::Running { None } else { view.last_log_line };
     Ok(StatusReport {
         cluster_id: Some(hex_id(list.cluster_id)),
         leader,

@@ -88,6 +88,8 @@ impl Playbook {
 pub struct Probes {
     /// An etcd process with this member's configuration is running.
     pub process_up: Option<bool>,
+    /// The runtime keeps restarting it (CrashLoopBackOff, Docker's `restarting`).
+    pub crashlooping: Option<bool>,
     /// The member's client URL answered a status call.
     pub endpoint_answers: Option<bool>,
     /// The member answered a quorum read.
@@ -334,6 +336,12 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
         }
         (Some(pc), _) => pc,
         (None, Some(lc)) => lc,
+        // It keeps dying, and its last words match nothing we know: say so rather than
+        // pretend it is merely stopped.
+        (None, None) if p.crashlooping == Some(true) => {
+            evidence.extend(run.iter().rev().take(3).rev().map(|l| clip(&l.raw)));
+            Class::Unknown
+        }
         (None, None) if p.process_up == Some(false) || p.endpoint_answers == Some(false) => {
             evidence.push("probe: no etcd process with this member's configuration is running".into());
             Class::NotRunning
@@ -470,6 +478,7 @@ mod tests {
     fn healthy_probes() -> Probes {
         Probes {
             process_up: Some(true),
+            crashlooping: Some(false),
             endpoint_answers: Some(true),
             endpoint_healthy: Some(true),
             member_list: Some(true),
@@ -540,6 +549,20 @@ mod tests {
         assert_eq!(f.log_class, Some(Class::DataLost));
         assert_eq!(f.playbook, Playbook::Manual, "{f:#?}");
         assert!(f.notes.iter().any(|n| n.contains("signs disagree")));
+    }
+
+    #[test]
+    fn crashloop_with_unrecognised_words_is_unknown() {
+        let mut p = healthy_probes();
+        p.process_up = Some(false);
+        p.crashlooping = Some(true);
+        p.endpoint_answers = Some(false);
+        p.endpoint_healthy = Some(false);
+        let lines = parse_text(&fixture("3.5.1", "unknown"));
+        let f = diagnose("m3", newest_run(&lines), &p, &Cmd);
+        assert_eq!(f.class, Class::Unknown);
+        assert_eq!(f.playbook, Playbook::Manual);
+        assert!(!f.evidence.is_empty());
     }
 
     #[test]

@@ -17,8 +17,10 @@ pub struct MemberStatus {
     pub is_learner: bool,
     /// Its client URL answered a status call.
     pub reachable: bool,
-    /// It answered a quorum read (etcdctl's `endpoint health`) and has no alarm.
+    /// It answered a quorum read (etcdctl's `endpoint health`) and has no alarm or error.
     pub healthy: bool,
+    /// It answered a quorum read, whatever its alarms: the measure of quorum.
+    pub quorum_read: bool,
     pub is_leader: bool,
     pub version: Option<String>,
     pub db_size: Option<i64>,
