@@ -288,13 +288,7 @@ impl Endpoint {
             members: r
                 .members()
                 .iter()
-                .map(|m| Member {
-                    id: m.id(),
-                    name: m.name().to_string(),
-                    peer_urls: m.peer_urls().to_vec(),
-                    client_urls: m.client_urls().to_vec(),
-                    is_learner: m.is_learner(),
-                })
+                .map(to_member)
                 .collect(),
         })
     }
@@ -347,9 +341,124 @@ impl Endpoint {
             .collect())
     }
 
+    pub async fn member_remove(&mut self, id: u64) -> Result<(), EtcdError> {
+        self.client.member_remove(id).await.map_err(|e| self.call_err("member remove", e))?;
+        Ok(())
+    }
+
+    /// `member add --learner`; returns the new member's ID.
+    pub async fn member_add_learner(&mut self, peer_url: &str) -> Result<u64, EtcdError> {
+        let r = self
+            .client
+            .member_add([peer_url], Some(etcd_client::MemberAddOptions::new().with_is_learner()))
+            .await
+            .map_err(|e| self.call_err("member add", e))?;
+        Ok(r.member().map(|m| m.id()).unwrap_or_default())
+    }
+
+    pub async fn member_promote(&mut self, id: u64) -> Result<(), EtcdError> {
+        self.client.member_promote(id).await.map_err(|e| self.call_err("member promote", e))?;
+        Ok(())
+    }
+
+    /// Stream a snapshot into `out`. etcd appends a SHA-256 of the content, which
+    /// [`verify_snapshot`] checks.
+    pub async fn snapshot_to(&mut self, out: &Path) -> Result<u64, EtcdError> {
+        use std::io::Write;
+        let io = |e: std::io::Error| EtcdError::Call { endpoint: self.url.clone(), op: "snapshot", reason: format!("{}: {e}", out.display()) };
+        let mut f = std::fs::File::create(out).map_err(io)?;
+        let mut stream = self.client.snapshot().await.map_err(|e| self.call_err("snapshot", e))?;
+        let mut n = 0u64;
+        while let Some(chunk) = stream.message().await.map_err(|e| self.call_err("snapshot", e))? {
+            f.write_all(chunk.blob()).map_err(io)?;
+            n += chunk.blob().len() as u64;
+        }
+        f.sync_all().map_err(io)?;
+        Ok(n)
+    }
+
+    /// Take the cluster-wide repair lock: a key bound to a lease, created only if absent.
+    /// A lock held under our own holder name is a leftover of our own killed run and is
+    /// taken over.
+    pub async fn try_lock(&mut self, key: &str, holder: &str, ttl: i64) -> Result<LockAttempt, EtcdError> {
+        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+        let lease = self.client.lease_grant(ttl, None).await.map_err(|e| self.call_err("lease grant", e))?.id();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, holder, Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(key, None)]);
+        let r = self.client.txn(txn).await.map_err(|e| self.call_err("lock", e))?;
+        if r.succeeded() {
+            return Ok(LockAttempt::Acquired(lease));
+        }
+        let _ = self.client.lease_revoke(lease).await;
+        let current = r
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        if current == holder {
+            self.client.delete(key, None).await.map_err(|e| self.call_err("lock takeover", e))?;
+            return Box::pin(self.try_lock(key, holder, ttl)).await;
+        }
+        Ok(LockAttempt::HeldBy(current))
+    }
+
+    /// Keep a lease alive until the returned task is aborted.
+    pub async fn keep_alive(&mut self, lease: i64, every: Duration) -> Result<tokio::task::JoinHandle<()>, EtcdError> {
+        let (mut keeper, mut stream) = self.client.lease_keep_alive(lease).await.map_err(|e| self.call_err("lease keep-alive", e))?;
+        Ok(tokio::spawn(async move {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                let _ = stream.message().await;
+                tokio::time::sleep(every).await;
+            }
+        }))
+    }
+
+    pub async fn unlock(&mut self, key: &str, lease: i64) -> Result<(), EtcdError> {
+        let _ = self.client.delete(key, None).await;
+        self.client.lease_revoke(lease).await.map_err(|e| self.call_err("lease revoke", e))?;
+        Ok(())
+    }
+
     pub fn client(&mut self) -> &mut Client {
         &mut self.client
     }
+}
+
+pub enum LockAttempt {
+    Acquired(i64),
+    HeldBy(String),
+}
+
+fn to_member(m: &etcd_client::Member) -> Member {
+    Member {
+        id: m.id(),
+        name: m.name().to_string(),
+        peer_urls: m.peer_urls().to_vec(),
+        client_urls: m.client_urls().to_vec(),
+        is_learner: m.is_learner(),
+    }
+}
+
+/// Check the SHA-256 etcd appends to a snapshot it streams.
+pub fn verify_snapshot(path: &Path) -> Result<u64, String> {
+    use sha2::{Digest, Sha256};
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if data.len() < 32 + 4096 {
+        return Err(format!("{} is too small to be a snapshot ({} bytes)", path.display(), data.len()));
+    }
+    let (body, sum) = data.split_at(data.len() - 32);
+    if Sha256::digest(body).as_slice() != sum {
+        return Err(format!("{}: SHA-256 trailer does not match its content", path.display()));
+    }
+    Ok(data.len() as u64)
 }
 
 pub fn hex_id(id: u64) -> String {

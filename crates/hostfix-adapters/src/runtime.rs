@@ -120,6 +120,31 @@ impl StaticPod {
         })
     }
 
+    /// Stop the pod the kubeadm way: move the manifest out of `manifests/`, into the state
+    /// dir, so the kubelet stops it. Idempotent.
+    pub fn park(&self) -> Result<(), RuntimeError> {
+        let parked = self.parked_path();
+        if self.manifest.exists() {
+            let dir = parked.parent().expect("parked path has a parent");
+            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Read { path: dir.to_path_buf(), source })?;
+            std::fs::rename(&self.manifest, &parked).map_err(|source| RuntimeError::Read { path: self.manifest.clone(), source })?;
+        } else if !parked.exists() {
+            return Err(RuntimeError::NoManifest { path: self.manifest.clone(), parked });
+        }
+        Ok(())
+    }
+
+    /// Move the parked manifest back into `manifests/`. Idempotent.
+    pub fn unpark(&self) -> Result<(), RuntimeError> {
+        let parked = self.parked_path();
+        if parked.exists() {
+            std::fs::rename(&parked, &self.manifest).map_err(|source| RuntimeError::Read { path: parked.clone(), source })?;
+        } else if !self.manifest.exists() {
+            return Err(RuntimeError::NoManifest { path: self.manifest.clone(), parked });
+        }
+        Ok(())
+    }
+
     /// The newest etcd pod's CRI logs under `var/log/pods/kube-system_etcd-*/etcd/`.
     pub fn pod_logs(&self, max_bytes: u64) -> Option<PodLogs> {
         let dir = self.root.pod_logs();
@@ -139,7 +164,11 @@ impl StaticPod {
                 Some((n, e.path()))
             })
             .max()?;
-        let tail = read_tail(&file, max_bytes).unwrap_or_default();
+        // The previous restart's file too: a pod that just restarted has not said why it will
+        // die again, and its predecessor has.
+        let prev = restart.checked_sub(1).map(|p| logs.join(format!("{p}.log"))).filter(|p| p.exists());
+        let mut tail = prev.and_then(|p| read_tail(&p, max_bytes / 2).ok()).unwrap_or_default();
+        tail.push_str(&read_tail(&file, max_bytes).unwrap_or_default());
         let last_line = tail.lines().rev().map(cri_message).find(|l| !l.trim().is_empty()).map(str::to_string);
         Some(PodLogs { file, restarts: restart, last_line, tail })
     }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use hostfix_adapters::etcd::hex_id;
-use hostfix_core::diagnose::{diagnose, Class, CommandFor, Finding, Playbook, Probes};
-use hostfix_core::logs::{newest_run, parse_text};
+use hostfix_core::diagnose::{diagnose_log, Class, CommandFor, Finding, Playbook, Probes};
+use hostfix_core::logs::parse_text;
 use hostfix_core::status::RunState;
 use hostfix_core::exit;
 use serde::Serialize;
@@ -148,7 +148,7 @@ async fn gather(g: &Global, o: &DiagnoseOpts) -> Result<(Finding, String, Option
         // The member may be anything; do not touch the host to find its name.
         let local = Local::discover(g).await.ok();
         let name = local.as_ref().map(|l| l.config.flags.name().to_string()).unwrap_or_else(|| "-".into());
-        let f = diagnose(&name, newest_run(&lines), &Probes::default(), &commands(g, local.as_ref()));
+        let f = diagnose_log(&name, &lines, &Probes::default(), &commands(g, local.as_ref()));
         return Ok((f, path.display().to_string(), None));
     }
     let local = Local::discover(g).await?;
@@ -225,6 +225,6 @@ async fn gather(g: &Global, o: &DiagnoseOpts) -> Result<(Finding, String, Option
         (None, None) => "no log found".into(),
     };
     let lines = parse_text(&view.log_tail);
-    let f = diagnose(&name, newest_run(&lines), &p, &commands(g, Some(&local)));
+    let f = diagnose_log(&name, &lines, &p, &commands(g, Some(&local)));
     Ok((f, source, Some(p)))
 }

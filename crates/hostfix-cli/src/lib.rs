@@ -3,6 +3,7 @@
 
 mod diagnose;
 mod local;
+mod rejoin;
 mod status;
 mod labcmd;
 
@@ -101,6 +102,10 @@ pub enum Cmd {
     /// Classify the local member's condition from etcd's own logs and live probes, and name
     /// the playbook that fixes it, with the exact command. Exits 0 when healthy, 4 otherwise.
     Diagnose(diagnose::DiagnoseOpts),
+    /// Replace the local member, whose data is lost or bad, with a fresh learner fed by the
+    /// rest of the cluster, then promote it. Prints the plan first; refuses (exit 3, nothing
+    /// changed) when acting is unsafe; journals every step so a killed run resumes.
+    Rejoin(rejoin::RejoinOpts),
     /// A lab of real etcd clusters laid out like kubeadm or RKE masters.
     Lab {
         #[command(subcommand)]
@@ -136,6 +141,7 @@ pub fn main() -> i32 {
         match cli.command {
             Cmd::Status => status::run(&cli.global).await,
             Cmd::Diagnose(o) => diagnose::run(&cli.global, &o).await,
+            Cmd::Rejoin(o) => rejoin::run(&cli.global, &o).await,
             Cmd::Lab { cmd } => labcmd::run(&cli.global, cmd).await,
         }
     });

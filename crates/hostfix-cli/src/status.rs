@@ -64,6 +64,7 @@ pub(crate) async fn probe_member(conn: &Connector, m: &hostfix_adapters::etcd::M
             s.revision = Some(st.revision);
             s.cluster_id = Some(hex_id(st.cluster_id));
             s.is_leader = st.leader != 0 && st.leader == st.member_id;
+            s.has_leader = st.leader != 0;
             if !st.errors.is_empty() {
                 s.error = Some(st.errors.join("; "));
             }

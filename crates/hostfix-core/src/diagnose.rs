@@ -267,6 +267,24 @@ pub trait CommandFor {
     fn command(&self, playbook: Playbook, class: Class) -> String;
 }
 
+/// Diagnose from the whole log read: its newest run decides, unless that run has not said
+/// anything yet (a pod that just restarted) while the member is not serving; then the run
+/// before it speaks.
+pub fn diagnose_log(member: &str, lines: &[LogLine], p: &Probes, cmds: &dyn CommandFor) -> Finding {
+    let runs = crate::logs::runs(lines);
+    let newest = runs.last().copied().unwrap_or(&[]);
+    let mut f = diagnose(member, newest, p, cmds);
+    let not_serving = p.endpoint_healthy == Some(false);
+    if f.log_class.is_none() && not_serving && runs.len() >= 2 {
+        let prev = runs[runs.len() - 2];
+        if classify_log(prev).is_some() {
+            f = diagnose(member, prev, p, cmds);
+            f.notes.push("the newest run has not failed yet; this is what the previous run died of".into());
+        }
+    }
+    f
+}
+
 pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor) -> Finding {
     let log = classify_log(run);
     let log_class = log.as_ref().map(|(c, _)| *c);
@@ -435,6 +453,21 @@ mod tests {
         assert_eq!(from_log(&text).class, Class::DataLost);
         let text = format!("{}\n{}", fixture("3.5.1", "data-lost"), fixture("3.5.1", "membership-mismatch"));
         assert_eq!(from_log(&text).class, Class::MembershipMismatch);
+    }
+
+    #[test]
+    fn a_run_that_has_not_failed_yet_defers_to_the_previous_one() {
+        let just_started = r#"{"level":"info","ts":"x","caller":"etcdmain/etcd.go:73","msg":"Running: ","args":["etcd"]}
+{"level":"info","ts":"x","caller":"embed/etcd.go:131","msg":"configuring peer listeners"}"#;
+        let text = format!("{}\n{just_started}\n", fixture("3.5.1", "membership-mismatch"));
+        let lines = parse_text(&text);
+        let mut p = Probes::default();
+        p.endpoint_healthy = Some(false);
+        let f = diagnose_log("m3", &lines, &p, &Cmd);
+        assert_eq!(f.class, Class::MembershipMismatch, "{f:#?}");
+        assert!(f.notes.iter().any(|n| n.contains("previous run")));
+        // With no probes at all (--log), the newest run still decides.
+        assert_eq!(diagnose_log("m3", &lines, &Probes::default(), &Cmd).class, Class::Unknown);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod exit;
 pub mod logs;
 pub mod flags;
 pub mod manifest;
+pub mod rejoin;
 pub mod status;
 
 pub use flags::{EtcdFlags, PeerEntry, TlsFiles};

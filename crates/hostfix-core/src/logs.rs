@@ -88,6 +88,22 @@ fn is_start_marker(l: &LogLine) -> bool {
         || l.raw.contains("\"msg\":\"Running: \"")
 }
 
+/// The runs in a log, oldest first, split at etcd's start banners.
+pub fn runs(lines: &[LogLine]) -> Vec<&[LogLine]> {
+    let mut starts: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| is_start_marker(l)).map(|(i, _)| i).collect();
+    if starts.first() != Some(&0) {
+        starts.insert(0, 0);
+    }
+    let mut out = vec![];
+    for (k, &s) in starts.iter().enumerate() {
+        let e = starts.get(k + 1).copied().unwrap_or(lines.len());
+        if e > s {
+            out.push(&lines[s..e]);
+        }
+    }
+    out
+}
+
 /// Parse text (possibly a tail that starts mid-line) into lines.
 pub fn parse_text(text: &str) -> Vec<LogLine> {
     text.lines().filter_map(parse_line).collect()

@@ -22,6 +22,8 @@ pub struct MemberStatus {
     /// It answered a quorum read, whatever its alarms: the measure of quorum.
     pub quorum_read: bool,
     pub is_leader: bool,
+    /// It reports a leader (any member).
+    pub has_leader: bool,
     pub version: Option<String>,
     pub db_size: Option<i64>,
     pub db_size_in_use: Option<i64>,

@@ -1,0 +1,652 @@
+//! `etcd-hostfix rejoin`: replace the local member, whose data is lost or bad, with a fresh
+//! learner fed by the rest of the cluster, then promote it.
+//!
+//! Order of business: gather facts, plan (pure, may refuse), print the plan, confirm, lock,
+//! then run the steps through a journal. Nothing is written before the confirmation, so a
+//! refusal or a dry run leaves every file byte-identical.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hostfix_adapters::etcd::{hex_id, verify_snapshot, Connector, Endpoint, LockAttempt, Member};
+use hostfix_adapters::journal::Journal;
+use hostfix_adapters::runtime::{LocalConfig, RuntimeKind};
+use hostfix_core::exit;
+use hostfix_core::manifest::{edit_manifest_flags, rejoin_edits};
+use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, RejoinFacts, RejoinPlan, Step};
+use hostfix_core::status::MemberStatus;
+use tracing::{info, info_span, Instrument};
+
+use crate::local::Local;
+use crate::Global;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RejoinOpts {
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Act without asking. Without it, rejoin asks on a terminal and refuses otherwise.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How long to wait for the cluster-wide repair lock held by another master.
+    #[arg(long, default_value_t = 300)]
+    pub lock_timeout: u64,
+    /// Upper bound, in seconds, for each wait (pod gone, learner caught up, cluster healthy).
+    #[arg(long, default_value_t = 300)]
+    pub wait_timeout: u64,
+}
+
+/// The key of the cluster-wide lock that serialises repairs across masters.
+pub const LOCK_KEY: &str = "/etcd-hostfix/lock/membership";
+const LOCK_TTL: i64 = 30;
+
+pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
+    let local = Local::discover(g).await?;
+    let conn = local.connector(g)?;
+    let state_dir = g.state_dir();
+    let name = local.config.flags.name().to_string();
+    let span = info_span!("rejoin", member = %name, host_root = %g.host_root.display());
+    async move {
+        if let Some(holder) = file_lock_holder(&state_dir) {
+            eprintln!("refused: another etcd-hostfix run (pid {holder}) holds {}", lock_path(&state_dir).display());
+            return Ok(exit::REFUSED);
+        }
+        let resumed = Journal::<RejoinPlan>::load(&state_dir, "rejoin")?;
+        let plan = match &resumed {
+            Some(j) => {
+                println!("resuming rejoin run {} ({} of {} steps done)", j.run_id, j.done.len(), j.plan.steps.len());
+                j.plan.clone()
+            }
+            None => {
+                let facts = gather_facts(g, &local, &conn).await?;
+                match plan_rejoin(&facts) {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        eprintln!("refused: {refusal}");
+                        eprintln!("nothing was changed");
+                        return Ok(exit::REFUSED);
+                    }
+                }
+            }
+        };
+        print_plan(g, &local, &plan);
+        if o.dry_run {
+            println!("dry run: nothing was changed");
+            return Ok(exit::OK);
+        }
+        if !o.yes {
+            if !std::io::stdin().is_terminal() {
+                eprintln!("refused: not a terminal and no --yes; nothing was changed");
+                return Ok(exit::REFUSED);
+            }
+            print!("proceed? [y/N] ");
+            std::io::stdout().flush()?;
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                eprintln!("refused: not confirmed; nothing was changed");
+                return Ok(exit::REFUSED);
+            }
+        }
+        let _flock = match FileLock::take(&state_dir)? {
+            Some(l) => l,
+            None => {
+                eprintln!("refused: another etcd-hostfix run holds {}", lock_path(&state_dir).display());
+                return Ok(exit::REFUSED);
+            }
+        };
+        let mut peer = conn.connect(plan.peer.client_urls.first().context("peer has no client URL")?).await?;
+        let Some((lease, keeper)) = cluster_lock(&mut peer, &name, Duration::from_secs(o.lock_timeout)).await? else {
+            return Ok(exit::REFUSED);
+        };
+        let mut journal = match resumed {
+            Some(j) => j,
+            None => Journal::create(&state_dir, "rejoin", run_id(), plan.clone())?,
+        };
+        let result = Runner { g, local: &local, conn: &conn, plan: &plan, wait: Duration::from_secs(o.wait_timeout) }
+            .run(&mut journal)
+            .await;
+        keeper.abort();
+        match result {
+            Ok(()) => {
+                let _ = peer.unlock(LOCK_KEY, lease).await;
+                let history = journal.finish()?;
+                println!("rejoin complete: {name} is a healthy voter again (journal kept at {})", history.display());
+                Ok(exit::OK)
+            }
+            Err(e) => {
+                // The lease expires by itself; the journal stays so that a rerun resumes.
+                Err(e.context(format!(
+                    "rejoin stopped; run `etcd-hostfix rejoin` again to resume from {}",
+                    Journal::<RejoinPlan>::path_for(&state_dir, "rejoin").display()
+                )))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn run_id() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{}", t.as_secs(), std::process::id())
+}
+
+fn to_fact(m: &Member, probed: Option<&MemberStatus>) -> MemberFact {
+    MemberFact {
+        id: m.id,
+        name: m.name.clone(),
+        peer_urls: m.peer_urls.clone(),
+        client_urls: m.client_urls.clone(),
+        is_learner: m.is_learner,
+        quorum_read: probed.map(|p| p.quorum_read).unwrap_or(false),
+        sees_leader: probed.map(|p| p.has_leader).unwrap_or(false),
+        revision: probed.and_then(|p| p.revision),
+    }
+}
+
+/// Everything the planner needs, from the peers first: a member with a foreign or rolled-back
+/// data dir cannot be trusted to describe the cluster.
+async fn gather_facts(g: &Global, local: &Local, conn: &Connector) -> Result<RejoinFacts> {
+    let name = local.config.flags.name().to_string();
+    let peer_url = local.local_peer_url().context("the local member has no --initial-advertise-peer-urls")?;
+    let local_url = local.local_client_url();
+    let mut endpoints = local.candidate_endpoints(g);
+    if let Some(u) = &local_url {
+        endpoints.retain(|e| e != u);
+        endpoints.push(u.clone());
+    }
+    let members: Vec<MemberFact> = match crate::status::member_list(conn, &endpoints).await {
+        Ok((_, list)) => {
+            let probed = futures_util::future::join_all(list.members.iter().map(|m| crate::status::probe_member(conn, m))).await;
+            list.members.iter().zip(probed.iter()).map(|(m, p)| to_fact(m, Some(p))).collect()
+        }
+        // Nobody answers: the planner sees no healthy voter and refuses for want of quorum.
+        Err(_) => local
+            .config
+            .flags
+            .initial_cluster()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| MemberFact {
+                id: i as u64 + 1,
+                name: e.name.clone(),
+                peer_urls: vec![e.peer_url.clone()],
+                client_urls: vec![],
+                is_learner: false,
+                quorum_read: false,
+                sees_leader: false,
+                revision: None,
+            })
+            .collect(),
+    };
+    let me = members.iter().find(|m: &&MemberFact| m.peer_urls.contains(&peer_url) || m.name == name);
+    let cluster_rev = members.iter().filter(|m| m.quorum_read).filter_map(|m| m.revision).max();
+    let local_healthy_caught_up = me
+        .map(|m| !m.is_learner && m.quorum_read && m.revision.is_some() && m.revision == cluster_rev)
+        .unwrap_or(false);
+    Ok(RejoinFacts {
+        name,
+        peer_url,
+        local_healthy_caught_up,
+        local_data_revision: local_data_revision(local, me, &members),
+        members,
+    })
+}
+
+/// The local data's revision, when knowable: from the member itself if it answers in the
+/// same cluster, else from its db file via `etcdutl`/`etcdctl snapshot status` on a copy.
+fn local_data_revision(local: &Local, me: Option<&MemberFact>, _members: &[MemberFact]) -> Option<i64> {
+    if let Some(r) = me.and_then(|m| m.revision) {
+        return Some(r);
+    }
+    let db = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member/snap/db");
+    if !db.is_file() {
+        return None;
+    }
+    let tool = find_etcd_tool()?;
+    let tmp = std::env::temp_dir().join(format!("etcd-hostfix-db-{}.db", std::process::id()));
+    std::fs::copy(&db, &tmp).ok()?;
+    let out = std::process::Command::new(&tool.0).args(tool.1).arg(&tmp).args(["-w", "json"]).env("ETCDCTL_API", "3").output();
+    let _ = std::fs::remove_file(&tmp);
+    let out = out.ok().filter(|o| o.status.success())?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["revision"].as_i64()
+}
+
+/// `etcdutl snapshot status` (3.5+) or `etcdctl snapshot status` (3.4) from PATH or the
+/// lab's etcd directories.
+fn find_etcd_tool() -> Option<(PathBuf, &'static [&'static str])> {
+    let mut dirs: Vec<PathBuf> = ["HOSTFIX_ETCD35_DIR", "HOSTFIX_ETCD34_DIR"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v).map(PathBuf::from))
+        .collect();
+    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    for d in &dirs {
+        if d.join("etcdutl").is_file() {
+            return Some((d.join("etcdutl"), &["snapshot", "status"]));
+        }
+    }
+    dirs.iter().find(|d| d.join("etcdctl").is_file()).map(|d| (d.join("etcdctl"), &["snapshot", "status"][..]))
+}
+
+fn print_plan(g: &Global, local: &Local, plan: &RejoinPlan) {
+    let data = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member");
+    let state = g.state_dir();
+    println!("rejoin plan for member {} ({}), through peer {} ({}):", plan.name, plan.peer_url, plan.peer.name, plan.peer.client_urls.join(","));
+    for (i, s) in plan.steps.iter().enumerate() {
+        let what = match s {
+            Step::Snapshot { peer } => format!("save a snapshot from {peer} to {} and verify its SHA-256", state.join("snapshots").display()),
+            Step::Stop => match local.config.runtime {
+                RuntimeKind::StaticPod => format!(
+                    "park {} in {} and wait for etcd to exit",
+                    local.config.manifest.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    state.join("parked").display()
+                ),
+                RuntimeKind::Docker => format!("stop container {}", g.container),
+            },
+            Step::Remove { id } => format!("member remove {}", hex_id(*id)),
+            Step::Archive => format!("move {} to {}/<run>/member (kept, not deleted)", data.display(), state.join("archive").display()),
+            Step::AddLearner { name, peer_url, reuse: Some(id) } => {
+                format!("reuse the unstarted member {} for {name} at {peer_url}", hex_id(*id))
+            }
+            Step::AddLearner { name, peer_url, reuse: None } => format!("member add {name} --peer-urls={peer_url} --learner"),
+            Step::Configure => "set --initial-cluster (from the member list after the add) and --initial-cluster-state=existing; no other line changes".into(),
+            Step::Start => match local.config.runtime {
+                RuntimeKind::StaticPod => "move the manifest back into manifests/".into(),
+                RuntimeKind::Docker => format!("recreate and start container {}", g.container),
+            },
+            Step::Promote => "wait until the learner has caught up, then member promote".into(),
+            Step::WaitHealthy => "wait until every member is healthy and the local revision equals the leader's".into(),
+        };
+        println!("  {:>2}. {:<13} {what}", i + 1, s.name());
+    }
+}
+
+struct Runner<'a> {
+    g: &'a Global,
+    local: &'a Local,
+    conn: &'a Connector,
+    plan: &'a RejoinPlan,
+    wait: Duration,
+}
+
+/// Test hook: `HOSTFIX_CRASH_AT=<step>` kills the process with SIGKILL right after that
+/// step's work is done and before the journal records it, the worst moment to die.
+fn crash_point(step: &str) {
+    if std::env::var("HOSTFIX_CRASH_AT").map(|s| s == step).unwrap_or(false) {
+        eprintln!("HOSTFIX_CRASH_AT={step}: killing myself");
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+impl Runner<'_> {
+    fn cfg(&self) -> &LocalConfig {
+        &self.local.config
+    }
+
+    fn state(&self) -> PathBuf {
+        self.g.state_dir()
+    }
+
+    async fn peer(&self) -> Result<Endpoint> {
+        // Any healthy voter will do; the planned one first.
+        let mut urls: Vec<String> = self.plan.peer.client_urls.clone();
+        urls.extend(self.local.candidate_endpoints(self.g));
+        let mine = self.local.local_client_url();
+        let mut last = None;
+        for u in urls.iter().filter(|u| Some(*u) != mine.as_ref()) {
+            match self.conn.connect(u).await {
+                Ok(ep) => return Ok(ep),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(anyhow!("no peer answers: {}", last.map(|e| e.to_string()).unwrap_or_default()))
+    }
+
+    async fn run(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
+        let steps = self.plan.steps.clone();
+        let mut i = 0;
+        while i < steps.len() {
+            let key = format!("{i}:{}", steps[i].name());
+            if j.is_done(&key) {
+                i += 1;
+                continue;
+            }
+            // The snapshot and stopping the broken member are independent: overlap them.
+            if let (Step::Snapshot { .. }, Some(Step::Stop)) = (&steps[i], steps.get(i + 1)) {
+                let stop_key = format!("{}:stop", i + 1);
+                if !j.is_done(&stop_key) {
+                    let started = Instant::now();
+                    let (a, b) = tokio::join!(self.snapshot(j.run_id.clone()), self.stop());
+                    let path = a?;
+                    b?;
+                    info!(elapsed_ms = started.elapsed().as_millis() as u64, "snapshot and stop done");
+                    crash_point("snapshot");
+                    j.set("snapshot", path.display().to_string())?;
+                    j.mark_done(&key)?;
+                    crash_point("stop");
+                    j.mark_done(&stop_key)?;
+                    i += 2;
+                    continue;
+                }
+            }
+            let span = info_span!("step", n = i + 1, step = steps[i].name());
+            let started = Instant::now();
+            self.step(&steps[i], j).instrument(span).await.with_context(|| format!("step {} ({})", i + 1, steps[i].name()))?;
+            info!(step = steps[i].name(), elapsed_ms = started.elapsed().as_millis() as u64, "step done");
+            crash_point(steps[i].name());
+            j.mark_done(&key)?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    async fn step(&self, s: &Step, j: &mut Journal<RejoinPlan>) -> Result<()> {
+        match s {
+            Step::Snapshot { .. } => {
+                let p = self.snapshot(j.run_id.clone()).await?;
+                j.set("snapshot", p.display().to_string())?;
+                Ok(())
+            }
+            Step::Stop => self.stop().await,
+            Step::Remove { id } => self.remove(*id).await,
+            Step::Archive => self.archive(j).await,
+            Step::AddLearner { peer_url, reuse, .. } => self.add_learner(peer_url, *reuse, j).await,
+            Step::Configure => self.configure(j).await,
+            Step::Start => self.start().await,
+            Step::Promote => self.promote(j).await,
+            Step::WaitHealthy => self.wait_healthy().await,
+        }
+    }
+
+    async fn snapshot(&self, run: String) -> Result<PathBuf> {
+        let dir = self.state().join("snapshots");
+        let path = dir.join(format!("rejoin-{run}.db"));
+        if path.exists() && verify_snapshot(&path).is_ok() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        let part = path.with_extension("db.part");
+        let mut ep = self.peer().await?;
+        ep.snapshot_to(&part).await?;
+        verify_snapshot(&part).map_err(|e| anyhow!(e))?;
+        std::fs::rename(&part, &path)?;
+        Ok(path)
+    }
+
+    async fn stop(&self) -> Result<()> {
+        match self.cfg().runtime {
+            RuntimeKind::StaticPod => {
+                self.local.static_pod.as_ref().expect("static pod").park()?;
+                let url = self.local.local_client_url().unwrap_or_default();
+                let addr = url.split_once("://").map(|x| x.1.to_string()).unwrap_or_default();
+                wait_for("etcd to exit", self.wait, || {
+                    hostfix_adapters::process::etcd_pids(&url).is_empty()
+                        && std::net::TcpStream::connect_timeout(
+                            &addr.parse().unwrap_or_else(|_| "127.0.0.1:1".parse().unwrap()),
+                            Duration::from_millis(100),
+                        )
+                        .is_err()
+                })
+                .await
+            }
+            RuntimeKind::Docker => bail!("the Docker runtime's rejoin is not implemented yet (issue: RKE rejoin)"),
+        }
+    }
+
+    /// etcd refuses membership changes for a few seconds after a peer (re)connects
+    /// ("unhealthy cluster"); those errors are retried within the wait bound.
+    async fn retry_membership<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.wait;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if Instant::now() < deadline && is_transient(&e.to_string()) => {
+                    info!(what, error = %e, "retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn remove(&self, id: u64) -> Result<()> {
+        self.retry_membership("member remove", || async {
+            let mut ep = self.peer().await?;
+            let list = ep.member_list().await?;
+            if list.members.iter().any(|m| m.id == id) {
+                ep.member_remove(id).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn archive(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
+        let data = self.local.config.host_path(&self.local.root, &self.cfg().flags.data_dir());
+        let dest = match j.get::<String>("archive") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                let p = self.state().join("archive").join(&j.run_id);
+                j.set("archive", p.display().to_string())?;
+                p
+            }
+        };
+        std::fs::create_dir_all(&dest).with_context(|| dest.display().to_string())?;
+        let member = data.join("member");
+        if member.exists() {
+            std::fs::rename(&member, dest.join("member"))
+                .with_context(|| format!("moving {} to {} (same filesystem required; nothing is copied or deleted)", member.display(), dest.display()))?;
+        }
+        // A separate --wal-dir holds the member's WAL outside the data dir.
+        if let Some(wal) = self.cfg().flags.get("wal-dir") {
+            let wal = self.local.config.host_path(&self.local.root, wal);
+            if wal.exists() {
+                std::fs::rename(&wal, dest.join("wal")).with_context(|| wal.display().to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn add_learner(&self, peer_url: &str, reuse: Option<u64>, j: &mut Journal<RejoinPlan>) -> Result<()> {
+        let id = self
+            .retry_membership("member add", || async {
+                let mut ep = self.peer().await?;
+                let list = ep.member_list().await?;
+                // A previous attempt (or an operator) may have added it already.
+                if let Some(m) = list.members.iter().find(|m| m.peer_urls.iter().any(|u| u == peer_url)) {
+                    return Ok(m.id);
+                }
+                if let Some(id) = reuse {
+                    if list.members.iter().any(|m| m.id == id) {
+                        return Ok(id);
+                    }
+                }
+                Ok(ep.member_add_learner(peer_url).await?)
+            })
+            .await?;
+        let mut ep = self.peer().await?;
+        let list = ep.member_list().await?;
+        let facts: Vec<MemberFact> = list.members.iter().map(|m| to_fact(m, None)).collect();
+        let cluster = initial_cluster_after_add(&facts, &self.plan.name, peer_url);
+        j.set("new_id", id)?;
+        j.set("initial_cluster", cluster)?;
+        Ok(())
+    }
+
+    async fn configure(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
+        let cluster: String = j.get("initial_cluster").context("journal lacks initial_cluster")?;
+        let entries = hostfix_core::flags::parse_initial_cluster(&cluster);
+        match self.cfg().runtime {
+            RuntimeKind::StaticPod => {
+                let sp = self.local.static_pod.as_ref().expect("static pod");
+                let parked = sp.parked_path();
+                let text = std::fs::read_to_string(&parked).with_context(|| parked.display().to_string())?;
+                // Keep the manifest as it was before the first edit, for the operator.
+                let orig = self.state().join("archive").join(&j.run_id).join("etcd.yaml.before");
+                if !orig.exists() {
+                    std::fs::create_dir_all(orig.parent().unwrap())?;
+                    std::fs::write(&orig, &text)?;
+                }
+                let new = edit_manifest_flags(&text, &rejoin_edits(&entries))
+                    .with_context(|| format!("editing {}", parked.display()))?;
+                if new != text {
+                    hostfix_adapters::journal::write_atomic(&parked, new.as_bytes())?;
+                }
+                Ok(())
+            }
+            RuntimeKind::Docker => bail!("the Docker runtime's rejoin is not implemented yet"),
+        }
+    }
+
+    async fn start(&self) -> Result<()> {
+        match self.cfg().runtime {
+            RuntimeKind::StaticPod => Ok(self.local.static_pod.as_ref().expect("static pod").unpark()?),
+            RuntimeKind::Docker => bail!("the Docker runtime's rejoin is not implemented yet"),
+        }
+    }
+
+    async fn promote(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
+        let id: u64 = j.get("new_id").context("journal lacks new_id")?;
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let mut ep = self.peer().await?;
+            let list = ep.member_list().await?;
+            match list.members.iter().find(|m| m.id == id) {
+                Some(m) if !m.is_learner => return Ok(()),
+                Some(_) => match ep.member_promote(id).await {
+                    Ok(()) => return Ok(()),
+                    // "can only promote a learner member which is in sync with leader"
+                    Err(e) if Instant::now() < deadline => {
+                        tracing::debug!(error = %e, "learner not ready yet");
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                None => bail!("member {} vanished from the member list", hex_id(id)),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_healthy(&self) -> Result<()> {
+        let deadline = Instant::now() + self.wait;
+        let my_url = self.local.local_client_url();
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let list = match self.peer().await {
+                Ok(mut ep) => ep.member_list().await.ok(),
+                Err(_) => None,
+            };
+            if let Some(list) = list {
+                let probed =
+                    futures_util::future::join_all(list.members.iter().map(|m| crate::status::probe_member(self.conn, m))).await;
+                let leader_rev = probed.iter().find(|m| m.is_leader).and_then(|m| m.revision);
+                let mine = probed.iter().find(|m| m.client_urls.first() == my_url.as_ref());
+                let all_healthy = probed.iter().all(|m| m.healthy && !m.is_learner);
+                if all_healthy && leader_rev.is_some() && mine.and_then(|m| m.revision) == leader_rev {
+                    return Ok(());
+                }
+                last = probed
+                    .iter()
+                    .filter(|m| !m.healthy)
+                    .map(|m| format!("{}: {}", m.name, m.error.clone().unwrap_or_else(|| "not healthy".into())))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("cluster not healthy after {:?}: {last}", self.wait)
+    }
+}
+
+fn is_transient(msg: &str) -> bool {
+    ["unhealthy cluster", "too many requests", "leader changed", "no leader", "timed out", "request timed out", "deadline", "unavailable", "connection"]
+        .iter()
+        .any(|t| msg.to_lowercase().contains(t))
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// The cluster-wide lock, waited for while another master holds it.
+async fn cluster_lock(peer: &mut Endpoint, holder: &str, timeout: Duration) -> Result<Option<(i64, tokio::task::JoinHandle<()>)>> {
+    let deadline = Instant::now() + timeout;
+    let mut said = false;
+    loop {
+        match peer.try_lock(LOCK_KEY, holder, LOCK_TTL).await? {
+            LockAttempt::Acquired(lease) => {
+                let keeper = peer.keep_alive(lease, Duration::from_secs(LOCK_TTL as u64 / 3)).await?;
+                return Ok(Some((lease, keeper)));
+            }
+            LockAttempt::HeldBy(other) => {
+                if Instant::now() > deadline {
+                    eprintln!("refused: member {other} holds the repair lock {LOCK_KEY} (waited {timeout:?}); nothing was changed");
+                    return Ok(None);
+                }
+                if !said {
+                    println!("waiting for member {other} to finish its repair (lock {LOCK_KEY})");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("lock")
+}
+
+/// A local `flock`: one repair per host at a time, even before the cluster lock can be had.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn take(state_dir: &Path) -> Result<Option<FileLock>> {
+        use std::os::unix::io::AsRawFd;
+        std::fs::create_dir_all(state_dir).with_context(|| state_dir.display().to_string())?;
+        let p = lock_path(state_dir);
+        let mut f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&p)?;
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Ok(None);
+        }
+        f.set_len(0)?;
+        write!(f, "{}", std::process::id())?;
+        Ok(Some(FileLock(f)))
+    }
+}
+
+/// Who holds the file lock, without creating anything.
+fn file_lock_holder(state_dir: &Path) -> Option<String> {
+    use std::os::unix::io::AsRawFd;
+    let p = lock_path(state_dir);
+    let f = std::fs::File::open(&p).ok()?;
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        return None;
+    }
+    Some(std::fs::read_to_string(&p).unwrap_or_default().trim().to_string())
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::unix::io::AsRawFd;
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}

@@ -1,0 +1,263 @@
+//! The rejoin playbook, decided: replace the local member whose data is lost or bad with a
+//! fresh learner fed by the rest of the cluster. Facts in, a plan of steps (or a refusal)
+//! out. The adapters gather the facts and an interpreter runs the steps.
+
+use serde::{Deserialize, Serialize};
+
+use crate::flags::{format_initial_cluster, PeerEntry};
+
+/// One member as the peers list it, with what probing it showed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberFact {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+    /// It answered a quorum read.
+    pub quorum_read: bool,
+    /// It reports a leader.
+    pub sees_leader: bool,
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejoinFacts {
+    pub name: String,
+    pub peer_url: String,
+    /// The cluster as a healthy peer lists it.
+    pub members: Vec<MemberFact>,
+    /// The local member serves quorum reads as a voter and its revision equals the leader's.
+    pub local_healthy_caught_up: bool,
+    /// The newest revision in the local data dir, when it can be read.
+    pub local_data_revision: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("member {name} is already a healthy, caught-up voter; nothing to rejoin")]
+    AlreadyHealthy { name: String },
+    #[error("the other members have no quorum: {healthy} of {voters} voters answer, {needed} are needed to change membership")]
+    NoQuorum { healthy: usize, voters: usize, needed: usize },
+    #[error("no healthy voting peer that sees a leader to work through")]
+    NoHealthyPeer,
+    #[error("peer URL {peer_url} belongs to member {other} ({id:x}), not {name}; refusing to remove or replace it")]
+    PeerUrlClaimed { peer_url: String, other: String, id: u64, name: String },
+    #[error("the local data is newer than the cluster's (local revision {local}, cluster {cluster}); the peers are behind. Run `etcd-hostfix rebuild` here instead, or move the data aside yourself")]
+    LocalDataNewer { local: i64, cluster: i64 },
+}
+
+/// A step of the rejoin playbook. Each is idempotent: run again after a crash, it checks
+/// what is already true and does only the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// Save a snapshot of the cluster from the peer into the state dir and verify its hash.
+    Snapshot { peer: String },
+    /// Move the manifest out of `manifests/` (or stop the container) and wait until etcd exits.
+    Stop,
+    /// `member remove` the old local member, if it is still listed.
+    Remove { id: u64 },
+    /// Move `<data dir>/member` into the state dir's archive. Never deleted.
+    Archive,
+    /// `member add --learner` with the local peer URL, unless an unstarted entry for it exists.
+    AddLearner { name: String, peer_url: String, reuse: Option<u64> },
+    /// Set `--initial-cluster` (from the add response) and `--initial-cluster-state=existing`.
+    Configure,
+    /// Move the manifest back (or recreate and start the container).
+    Start,
+    /// Wait until the learner has caught up, then promote it.
+    Promote,
+    /// Wait until every member is healthy and the local revision equals the leader's.
+    WaitHealthy,
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Snapshot { .. } => "snapshot",
+            Step::Stop => "stop",
+            Step::Remove { .. } => "remove",
+            Step::Archive => "archive",
+            Step::AddLearner { .. } => "add-learner",
+            Step::Configure => "configure",
+            Step::Start => "start",
+            Step::Promote => "promote",
+            Step::WaitHealthy => "wait-healthy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinPlan {
+    pub name: String,
+    pub peer_url: String,
+    /// The peer every cluster call goes through.
+    pub peer: MemberFact,
+    pub steps: Vec<Step>,
+}
+
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Decide. Refuses when acting is unsafe; every refusal leaves everything as it was.
+pub fn plan_rejoin(f: &RejoinFacts) -> Result<RejoinPlan, Refusal> {
+    let is_me = |m: &MemberFact| m.peer_urls.contains(&f.peer_url) || (!m.name.is_empty() && m.name == f.name);
+    if let Some(m) = f.members.iter().find(|m| m.peer_urls.contains(&f.peer_url) && !m.name.is_empty() && m.name != f.name) {
+        return Err(Refusal::PeerUrlClaimed { peer_url: f.peer_url.clone(), other: m.name.clone(), id: m.id, name: f.name.clone() });
+    }
+    if f.local_healthy_caught_up {
+        return Err(Refusal::AlreadyHealthy { name: f.name.clone() });
+    }
+    // Membership changes need a quorum of the current voters, and the local one is down.
+    let voters: Vec<&MemberFact> = f.members.iter().filter(|m| !m.is_learner).collect();
+    let healthy = voters.iter().filter(|m| !is_me(m) && m.quorum_read).count();
+    let needed = quorum(voters.len().max(1));
+    if healthy < needed {
+        return Err(Refusal::NoQuorum { healthy, voters: voters.len(), needed });
+    }
+    // A peer that is listed here and sees a leader; seed 001's first running pod may not be
+    // part of the cluster at all, so only listed voters qualify.
+    let peer = voters
+        .iter()
+        .filter(|m| !is_me(m) && m.quorum_read && m.sees_leader && !m.client_urls.is_empty())
+        .max_by_key(|m| m.revision.unwrap_or(0))
+        .copied()
+        .cloned()
+        .ok_or(Refusal::NoHealthyPeer)?;
+    let cluster_rev = voters.iter().filter(|m| m.quorum_read).filter_map(|m| m.revision).max();
+    if let (Some(local), Some(cluster)) = (f.local_data_revision, cluster_rev) {
+        if local > cluster {
+            return Err(Refusal::LocalDataNewer { local, cluster });
+        }
+    }
+    let mine: Vec<&MemberFact> = f.members.iter().filter(|m| is_me(m)).collect();
+    // An entry for our peer URL that never started (added by hand, or by a run that died
+    // after `member add`) is reused rather than removed and added again.
+    let unstarted = mine.iter().find(|m| m.name.is_empty() && m.peer_urls.contains(&f.peer_url)).map(|m| m.id);
+    let mut steps = vec![Step::Snapshot { peer: peer.name.clone() }, Step::Stop];
+    for m in mine.iter().filter(|m| Some(m.id) != unstarted) {
+        steps.push(Step::Remove { id: m.id });
+    }
+    steps.extend([
+        Step::Archive,
+        Step::AddLearner { name: f.name.clone(), peer_url: f.peer_url.clone(), reuse: unstarted },
+        Step::Configure,
+        Step::Start,
+        Step::Promote,
+        Step::WaitHealthy,
+    ]);
+    Ok(RejoinPlan { name: f.name.clone(), peer_url: f.peer_url.clone(), peer, steps })
+}
+
+/// `--initial-cluster` for the new member, from the member list after the add: every
+/// started member by name, and the new (unnamed) entry under our name.
+pub fn initial_cluster_after_add(members: &[MemberFact], name: &str, peer_url: &str) -> String {
+    let entries: Vec<PeerEntry> = members
+        .iter()
+        .flat_map(|m| {
+            let n = if m.name.is_empty() && m.peer_urls.iter().any(|u| u == peer_url) { name.to_string() } else { m.name.clone() };
+            m.peer_urls.iter().map(move |u| PeerEntry { name: n.clone(), peer_url: u.clone() })
+        })
+        .filter(|e| !e.name.is_empty())
+        .collect();
+    format_initial_cluster(&entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: u64, name: &str, ip: u8, healthy: bool) -> MemberFact {
+        MemberFact {
+            id,
+            name: name.into(),
+            peer_urls: vec![format!("https://10.0.0.{ip}:2380")],
+            client_urls: if name.is_empty() { vec![] } else { vec![format!("https://10.0.0.{ip}:2379")] },
+            is_learner: false,
+            quorum_read: healthy,
+            sees_leader: healthy,
+            revision: healthy.then_some(100),
+        }
+    }
+
+    fn facts(members: Vec<MemberFact>) -> RejoinFacts {
+        RejoinFacts {
+            name: "m3".into(),
+            peer_url: "https://10.0.0.3:2380".into(),
+            members,
+            local_healthy_caught_up: false,
+            local_data_revision: None,
+        }
+    }
+
+    #[test]
+    fn crashlooping_member_is_replaced() {
+        let p = plan_rejoin(&facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(3, "m3", 3, false)])).unwrap();
+        let names: Vec<&str> = p.steps.iter().map(Step::name).collect();
+        assert_eq!(
+            names,
+            ["snapshot", "stop", "remove", "archive", "add-learner", "configure", "start", "promote", "wait-healthy"]
+        );
+        assert_eq!(p.steps[2], Step::Remove { id: 3 });
+        assert!(p.peer.name == "m1" || p.peer.name == "m2");
+    }
+
+    #[test]
+    fn already_removed_by_hand_skips_remove() {
+        let p = plan_rejoin(&facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true)])).unwrap();
+        assert!(!p.steps.iter().any(|s| matches!(s, Step::Remove { .. })));
+    }
+
+    #[test]
+    fn unstarted_entry_is_reused() {
+        let p = plan_rejoin(&facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(9, "", 3, false)])).unwrap();
+        assert!(p.steps.contains(&Step::AddLearner { name: "m3".into(), peer_url: "https://10.0.0.3:2380".into(), reuse: Some(9) }));
+        assert!(!p.steps.iter().any(|s| matches!(s, Step::Remove { .. })));
+    }
+
+    #[test]
+    fn refusals() {
+        let mut f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(3, "m3", 3, true)]);
+        f.local_healthy_caught_up = true;
+        assert!(matches!(plan_rejoin(&f), Err(Refusal::AlreadyHealthy { .. })));
+
+        let f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, false), m(3, "m3", 3, false)]);
+        assert_eq!(plan_rejoin(&f), Err(Refusal::NoQuorum { healthy: 1, voters: 3, needed: 2 }));
+
+        let f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(3, "other", 3, true)]);
+        assert!(matches!(plan_rejoin(&f), Err(Refusal::PeerUrlClaimed { .. })));
+
+        let mut f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(3, "m3", 3, false)]);
+        f.local_data_revision = Some(500);
+        assert_eq!(plan_rejoin(&f), Err(Refusal::LocalDataNewer { local: 500, cluster: 100 }));
+        f.local_data_revision = Some(90);
+        assert!(plan_rejoin(&f).is_ok());
+    }
+
+    #[test]
+    fn five_members_two_bad_rejoin_one_at_a_time() {
+        let f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, false), m(3, "m3", 3, false), m(4, "m4", 4, true), m(5, "m5", 5, true)]);
+        assert!(plan_rejoin(&f).is_ok());
+    }
+
+    #[test]
+    fn peer_must_see_a_leader_and_be_listed() {
+        let mut a = m(1, "m1", 1, true);
+        a.sees_leader = false;
+        let mut b = m(2, "m2", 2, true);
+        b.sees_leader = false;
+        let f = facts(vec![a, b, m(3, "m3", 3, false)]);
+        assert_eq!(plan_rejoin(&f), Err(Refusal::NoHealthyPeer));
+    }
+
+    #[test]
+    fn initial_cluster_names_the_new_entry() {
+        let ms = vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(9, "", 3, false)];
+        assert_eq!(
+            initial_cluster_after_add(&ms, "m3", "https://10.0.0.3:2380"),
+            "m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380,m3=https://10.0.0.3:2380"
+        );
+    }
+}
