@@ -54,17 +54,17 @@ async fn live(v: EtcdVersion, class: &str, playbook: &str) {
     lab.etcdctl(0, &["put", "/a", "b"]).unwrap();
     let i = match class {
         "healthy" => 0,
-        "not-running" => failures::not_running(&lab).await,
-        "already-bootstrapped" => failures::already_bootstrapped(&lab).await,
-        "data-lost" => failures::data_lost(&lab).await,
-        "cluster-id-mismatch" => failures::cluster_id_mismatch(&lab).await,
-        "member-removed" => failures::member_removed(&lab).await,
-        "db-corrupt" => failures::db_corrupt(&lab).await,
-        "wal-corrupt" => failures::wal_corrupt(&lab).await,
-        "membership-mismatch" => failures::membership_mismatch(&lab).await,
-        "nospace" => failures::nospace(&lab).await,
-        "quorum-lost" => failures::quorum_lost(&lab).await,
-        "unknown" => failures::unknown(&lab).await,
+        "not-running" => failures::not_running(&lab, failures::TARGET).await,
+        "already-bootstrapped" => failures::already_bootstrapped(&lab, failures::TARGET).await,
+        "data-lost" => failures::data_lost(&lab, failures::TARGET).await,
+        "cluster-id-mismatch" => failures::cluster_id_mismatch(&lab, failures::TARGET).await,
+        "member-removed" => failures::member_removed(&lab, failures::TARGET).await,
+        "db-corrupt" => failures::db_corrupt(&lab, failures::TARGET).await,
+        "wal-corrupt" => failures::wal_corrupt(&lab, failures::TARGET).await,
+        "membership-mismatch" => failures::membership_mismatch(&lab, failures::TARGET).await,
+        "nospace" => failures::nospace(&lab, failures::TARGET).await,
+        "quorum-lost" => failures::quorum_lost(&lab, failures::TARGET).await,
+        "unknown" => failures::unknown(&lab, failures::TARGET).await,
         _ => unreachable!(),
     };
     let j = expect(&lab, i, class, playbook).await;

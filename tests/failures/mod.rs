@@ -14,99 +14,102 @@ fn edit(name: &str, v: &str) -> (String, Option<String>) {
     (name.to_string(), Some(v.to_string()))
 }
 
-pub async fn already_bootstrapped(lab: &Lab) -> usize {
-    lab.offline(TARGET, |n| Lab::lose_data(n).map(|_| vec![])).await.unwrap();
-    TARGET
+pub async fn already_bootstrapped(lab: &Lab, t: usize) -> usize {
+    lab.offline(t, |n| Lab::lose_data(n).map(|_| vec![edit("initial-cluster-state", "new")])).await.unwrap();
+    t
 }
 
-pub async fn data_lost(lab: &Lab) -> usize {
-    lab.offline(TARGET, |n| Lab::lose_data(n).map(|_| vec![edit("initial-cluster-state", "existing")])).await.unwrap();
-    TARGET
+pub async fn data_lost(lab: &Lab, t: usize) -> usize {
+    lab.offline(t, |n| Lab::lose_data(n).map(|_| vec![edit("initial-cluster-state", "existing")])).await.unwrap();
+    t
 }
 
-pub async fn member_removed(lab: &Lab) -> usize {
-    lab.offline(TARGET, |_| {
-        let id = lab.member_id(0, TARGET)?.expect("listed");
-        lab.etcdctl(0, &["member", "remove", &id])?;
+pub async fn member_removed(lab: &Lab, t: usize) -> usize {
+    lab.offline(t, |_| {
+        let id = lab.member_id(0, t)?.expect("listed");
+        retry_unhealthy(|| lab.etcdctl(0, &["member", "remove", &id]))?;
         Ok(vec![])
     })
     .await
     .unwrap();
-    TARGET
+    t
 }
 
-pub async fn db_corrupt(lab: &Lab) -> usize {
+pub async fn db_corrupt(lab: &Lab, t: usize) -> usize {
     // Both bbolt meta pages destroyed: bbolt refuses the file as an invalid database.
-    lab.offline(TARGET, |n: &Node| Lab::scribble(&n.data_dir().join("member/snap/db"), 0, 8192).map(|_| vec![]))
+    lab.offline(t, |n: &Node| Lab::scribble(&n.data_dir().join("member/snap/db"), 0, 8192).map(|_| vec![]))
         .await
         .unwrap();
-    TARGET
+    t
 }
 
-pub async fn wal_corrupt(lab: &Lab) -> usize {
-    lab.offline(TARGET, |n: &Node| {
+pub async fn wal_corrupt(lab: &Lab, t: usize) -> usize {
+    lab.offline(t, |n: &Node| {
         let (wal, used) = Lab::wal_extent(n)?;
         Lab::scribble(&wal, used / 2, 64).map(|_| vec![])
     })
     .await
     .unwrap();
-    TARGET
+    t
 }
 
-pub async fn nospace(lab: &Lab) -> usize {
-    lab.offline(TARGET, |_| Ok(vec![edit("quota-backend-bytes", "1048576")])).await.unwrap();
+pub async fn nospace(lab: &Lab, t: usize) -> usize {
+    lab.offline(t, |_| Ok(vec![edit("quota-backend-bytes", "1048576")])).await.unwrap();
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
     let big = "x".repeat(64 * 1024);
     for k in 0..64 {
         if let Err(e) = lab.etcdctl(0, &["put", &format!("/fill/{k}"), &big]) {
             assert!(e.to_string().contains("database space exceeded"), "{e}");
-            return TARGET;
+            return t;
         }
     }
     panic!("quota never exceeded");
 }
 
-pub async fn quorum_lost(lab: &Lab) -> usize {
+pub async fn quorum_lost(lab: &Lab, t: usize) -> usize {
+    let _ = t;
     lab.stop_member(1).await.unwrap();
     lab.stop_member(2).await.unwrap();
     0
 }
 
-pub async fn membership_mismatch(lab: &Lab) -> usize {
-    lab.offline(TARGET, |n| {
-        let id = lab.member_id(0, TARGET)?.expect("listed");
-        lab.etcdctl(0, &["member", "remove", &id])?;
-        let added = retry_member_add(lab, &format!("m{}", TARGET + 1), &n.peer_url())?;
+pub async fn membership_mismatch(lab: &Lab, t: usize) -> usize {
+    lab.offline(t, |n| {
+        let id = lab.member_id(0, t)?.expect("listed");
+        retry_unhealthy(|| lab.etcdctl(0, &["member", "remove", &id]))?;
+        let added = retry_member_add(lab, &lab.member_name(t), &n.peer_url())?;
         Lab::lose_data(n)?;
         // The operator typed the name wrong when re-adding it.
-        Ok(vec![edit("initial-cluster-state", "existing"), edit("initial-cluster", &added), edit("name", "m3-typo")])
+        Ok(vec![edit("initial-cluster-state", "existing"), edit("initial-cluster", &added), edit("name", &format!("{}-typo", lab.member_name(t)))])
     })
     .await
     .unwrap();
-    TARGET
+    t
 }
 
-pub async fn cluster_id_mismatch(lab: &Lab) -> usize {
+pub async fn cluster_id_mismatch(lab: &Lab, t: usize) -> usize {
     // A data dir from another cluster: the member bootstraps a cluster of its own.
-    lab.offline(TARGET, |n| Lab::lose_data(n).map(|_| vec![edit("initial-cluster-token", "some-other-cluster")]))
+    lab.offline(t, |n| {
+        Lab::lose_data(n).map(|_| vec![edit("initial-cluster-token", "some-other-cluster"), edit("initial-cluster-state", "new")])
+    })
         .await
         .unwrap();
-    TARGET
+    t
 }
 
-pub async fn not_running(lab: &Lab) -> usize {
+pub async fn not_running(lab: &Lab, t: usize) -> usize {
     // Parked by etcd-hostfix itself: the kubelet stopped the pod.
-    let n = lab.node(TARGET);
+    let n = lab.node(t);
     let parked = n.host_root.join("var/lib/etcd-hostfix/parked/etcd.yaml");
     std::fs::create_dir_all(parked.parent().unwrap()).unwrap();
     std::fs::rename(n.manifest(), &parked).unwrap();
     wait_closed(n).await;
-    TARGET
+    t
 }
 
-pub async fn unknown(lab: &Lab) -> usize {
-    lab.offline(TARGET, |_| Ok(vec![edit("snapshot-count", "lots")])).await.unwrap();
-    TARGET
+pub async fn unknown(lab: &Lab, t: usize) -> usize {
+    lab.offline(t, |_| Ok(vec![edit("snapshot-count", "lots")])).await.unwrap();
+    t
 }
 
 async fn wait_closed(n: &Node) {
@@ -139,4 +142,19 @@ pub fn retry_member_add(lab: &Lab, name: &str, peer: &str) -> Result<String, Lab
         std::thread::sleep(Duration::from_millis(500));
     }
     Err(last.unwrap())
+}
+
+/// Retry through etcd's "unhealthy cluster" guard, which refuses membership changes for ~5 s
+/// after a member (re)connects.
+pub fn retry_unhealthy<T>(mut f: impl FnMut() -> Result<T, LabError>) -> Result<T, LabError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if tries < 40 && e.to_string().contains("unhealthy cluster") => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            r => return r,
+        }
+    }
 }

@@ -50,7 +50,10 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
     let span = info_span!("rejoin", member = %name, host_root = %g.host_root.display());
     async move {
         if let Some(holder) = file_lock_holder(&state_dir) {
-            eprintln!("refused: another etcd-hostfix run (pid {holder}) holds {}", lock_path(&state_dir).display());
+            eprintln!(
+                "refused: another etcd-hostfix run (pid {holder}) holds {}; nothing was changed",
+                lock_path(&state_dir).display()
+            );
             return Ok(exit::REFUSED);
         }
         let resumed = Journal::<RejoinPlan>::load(&state_dir, "rejoin")?;
@@ -93,12 +96,14 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
         let _flock = match FileLock::take(&state_dir)? {
             Some(l) => l,
             None => {
-                eprintln!("refused: another etcd-hostfix run holds {}", lock_path(&state_dir).display());
+                eprintln!("refused: another etcd-hostfix run holds {}; nothing was changed", lock_path(&state_dir).display());
                 return Ok(exit::REFUSED);
             }
         };
         let mut peer = conn.connect(plan.peer.client_urls.first().context("peer has no client URL")?).await?;
         let Some((lease, keeper)) = cluster_lock(&mut peer, &name, Duration::from_secs(o.lock_timeout)).await? else {
+            // Leave the host as it was: undo the local lock this run created.
+            _flock.undo();
             return Ok(exit::REFUSED);
         };
         let mut journal = match resumed {
@@ -615,20 +620,39 @@ fn lock_path(state_dir: &Path) -> PathBuf {
 }
 
 /// A local `flock`: one repair per host at a time, even before the cluster lock can be had.
-struct FileLock(std::fs::File);
+struct FileLock {
+    file: std::fs::File,
+    path: PathBuf,
+    /// What taking the lock created, so a refusal after it can leave the host as it was.
+    created_file: bool,
+    created_dir: Option<PathBuf>,
+}
 
 impl FileLock {
     fn take(state_dir: &Path) -> Result<Option<FileLock>> {
         use std::os::unix::io::AsRawFd;
+        let created_dir = (!state_dir.exists()).then(|| state_dir.to_path_buf());
         std::fs::create_dir_all(state_dir).with_context(|| state_dir.display().to_string())?;
-        let p = lock_path(state_dir);
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&p)?;
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let path = lock_path(state_dir);
+        let created_file = !path.exists();
+        let mut file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Ok(None);
         }
-        f.set_len(0)?;
-        write!(f, "{}", std::process::id())?;
-        Ok(Some(FileLock(f)))
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        Ok(Some(FileLock { file, path, created_file, created_dir }))
+    }
+
+    /// Remove what `take` created: only our own lock file, and the state dir only if this
+    /// run created it and nothing else is in it.
+    fn undo(&self) {
+        if self.created_file {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        if let Some(d) = &self.created_dir {
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 
@@ -647,6 +671,6 @@ fn file_lock_holder(state_dir: &Path) -> Option<String> {
 impl Drop for FileLock {
     fn drop(&mut self) {
         use std::os::unix::io::AsRawFd;
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
     }
 }

@@ -1,0 +1,339 @@
+//! `etcd-hostfix rejoin` on kubeadm static-pod masters, on real mTLS clusters with both etcd
+//! versions: every failure class that maps to rejoin is healed with every key present; every
+//! refusal changes nothing; kill -9 at every step and a rerun converge; seed 001's edge cases.
+
+mod common;
+mod failures;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use hostfix_lab::{EtcdVersion, Lab, LabRuntime};
+
+const KEYS: usize = 50;
+
+fn write_keys(lab: &Lab, via: usize) {
+    for k in 0..KEYS {
+        lab.etcdctl(via, &["put", &format!("/k/{k:03}"), &format!("v{k}")]).unwrap();
+    }
+}
+
+/// Every key, read from node `i`'s own copy of the data (serializable read).
+fn assert_all_keys(lab: &Lab, i: usize) {
+    let out = lab.etcdctl(i, &["get", "--prefix", "/k/", "--keys-only", "--consistency=s"]).unwrap();
+    let n = out.lines().filter(|l| l.starts_with("/k/")).count();
+    assert_eq!(n, KEYS, "node {} serves {n} of {KEYS} keys", lab.node(i).name);
+}
+
+fn rejoin(lab: &Lab, i: usize, extra: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut args = node_args(lab, i);
+    args.push("rejoin".into());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let o = std::process::Command::new(BIN)
+        .args(&args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn manifest_lines_changed(before: &str, after: &str) -> Vec<String> {
+    let a: Vec<&str> = before.lines().collect();
+    let b: Vec<&str> = after.lines().collect();
+    assert_eq!(a.len(), b.len(), "lines added or removed:\n{before}\n---\n{after}");
+    a.iter().zip(b.iter()).filter(|(x, y)| x != y).map(|(_, y)| y.trim().to_string()).collect()
+}
+
+async fn healed(lab: &Lab, i: usize) {
+    lab.wait_healthy(&(0..lab.nodes().len()).collect::<Vec<_>>(), lab.nodes().len(), Duration::from_secs(60)).await.unwrap();
+    let s = status(lab, i, &[]);
+    assert_eq!(s.code, 0, "{}\n{}", s.stdout, s.stderr);
+    assert_all_keys(lab, i);
+}
+
+async fn rejoin_heals(lab: &Lab, i: usize) {
+    let parked = lab.node(i).host_root.join("var/lib/etcd-hostfix/parked/etcd.yaml");
+    let before = std::fs::read_to_string(lab.node(i).manifest()).or_else(|_| std::fs::read_to_string(&parked)).unwrap();
+    let o = rejoin(lab, i, &["--yes"], &[]);
+    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("rejoin complete"), "{}", o.stdout);
+    healed(lab, i).await;
+    let after = std::fs::read_to_string(lab.node(i).manifest()).unwrap();
+    for l in manifest_lines_changed(&before, &after) {
+        assert!(l.starts_with("- --initial-cluster=") || l.starts_with("- --initial-cluster-state="), "unexpected change: {l}");
+    }
+    assert!(after.contains("--initial-cluster-state=existing"));
+    assert!(!after.contains("force-new-cluster"));
+}
+
+/// Break, confirm the break is what diagnose calls it, heal, check.
+async fn break_and_heal(lab: &Lab, i: usize, class: &str) {
+    match class {
+        "already-bootstrapped" => failures::already_bootstrapped(lab, i).await,
+        "data-lost" => failures::data_lost(lab, i).await,
+        "member-removed" => failures::member_removed(lab, i).await,
+        "db-corrupt" => failures::db_corrupt(lab, i).await,
+        "wal-corrupt" => failures::wal_corrupt(lab, i).await,
+        "cluster-id-mismatch" => failures::cluster_id_mismatch(lab, i).await,
+        "membership-mismatch" => failures::membership_mismatch(lab, i).await,
+        _ => unreachable!(),
+    };
+    until(&format!("{class} to be diagnosed"), 60, || {
+        let mut args = node_args(lab, i);
+        args.extend(["-o".into(), "json".into(), "diagnose".into()]);
+        let o = hostfix(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        o.json()["class"] == class
+    })
+    .await;
+    rejoin_heals(lab, i).await;
+}
+
+async fn every_class(v: EtcdVersion) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    for class in [
+        "already-bootstrapped", "data-lost", "member-removed", "db-corrupt", "wal-corrupt", "cluster-id-mismatch",
+        // Last: it leaves the member under its mistyped name.
+        "membership-mismatch",
+    ] {
+        eprintln!("etcd {}: {class}", v.tag());
+        break_and_heal(&lab, failures::TARGET, class).await;
+    }
+    // Nothing was deleted: every replaced data dir is in the archive.
+    let archive = lab.node(failures::TARGET).host_root.join("var/lib/etcd-hostfix/archive");
+    let kept = std::fs::read_dir(&archive).unwrap().filter(|e| e.as_ref().unwrap().path().join("member").exists()).count();
+    assert!(kept >= 6, "{kept} archived data dirs");
+    lab.down().await.unwrap();
+}
+
+/// Five members, two of them broken: each master runs rejoin at the same time, and the
+/// cluster lock serialises them.
+async fn five_members_two_bad(v: EtcdVersion) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 5, v, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    failures::already_bootstrapped(&lab, 3).await;
+    failures::data_lost(&lab, 4).await;
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| rejoin(&lab, 3, &["--yes"], &[]));
+        let b = s.spawn(|| rejoin(&lab, 4, &["--yes"], &[]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a.code, 0, "{}\n{}", a.stdout, a.stderr);
+    assert_eq!(b.code, 0, "{}\n{}", b.stdout, b.stderr);
+    assert!(
+        a.stdout.contains("waiting for member") || b.stdout.contains("waiting for member"),
+        "the lock did not serialise them:\n{}\n{}",
+        a.stdout,
+        b.stdout
+    );
+    healed(&lab, 3).await;
+    healed(&lab, 4).await;
+    lab.down().await.unwrap();
+}
+
+/// kill -9 right after each step's work and before its journal entry; a rerun converges.
+async fn kill_at_every_step(v: EtcdVersion) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = failures::TARGET;
+    for step in ["snapshot", "stop", "remove", "archive", "add-learner", "configure", "start", "promote", "wait-healthy"] {
+        eprintln!("etcd {}: kill -9 after {step}", v.tag());
+        failures::already_bootstrapped(&lab, t).await;
+        let o = rejoin(&lab, t, &["--yes"], &[("HOSTFIX_CRASH_AT", step)]);
+        assert_eq!(o.code, -1, "expected SIGKILL at {step}:\n{}\n{}", o.stdout, o.stderr);
+        assert!(o.stderr.contains(&format!("HOSTFIX_CRASH_AT={step}")), "{}", o.stderr);
+        let o = rejoin(&lab, t, &["--yes"], &[]);
+        assert_eq!(o.code, 0, "rerun after kill at {step}:\n{}\n{}", o.stdout, o.stderr);
+        assert!(o.stdout.contains("resuming rejoin run"), "{}", o.stdout);
+        healed(&lab, t).await;
+        let m = std::fs::read_to_string(lab.node(t).manifest()).unwrap();
+        assert!(m.contains("--initial-cluster-state=existing") && !m.contains("force-new-cluster"));
+    }
+    lab.down().await.unwrap();
+}
+
+macro_rules! both_versions {
+    ($($f:ident),*) => {
+        mod etcd_3_4 { use super::*; $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $f() { super::$f(EtcdVersion::V3_4).await }
+        )* }
+        mod etcd_3_5 { use super::*; $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $f() { super::$f(EtcdVersion::V3_5).await }
+        )* }
+    };
+}
+
+both_versions!(every_class, five_members_two_bad, kill_at_every_step);
+
+/// The configuration and state files of a master, which a refusal must leave byte-identical
+/// (etcd itself keeps writing its data dir).
+fn config_snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut m = snapshot(&root.join("etc"));
+    m.extend(snapshot(&root.join("var/lib/etcd-hostfix")));
+    m.insert(root.join("var/lib/etcd-hostfix(exists)"), vec![root.join("var/lib/etcd-hostfix").exists() as u8]);
+    m
+}
+
+fn refuses(lab: &Lab, i: usize, extra: &[&str], needle: &str) {
+    let root = lab.node(i).host_root.clone();
+    let before = config_snapshot(&root);
+    let o = rejoin(lab, i, extra, &[]);
+    assert_eq!(o.code, 3, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", o.stderr);
+    assert!(o.stderr.contains("nothing was changed"), "{}", o.stderr);
+    assert_same(&before, &config_snapshot(&root));
+}
+
+/// Compare two snapshots, naming only the paths that differ.
+fn assert_same(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) {
+    let diff: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| k.display().to_string())
+        .collect();
+    assert!(diff.is_empty(), "files changed: {diff:?}");
+}
+
+/// etcdctl, retried through etcd's "unhealthy cluster" guard after a member reconnects.
+fn etcdctl_retry(lab: &Lab, args: &[&str]) -> String {
+    for _ in 0..40 {
+        match lab.etcdctl(0, args) {
+            Ok(out) => return out,
+            Err(e) if e.to_string().contains("unhealthy cluster") => std::thread::sleep(Duration::from_millis(500)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("etcdctl {args:?} kept failing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_change_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = failures::TARGET;
+
+    // Seed 001: "aborts saying it's already healthy".
+    refuses(&lab, t, &["--yes"], "already a healthy, caught-up voter");
+
+    failures::already_bootstrapped(&lab, t).await;
+    // No terminal and no --yes.
+    refuses(&lab, t, &[], "not a terminal and no --yes");
+    // --dry-run prints the plan and changes nothing.
+    let before = config_snapshot(&lab.node(t).host_root);
+    let o = rejoin(&lab, t, &["--dry-run"], &[]);
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("member remove") && o.stdout.contains("dry run: nothing was changed"), "{}", o.stdout);
+    assert_same(&before, &config_snapshot(&lab.node(t).host_root));
+
+    // Another master holds the cluster-wide repair lock.
+    lab.etcdctl(0, &["put", "/etcd-hostfix/lock/membership", "m1"]).unwrap();
+    refuses(&lab, t, &["--yes", "--lock-timeout", "1"], "member m1 holds the repair lock");
+    lab.etcdctl(0, &["del", "/etcd-hostfix/lock/membership"]).unwrap();
+
+    // Another run on this host holds the local lock.
+    let state = lab.node(t).host_root.join("var/lib/etcd-hostfix");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("lock"), "").unwrap();
+    let mut holder = std::process::Command::new("flock").arg(state.join("lock")).args(["sleep", "60"]).spawn().unwrap();
+    until("flock to be held", 10, || {
+        std::process::Command::new("flock").args(["-n"]).arg(state.join("lock")).arg("true").status().map(|s| !s.success()).unwrap_or(false)
+    })
+    .await;
+    refuses(&lab, t, &["--yes"], "another etcd-hostfix run");
+    hostfix_lab::lab::terminate_pid(holder.id(), Duration::from_secs(5));
+    let _ = holder.wait();
+    std::fs::remove_dir_all(&state).unwrap();
+
+    // The others have no quorum without it.
+    lab.stop_member(1).await.unwrap();
+    refuses(&lab, t, &["--yes"], "the other members have no quorum");
+    lab.start_member(1).await.unwrap();
+    lab.wait_healthy(&[0, 1], 3, Duration::from_secs(60)).await.unwrap();
+
+    // The peer URL is claimed by a member with another name: the member list shows m3's peer
+    // URL under "intruder" while this master's manifest says m3.
+    let rejoined = rejoin(&lab, t, &["--yes"], &[]);
+    assert_eq!(rejoined.code, 0, "{}", rejoined.stderr);
+    lab.offline(t, |_| Ok(vec![("name".into(), Some("intruder".into()))])).await.unwrap();
+    until("the member to publish its new name", 30, || {
+        lab.etcdctl(0, &["member", "list"]).map(|l| l.contains("intruder")).unwrap_or(false)
+    })
+    .await;
+    let n = lab.node(t);
+    let text = std::fs::read_to_string(n.manifest()).unwrap().replace("--name=intruder", "--name=m3");
+    let parked = n.host_root.join("var/lib/etcd-hostfix/parked/etcd.yaml");
+    std::fs::create_dir_all(parked.parent().unwrap()).unwrap();
+    std::fs::write(&parked, text).unwrap();
+    std::fs::remove_file(n.manifest()).unwrap();
+    refuses(&lab, t, &["--yes"], "belongs to member intruder");
+    lab.down().await.unwrap();
+}
+
+/// The local data is newer than the cluster's: this master holds a data dir from a
+/// cluster with far more history. Rejoin would throw that away, so it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_when_local_data_is_newer() {
+    let d = tempfile::tempdir().unwrap();
+    let mut other = lab(&d.path().join("other"), 1, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    for k in 0..300 {
+        other.etcdctl(0, &["put", &format!("/h/{k}"), "x"]).unwrap();
+    }
+    other.stop_member(0).await.unwrap();
+    let mut lab = lab(&d.path().join("main"), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = failures::TARGET;
+    let src = other.node(0).data_dir().join("member");
+    lab.offline(t, |n| {
+        Lab::lose_data(n)?;
+        std::fs::rename(&src, n.data_dir().join("member")).unwrap();
+        Ok(vec![])
+    })
+    .await
+    .unwrap();
+    refuses(&lab, t, &["--yes"], "the local data is newer than the cluster's");
+    lab.down().await.unwrap();
+    other.down().await.unwrap();
+}
+
+/// Seed 001's edge cases: the pod already gone, the member already removed by hand, and a
+/// member running but not in the member list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_001_edge_cases() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_4, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = failures::TARGET;
+
+    // Pod already gone: the manifest is parked where rejoin parks it.
+    failures::already_bootstrapped(&lab, t).await;
+    failures::not_running(&lab, t).await;
+    rejoin_heals(&lab, t).await;
+
+    // Already removed by hand: no member remove in the plan.
+    failures::data_lost(&lab, t).await;
+    let id = lab.member_id(0, t).unwrap().unwrap();
+    etcdctl_retry(&lab, &["member", "remove", &id]);
+    let plan = rejoin(&lab, t, &["--dry-run"], &[]);
+    assert!(!plan.stdout.contains("member remove"), "{}", plan.stdout);
+    rejoin_heals(&lab, t).await;
+
+    // Running but not in the member list: removed while it ran.
+    let id = lab.member_id(0, t).unwrap().unwrap();
+    etcdctl_retry(&lab, &["member", "remove", &id]);
+    rejoin_heals(&lab, t).await;
+    lab.down().await.unwrap();
+}
