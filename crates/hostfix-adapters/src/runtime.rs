@@ -156,18 +156,21 @@ impl StaticPod {
             .max()?
             .1;
         let logs = newest_pod.join("etcd");
-        let (restart, file) = std::fs::read_dir(&logs)
+        // Newest by time, not by number: a pod re-created from an identical manifest gets the
+        // same UID and log dir, and its restart numbers may start over.
+        let mut files: Vec<(std::time::SystemTime, u32, PathBuf)> = std::fs::read_dir(&logs)
             .ok()?
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let n: u32 = e.file_name().to_string_lossy().strip_suffix(".log")?.parse().ok()?;
-                Some((n, e.path()))
+                Some((e.metadata().ok()?.modified().ok()?, n, e.path()))
             })
-            .max()?;
-        // The previous restart's file too: a pod that just restarted has not said why it will
+            .collect();
+        files.sort();
+        let (_, restart, file) = files.pop()?;
+        // The previous run's file too: a pod that just restarted has not said yet why it will
         // die again, and its predecessor has.
-        let prev = restart.checked_sub(1).map(|p| logs.join(format!("{p}.log"))).filter(|p| p.exists());
-        let mut tail = prev.and_then(|p| read_tail(&p, max_bytes / 2).ok()).unwrap_or_default();
+        let mut tail = files.pop().and_then(|(_, _, p)| read_tail(&p, max_bytes / 2).ok()).unwrap_or_default();
         tail.push_str(&read_tail(&file, max_bytes).unwrap_or_default());
         let last_line = tail.lines().rev().map(cri_message).find(|l| !l.trim().is_empty()).map(str::to_string);
         Some(PodLogs { file, restarts: restart, last_line, tail })

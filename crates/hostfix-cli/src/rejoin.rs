@@ -253,6 +253,10 @@ fn print_plan(g: &Global, local: &Local, plan: &RejoinPlan) {
                 RuntimeKind::Docker => format!("stop container {}", g.container),
             },
             Step::Remove { id } => format!("member remove {}", hex_id(*id)),
+            Step::RemoveDown { id, name } => format!(
+                "member remove {} ({name}, down: etcd refuses any member add while a voter is unreachable; its master's rejoin re-adds it)",
+                hex_id(*id)
+            ),
             Step::Archive => format!("move {} to {}/<run>/member (kept, not deleted)", data.display(), state.join("archive").display()),
             Step::AddLearner { name, peer_url, reuse: Some(id) } => {
                 format!("reuse the unstarted member {} for {name} at {peer_url}", hex_id(*id))
@@ -359,7 +363,7 @@ impl Runner<'_> {
                 Ok(())
             }
             Step::Stop => self.stop().await,
-            Step::Remove { id } => self.remove(*id).await,
+            Step::Remove { id } | Step::RemoveDown { id, .. } => self.remove(*id).await,
             Step::Archive => self.archive(j).await,
             Step::AddLearner { peer_url, reuse, .. } => self.add_learner(peer_url, *reuse, j).await,
             Step::Configure => self.configure(j).await,
@@ -556,12 +560,21 @@ impl Runner<'_> {
                     futures_util::future::join_all(list.members.iter().map(|m| crate::status::probe_member(self.conn, m))).await;
                 let leader_rev = probed.iter().find(|m| m.is_leader).and_then(|m| m.revision);
                 let mine = probed.iter().find(|m| m.client_urls.first() == my_url.as_ref());
-                let all_healthy = probed.iter().all(|m| m.healthy && !m.is_learner);
-                if all_healthy && leader_rev.is_some() && mine.and_then(|m| m.revision) == leader_rev {
+                let required = |m: &&MemberStatus| {
+                    m.peer_urls.contains(&self.plan.peer_url)
+                        || m.peer_urls.iter().any(|u| self.plan.healthy_at_start.contains(u))
+                };
+                let all_healthy = probed.iter().filter(required).all(|m| m.healthy && !m.is_learner);
+                if all_healthy && leader_rev.is_some() && mine.map(|m| m.healthy) == Some(true) && mine.and_then(|m| m.revision) == leader_rev {
+                    let others: Vec<String> = probed.iter().filter(|m| !m.healthy).map(|m| m.name.clone()).collect();
+                    if !others.is_empty() {
+                        println!("note: still unhealthy, and not this run's to repair: {}", others.join(", "));
+                    }
                     return Ok(());
                 }
                 last = probed
                     .iter()
+                    .filter(required)
                     .filter(|m| !m.healthy)
                     .map(|m| format!("{}: {}", m.name, m.error.clone().unwrap_or_else(|| "not healthy".into())))
                     .collect::<Vec<_>>()

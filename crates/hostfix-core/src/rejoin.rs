@@ -58,6 +58,11 @@ pub enum Step {
     Stop,
     /// `member remove` the old local member, if it is still listed.
     Remove { id: u64 },
+    /// `member remove` another voter that is down. etcd's strict reconfiguration check
+    /// refuses any `member add` while a voter is unreachable, so, as seed 001's script does,
+    /// every broken voter is removed before one is added back; its own master's rejoin
+    /// re-adds it.
+    RemoveDown { id: u64, name: String },
     /// Move `<data dir>/member` into the state dir's archive. Never deleted.
     Archive,
     /// `member add --learner` with the local peer URL, unless an unstarted entry for it exists.
@@ -78,6 +83,7 @@ impl Step {
             Step::Snapshot { .. } => "snapshot",
             Step::Stop => "stop",
             Step::Remove { .. } => "remove",
+            Step::RemoveDown { .. } => "remove-down",
             Step::Archive => "archive",
             Step::AddLearner { .. } => "add-learner",
             Step::Configure => "configure",
@@ -95,6 +101,11 @@ pub struct RejoinPlan {
     /// The peer every cluster call goes through.
     pub peer: MemberFact,
     pub steps: Vec<Step>,
+    /// Peer URLs of the members that were healthy when the plan was made. The final wait
+    /// requires these and the local member; members that were already broken are another
+    /// master's repair, and waiting for them would deadlock two repairs on the lock.
+    #[serde(default)]
+    pub healthy_at_start: Vec<String>,
 }
 
 fn quorum(voters: usize) -> usize {
@@ -140,6 +151,9 @@ pub fn plan_rejoin(f: &RejoinFacts) -> Result<RejoinPlan, Refusal> {
     for m in mine.iter().filter(|m| Some(m.id) != unstarted) {
         steps.push(Step::Remove { id: m.id });
     }
+    for m in voters.iter().filter(|m| !is_me(m) && !m.quorum_read) {
+        steps.push(Step::RemoveDown { id: m.id, name: m.name.clone() });
+    }
     steps.extend([
         Step::Archive,
         Step::AddLearner { name: f.name.clone(), peer_url: f.peer_url.clone(), reuse: unstarted },
@@ -148,7 +162,9 @@ pub fn plan_rejoin(f: &RejoinFacts) -> Result<RejoinPlan, Refusal> {
         Step::Promote,
         Step::WaitHealthy,
     ]);
-    Ok(RejoinPlan { name: f.name.clone(), peer_url: f.peer_url.clone(), peer, steps })
+    let healthy_at_start =
+        f.members.iter().filter(|m| !is_me(m) && m.quorum_read).flat_map(|m| m.peer_urls.clone()).collect();
+    Ok(RejoinPlan { name: f.name.clone(), peer_url: f.peer_url.clone(), peer, steps, healthy_at_start })
 }
 
 /// `--initial-cluster` for the new member, from the member list after the add: every
@@ -239,7 +255,11 @@ mod tests {
     #[test]
     fn five_members_two_bad_rejoin_one_at_a_time() {
         let f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, false), m(3, "m3", 3, false), m(4, "m4", 4, true), m(5, "m5", 5, true)]);
-        assert!(plan_rejoin(&f).is_ok());
+        let p = plan_rejoin(&f).unwrap();
+        assert!(p.steps.contains(&Step::RemoveDown { id: 2, name: "m2".into() }), "{:?}", p.steps);
+        // The other broken member is not waited for: its own master repairs it.
+        assert_eq!(p.healthy_at_start.len(), 3);
+        assert!(!p.healthy_at_start.contains(&"https://10.0.0.2:2380".to_string()));
     }
 
     #[test]
