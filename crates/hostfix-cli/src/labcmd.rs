@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use hostfix_core::exit;
 use hostfix_lab::kubelet::KubeletConfig;
@@ -53,8 +53,8 @@ pub enum LabCmd {
     Status(LabOpts),
     /// Stop everything the lab started (by PID and container ID) and remove nothing else.
     Down(LabOpts),
-    /// Bring a lab up, show its status, break a member, show it degraded, heal it, show it
-    /// healthy, and tear it down.
+    /// Bring a lab up, write keys, break a member (seed 000's crashloop), show status and
+    /// diagnose, heal it with rejoin, show every key served, and tear it down.
     Demo(UpOpts),
     /// The lab's stand-in for the kubelet (internal).
     #[command(hide = true)]
@@ -177,9 +177,14 @@ async fn demo(g: &Global, o: UpOpts) -> Result<i32> {
         let code = crate::status::run(&lab_global(&table, &lab, last)).await?;
         println!("status exit code: {code}");
 
-        step(&format!("healing {} by hand, as seed 000 does (member remove/add; state=existing)", lab.node(last).name));
-        heal_by_hand(&lab, last).await?;
-        lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(90)).await?;
+        step(&format!("diagnose on {}", lab.node(last).name));
+        crate::diagnose::run(&lab_global(&table, &lab, last), &crate::diagnose::DiagnoseOpts { log: None }).await?;
+        step(&format!("rejoin on {}", lab.node(last).name));
+        let opts = crate::rejoin::RejoinOpts { dry_run: false, yes: true, lock_timeout: 60, wait_timeout: 120 };
+        let started = std::time::Instant::now();
+        let code = crate::rejoin::run(&lab_global(&table, &lab, last), &opts).await?;
+        anyhow::ensure!(code == exit::OK, "rejoin exited {code}");
+        println!("rejoin took {:.1}s", started.elapsed().as_secs_f64());
         let got = lab.etcdctl(last, &["get", "--prefix", "/demo/", "--keys-only"])?;
         println!("{} serves {} demo keys", lab.node(last).name, got.lines().filter(|l| !l.is_empty()).count());
         step(&format!("status from {}", lab.node(last).name));
@@ -200,54 +205,4 @@ async fn wait_crashloop(g: &Global, lab: &Lab, i: usize) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     anyhow::bail!("{} never crashlooped", lab.node(i).name)
-}
-
-/// The seed 000 procedure, as an operator types it. `etcd-hostfix rejoin` automates this.
-async fn heal_by_hand(lab: &Lab, i: usize) -> Result<()> {
-    let healthy = 0;
-    let name = lab.member_name(i);
-    let list = lab.etcdctl(healthy, &["member", "list"])?;
-    let id = list
-        .lines()
-        .find(|l| l.contains(&format!(", {name}, ")) || l.contains(&lab.node(i).peer_url()))
-        .and_then(|l| l.split(',').next())
-        .context("broken member not in member list")?
-        .to_string();
-    lab.stop_member(i).await?;
-    lab.etcdctl(healthy, &["member", "remove", &id])?;
-    let aside = lab.node(i).host_root.join(format!("member.bak-{}", std::process::id()));
-    let data = lab.node(i).data_dir().join("member");
-    if data.exists() {
-        std::fs::rename(&data, &aside)?;
-    }
-    let mut added = None;
-    for _ in 0..40 {
-        match lab.etcdctl(healthy, &["member", "add", &name, &format!("--peer-urls={}", lab.node(i).peer_url())]) {
-            Ok(out) => {
-                added = Some(out);
-                break;
-            }
-            // etcd refuses membership changes for ~5 s after a peer reconnects.
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-    let added = added.context("member add kept failing")?;
-    let cluster = added
-        .lines()
-        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .context("member add printed no ETCD_INITIAL_CLUSTER")?
-        .to_string();
-    let parked = lab.node(i).host_root.join("root/etcd.yaml");
-    let text = std::fs::read_to_string(&parked)?;
-    let edited = hostfix_core::manifest::edit_manifest_flags(
-        &text,
-        &[
-            ("initial-cluster".into(), Some(cluster)),
-            ("initial-cluster-state".into(), Some("existing".into())),
-        ],
-    )?;
-    std::fs::write(&parked, edited)?;
-    lab.start_member(i).await?;
-    Ok(())
 }

@@ -1,9 +1,9 @@
 //! The `etcd-hostfix` command line. `main` only calls [`main`]; each command lives in its
 //! own module and returns the process exit code (see `hostfix_core::exit`).
 
-mod diagnose;
+pub(crate) mod diagnose;
 mod local;
-mod rejoin;
+pub(crate) mod rejoin;
 mod status;
 mod labcmd;
 

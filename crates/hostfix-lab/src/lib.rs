@@ -5,6 +5,7 @@ pub mod certs;
 pub mod image;
 pub mod kubelet;
 pub mod lab;
+pub mod manual;
 
 use std::path::{Path, PathBuf};
 
