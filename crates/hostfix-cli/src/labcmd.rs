@@ -144,8 +144,11 @@ fn status_args(lab: &Lab, i: usize) -> Vec<String> {
     }
 }
 
-async fn demo(g: &Global, o: UpOpts) -> Result<i32> {
+async fn demo(g: &Global, mut o: UpOpts) -> Result<i32> {
     let exe = std::env::current_exe()?;
+    // Each demo gets a fresh directory; what it leaves (archives, logs) stays for reading.
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    o.lab.dir = o.lab.dir.join(format!("demo-{stamp}"));
     let step = |s: &str| println!("\n==> {s}");
     step(&format!(
         "bringing up a {}-member etcd {} lab ({}) in {}",

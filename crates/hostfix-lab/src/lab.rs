@@ -279,6 +279,15 @@ impl Lab {
     /// outlive this process (for `lab up`); otherwise they die with it.
     pub async fn up(spec: LabSpec, runner_exe: &Path, detach: bool) -> Result<Lab, LabError> {
         let bins = spec.version.bin_dir()?;
+        // Old data dirs under new certificates would make a cluster of strangers; a lab
+        // directory is used once, and what a previous lab left (archives) is not ours to delete.
+        if spec.dir.join("lab.json").exists() || spec.dir.join("m1").exists() {
+            return Err(LabError::Runner(format!(
+                "{} already holds a lab; run `etcd-hostfix lab down --dir {}` and move it away, or choose another --dir",
+                spec.dir.display(),
+                spec.dir.display()
+            )));
+        }
         std::fs::create_dir_all(&spec.dir).map_err(|e| LabError::io(&spec.dir, e))?;
         let ca = Ca::new("etcd-ca")?;
         let nodes: Vec<Node> = (1..=spec.members)
