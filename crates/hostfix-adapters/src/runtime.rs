@@ -339,6 +339,29 @@ mod tests {
     }
 
     #[test]
+    fn rotated_and_garbage_files_are_tolerated() {
+        let d = tempfile::tempdir().unwrap();
+        let logs = d.path().join("var/log/pods/kube-system_etcd-m1_abc/etcd");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("0.log"), "2026-01-01T00:00:00Z stderr F old run\n").unwrap();
+        // The kubelet's rotated files sit beside the live ones, some compressed.
+        std::fs::write(logs.join("0.log.20260101-000000.gz"), [0x1f, 0x8b, 0, 0xff, 0xfe]).unwrap();
+        std::fs::write(logs.join("0.log.20260101-000100"), "2026-01-01T00:01:00Z stderr F rotated\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(logs.join("1.log"), [b"\xff\xfe\x00garbage\n".as_slice(), b"2026-01-01T00:02:00Z stderr F panic: newest\n"].concat()).unwrap();
+        let sp = StaticPod {
+            root: HostRoot::new(d.path()),
+            manifest: d.path().join("etc/kubernetes/manifests/etcd.yaml"),
+            state_dir: d.path().join("var/lib/etcd-hostfix"),
+        };
+        let l = sp.pod_logs(1024).unwrap();
+        assert_eq!(l.restarts, 1);
+        assert!(l.file.ends_with("1.log"));
+        assert_eq!(l.last_line.as_deref(), Some("panic: newest"));
+        assert!(l.tail.contains("old run"), "the previous run is read too");
+    }
+
+    #[test]
     fn tail_is_bounded_and_drops_partial_line() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("0.log");
