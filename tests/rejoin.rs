@@ -219,16 +219,8 @@ fn assert_same(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Ve
     assert!(diff.is_empty(), "files changed: {diff:?}");
 }
 
-/// etcdctl, retried through etcd's "unhealthy cluster" guard after a member reconnects.
 fn etcdctl_retry(lab: &Lab, args: &[&str]) -> String {
-    for _ in 0..40 {
-        match lab.etcdctl(0, args) {
-            Ok(out) => return out,
-            Err(e) if e.to_string().contains("unhealthy cluster") => std::thread::sleep(Duration::from_millis(500)),
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("etcdctl {args:?} kept failing");
+    failures::retry_unhealthy(|| lab.etcdctl(0, args)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

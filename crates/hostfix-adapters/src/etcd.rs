@@ -236,14 +236,41 @@ pub struct Endpoint {
     client: Client,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connector {
     pub tls: Option<ClientTls>,
     pub timeout: Duration,
+    /// One gRPC client per endpoint for the life of the command: a repair polls the same
+    /// few members many times, and a fresh TLS client per poll was most of its run time.
+    cache: Arc<std::sync::Mutex<std::collections::HashMap<String, Client>>>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").field("tls", &self.tls).field("timeout", &self.timeout).finish()
+    }
 }
 
 impl Connector {
+    pub fn new(tls: Option<ClientTls>, timeout: Duration) -> Self {
+        Connector { tls, timeout, cache: Default::default() }
+    }
+
+    /// Forget a cached client (after its endpoint failed a call).
+    pub fn forget(&self, url: &str) {
+        self.cache.lock().expect("cache lock").remove(url);
+    }
+
     pub async fn connect(&self, url: &str) -> Result<Endpoint, EtcdError> {
+        if let Some(c) = self.cache.lock().expect("cache lock").get(url) {
+            return Ok(Endpoint { url: url.to_string(), client: c.clone() });
+        }
+        let ep = self.connect_fresh(url).await?;
+        self.cache.lock().expect("cache lock").insert(url.to_string(), ep.client.clone());
+        Ok(ep)
+    }
+
+    async fn connect_fresh(&self, url: &str) -> Result<Endpoint, EtcdError> {
         let (tls, timeout, u) = (self.tls.clone(), self.timeout, url.to_string());
         tokio::task::spawn_blocking(move || preflight(&u, tls.as_ref(), timeout))
             .await
@@ -363,17 +390,38 @@ impl Endpoint {
 
     /// Stream a snapshot into `out`. etcd appends a SHA-256 of the content, which
     /// [`verify_snapshot`] checks.
+    ///
+    /// The hash is checked while streaming (the last 32 bytes held back), so a 200 MB
+    /// snapshot is not read a second time.
     pub async fn snapshot_to(&mut self, out: &Path) -> Result<u64, EtcdError> {
+        use sha2::{Digest, Sha256};
         use std::io::Write;
         let io = |e: std::io::Error| EtcdError::Call { endpoint: self.url.clone(), op: "snapshot", reason: format!("{}: {e}", out.display()) };
-        let mut f = std::fs::File::create(out).map_err(io)?;
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out).map_err(io)?);
         let mut stream = self.client.snapshot().await.map_err(|e| self.call_err("snapshot", e))?;
+        let mut hasher = Sha256::new();
+        let mut tail: Vec<u8> = Vec::with_capacity(64);
         let mut n = 0u64;
         while let Some(chunk) = stream.message().await.map_err(|e| self.call_err("snapshot", e))? {
-            f.write_all(chunk.blob()).map_err(io)?;
-            n += chunk.blob().len() as u64;
+            let b = chunk.blob();
+            f.write_all(b).map_err(io)?;
+            n += b.len() as u64;
+            tail.extend_from_slice(b);
+            if tail.len() > 32 {
+                let cut = tail.len() - 32;
+                hasher.update(&tail[..cut]);
+                tail.drain(..cut);
+            }
         }
-        f.sync_all().map_err(io)?;
+        let file = f.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        if n < 32 + 4096 || hasher.finalize().as_slice() != tail.as_slice() {
+            return Err(EtcdError::Call {
+                endpoint: self.url.clone(),
+                op: "snapshot",
+                reason: format!("{}: SHA-256 trailer does not match its content ({n} bytes)", out.display()),
+            });
+        }
         Ok(n)
     }
 

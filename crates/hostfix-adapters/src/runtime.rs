@@ -145,22 +145,18 @@ impl StaticPod {
         Ok(())
     }
 
-    /// The newest etcd pod's CRI logs under `var/log/pods/kube-system_etcd-*/etcd/`.
+    /// The newest etcd CRI log under `var/log/pods/kube-system_etcd-*/etcd/`, and the one
+    /// before it. Newest by file time across all pod dirs: a pod re-created from an identical
+    /// manifest reuses an old UID's dir, so neither directory times nor restart numbers order
+    /// runs.
     pub fn pod_logs(&self, max_bytes: u64) -> Option<PodLogs> {
         let dir = self.root.pod_logs();
-        let newest_pod = std::fs::read_dir(&dir)
+        let mut files: Vec<(std::time::SystemTime, u32, PathBuf)> = std::fs::read_dir(&dir)
             .ok()?
             .filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().starts_with("kube-system_etcd-"))
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .max()?
-            .1;
-        let logs = newest_pod.join("etcd");
-        // Newest by time, not by number: a pod re-created from an identical manifest gets the
-        // same UID and log dir, and its restart numbers may start over.
-        let mut files: Vec<(std::time::SystemTime, u32, PathBuf)> = std::fs::read_dir(&logs)
-            .ok()?
-            .filter_map(Result::ok)
+            .filter_map(|pod| std::fs::read_dir(pod.path().join("etcd")).ok())
+            .flat_map(|rd| rd.filter_map(Result::ok))
             .filter_map(|e| {
                 let n: u32 = e.file_name().to_string_lossy().strip_suffix(".log")?.parse().ok()?;
                 Some((e.metadata().ok()?.modified().ok()?, n, e.path()))

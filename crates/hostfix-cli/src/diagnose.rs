@@ -179,16 +179,9 @@ async fn gather(g: &Global, o: &DiagnoseOpts) -> Result<(Finding, String, Option
         }
     }
 
-    // The cluster as the peers see it: a member with a foreign data dir lists its own
-    // foreign cluster, so the peers are asked first and the local member last.
-    let mut endpoints = local.candidate_endpoints(g);
-    if let Some(u) = &local_url {
-        endpoints.retain(|e| e != u);
-        endpoints.push(u.clone());
-    }
-    let list = crate::status::member_list(&conn, &endpoints).await.ok();
-    p.member_list = Some(list.is_some());
-    if let Some((_, list)) = &list {
+    let view = local.cluster_view(g, &conn).await;
+    p.member_list = Some(view.is_some());
+    if let Some((list, all)) = &view {
         let me = list.members.iter().find(|m| {
             (!m.name.is_empty() && m.name == name) || peer_url.as_ref().map(|u| m.peer_urls.contains(u)).unwrap_or(false)
         });
@@ -196,9 +189,14 @@ async fn gather(g: &Global, o: &DiagnoseOpts) -> Result<(Finding, String, Option
         p.listed_by_peer_url =
             Some(peer_url.as_ref().map(|u| list.members.iter().any(|m| m.peer_urls.contains(u))).unwrap_or(false));
         p.local_is_voter = me.map(|m| !m.is_learner).unwrap_or(false);
-        let peers: Vec<_> = list.members.iter().filter(|m| Some(m.id) != me.map(|x| x.id) && !m.is_learner).collect();
-        p.peer_voters = peers.len();
-        let probed = futures_util::future::join_all(peers.iter().map(|m| crate::status::probe_member(&conn, m))).await;
+        let probed: Vec<&hostfix_core::status::MemberStatus> = list
+            .members
+            .iter()
+            .zip(all.iter())
+            .filter(|(m, _)| Some(m.id) != me.map(|x| x.id) && !m.is_learner)
+            .map(|(_, s)| s)
+            .collect();
+        p.peer_voters = probed.len();
         p.peer_voters_healthy = probed.iter().filter(|m| m.quorum_read).count();
         p.peer_cluster_ids = probed.iter().filter_map(|m| m.cluster_id.clone()).collect();
         if let Some(me) = me {

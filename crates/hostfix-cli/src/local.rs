@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hostfix_adapters::etcd::{ClientTls, Connector};
+use hostfix_adapters::etcd::{ClientTls, Connector, MemberList};
+use hostfix_core::status::MemberStatus;
 use hostfix_adapters::runtime::{DockerRuntime, LocalConfig, RuntimeError, StaticPod};
 use hostfix_adapters::HostRoot;
 use hostfix_core::status::{ManifestState, RunState};
@@ -89,7 +90,7 @@ impl Local {
             ),
             _ => None,
         };
-        Ok(Connector { tls, timeout: Duration::from_secs(g.timeout) })
+        Ok(Connector::new(tls, Duration::from_secs(g.timeout)))
     }
 
     pub fn local_client_url(&self) -> Option<String> {
@@ -104,6 +105,20 @@ impl Local {
     /// Endpoints to try for the member list: the local member first, then the peers named in
     /// `--initial-cluster`, whose client URL is assumed to be the peer host on port 2379 with
     /// the local member's scheme (kubeadm's and RKE's layout), for when the local member is down.
+    /// The member list and a probe of every member, asked of the peers first and of the
+    /// local member last: a member with a foreign or rolled-back data dir lists its own idea
+    /// of the cluster. `None` when nobody answers.
+    pub async fn cluster_view(&self, g: &Global, conn: &Connector) -> Option<(MemberList, Vec<MemberStatus>)> {
+        let mut endpoints = self.candidate_endpoints(g);
+        if let Some(u) = self.local_client_url() {
+            endpoints.retain(|e| *e != u);
+            endpoints.push(u);
+        }
+        let (_, list) = crate::status::member_list(conn, &endpoints).await.ok()?;
+        let probed = futures_util::future::join_all(list.members.iter().map(|m| crate::status::probe_member(conn, m))).await;
+        Some((list, probed))
+    }
+
     pub fn candidate_endpoints(&self, g: &Global) -> Vec<String> {
         if !g.endpoints.is_empty() {
             return g.endpoints.clone();

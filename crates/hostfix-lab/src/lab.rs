@@ -431,7 +431,7 @@ impl Lab {
 
     pub fn connector(&self, i: usize) -> Result<Connector, LabError> {
         let (ca, cert, key) = self.client_tls_files(i);
-        Ok(Connector { tls: Some(ClientTls::load(&ca, Some(&cert), Some(&key))?), timeout: Duration::from_secs(3) })
+        Ok(Connector::new(Some(ClientTls::load(&ca, Some(&cert), Some(&key))?), Duration::from_secs(3)))
     }
 
     /// Wait until the given nodes answer a quorum read and list `expect_members` members.
