@@ -45,10 +45,29 @@ pub async fn db_corrupt(lab: &Lab, t: usize) -> usize {
 
 pub async fn wal_corrupt(lab: &Lab, t: usize) -> usize {
     lab.offline(t, |n: &Node| {
-        // Damage record data near the tail, not a length field: a length gone wild makes
-        // etcd read on instead of failing the CRC.
-        let (wal, used) = Lab::wal_extent(n)?;
-        Lab::scribble(&wal, used.saturating_sub(24), 12).map(|_| vec![])
+        // Damage the payload of the WAL's first record: not its length field (a wild length
+        // reads past the end, which etcd repairs as a torn write), and far from the tail
+        // (a damaged last record is repaired the same way). The CRC check or the protobuf
+        // decode then fails on every start.
+        let (wal, _) = Lab::wal_extent(n)?;
+        let b = std::fs::read(&wal).map_err(|e| LabError::io(&wal, e))?;
+        // WAL frames: an 8-byte little-endian length (low 56 bits; the top byte flags
+        // padding), then the record. Pick the largest record that is not the last one.
+        let mut frames = vec![];
+        let mut off = 0usize;
+        while off + 8 <= b.len() {
+            let word = u64::from_le_bytes(b[off..off + 8].try_into().unwrap());
+            let len = (word & 0x00ff_ffff_ffff_ffff) as usize;
+            let pad = if word >> 63 == 1 { ((word >> 56) & 0x7) as usize } else { 0 };
+            if len == 0 {
+                break;
+            }
+            frames.push((off + 8, len));
+            off += 8 + len + pad;
+        }
+        frames.pop();
+        let (start, len) = frames.into_iter().max_by_key(|f| f.1).expect("a WAL with records");
+        Lab::scribble(&wal, (start + len / 2) as u64, 4).map(|_| vec![])
     })
     .await
     .unwrap();

@@ -187,14 +187,14 @@ async fn gather_facts(g: &Global, local: &Local, conn: &Connector) -> Result<Rej
         name,
         peer_url,
         local_healthy_caught_up,
-        local_data_revision: local_data_revision(local, me, &members),
+        local_data_revision: local_data_revision(local, me),
         members,
     })
 }
 
 /// The local data's revision, when knowable: from the member itself if it answers in the
 /// same cluster, else from its db file via `etcdutl`/`etcdctl snapshot status` on a copy.
-fn local_data_revision(local: &Local, me: Option<&MemberFact>, _members: &[MemberFact]) -> Option<i64> {
+fn local_data_revision(local: &Local, me: Option<&MemberFact>) -> Option<i64> {
     if let Some(r) = me.and_then(|m| m.revision) {
         return Some(r);
     }

@@ -265,7 +265,7 @@ pub fn edit_manifest_flags(text: &str, edits: &[FlagEdit]) -> Result<String, Man
             let after = block.iter().filter(|f| f.name.as_str() < edit.0.as_str()).last();
             let at = match after {
                 Some(f) => f.line + if f.split_value { 1 } else { 0 },
-                None => block[0].line.saturating_sub(0),
+                None => block[0].line,
             };
             let line = format!("{}- --{}={}\n", anchor.indent, edit.0, edit.1.as_deref().unwrap_or(""));
             let slot = replace[at].get_or_insert_with(|| vec![lines[at].to_string()]);
