@@ -47,20 +47,6 @@ struct Running {
     started: Instant,
     next_start: Option<Instant>,
     pod: Pod,
-    /// A pod re-created from an identical manifest reuses its UID and log dir; its files
-    /// continue the numbering so that no file mixes two incarnations.
-    log_base: u32,
-}
-
-fn next_log_number(dir: &Path) -> u32 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".log")?.parse::<u32>().ok())
-                .max()
-                .map(|n| n + 1)
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
 }
 
 pub fn pod_uid(manifest: &[u8]) -> String {
@@ -137,10 +123,14 @@ impl KubeletConfig {
         let script = self.container_script(&run.pod, &rootfs)?;
         let log_dir = self.log_dir(&run.pod, &run.uid, &c.name);
         std::fs::create_dir_all(&log_dir).map_err(|e| LabError::io(&log_dir, e))?;
-        let log_path = log_dir.join(format!("{}.log", run.restarts + run.log_base));
+        let log_path = log_dir.join(format!("{}.log", run.restarts));
+        // Like the kubelet, which garbage-collects a removed pod's logs: a pod re-created
+        // from an identical manifest (same UID) starts again at 0.log, and each file holds
+        // exactly one run.
         let log = tokio::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(true)
             .open(&log_path)
             .await
             .map_err(|e| LabError::io(&log_path, e))?;
@@ -226,9 +216,7 @@ impl KubeletConfig {
                     if let Some(run) = current.as_mut() {
                         self.stop(run).await;
                     }
-                    let log_base = next_log_number(&self.log_dir(&pod, &uid, "etcd"));
                     let mut run = Running {
-                        log_base,
                         hash,
                         uid,
                         child: None,
