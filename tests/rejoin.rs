@@ -31,17 +31,7 @@ fn rejoin(lab: &Lab, i: usize, extra: &[&str], env: &[(&str, &str)]) -> Out {
     let mut args = node_args(lab, i);
     args.push("rejoin".into());
     args.extend(extra.iter().map(|s| s.to_string()));
-    let o = std::process::Command::new(BIN)
-        .args(&args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    hostfix_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), env)
 }
 
 fn manifest_lines_changed(before: &str, after: &str) -> Vec<String> {

@@ -32,7 +32,17 @@ impl Out {
 }
 
 pub fn hostfix(args: &[&str]) -> Out {
-    let o = Command::new(BIN).args(args).output().expect("run etcd-hostfix");
+    hostfix_env(args, &[])
+}
+
+/// Run the binary with extra environment and no stdin (so it never sees a terminal).
+pub fn hostfix_env(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let o = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run etcd-hostfix");
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -49,7 +49,7 @@ pub async fn wal_corrupt(lab: &Lab, t: usize) -> usize {
         // reads past the end, which etcd repairs as a torn write), and far from the tail
         // (a damaged last record is repaired the same way). The CRC check or the protobuf
         // decode then fails on every start.
-        let (wal, _) = Lab::wal_extent(n)?;
+        let wal = Lab::newest_wal(n)?;
         let b = std::fs::read(&wal).map_err(|e| LabError::io(&wal, e))?;
         // WAL frames: an 8-byte little-endian length (low 56 bits; the top byte flags
         // padding), then the record. Pick the largest record that is not the last one.

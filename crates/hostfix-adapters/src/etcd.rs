@@ -28,18 +28,6 @@ pub enum EtcdError {
     Call { endpoint: String, op: &'static str, reason: String },
 }
 
-impl EtcdError {
-    pub fn endpoint(&self) -> Option<&str> {
-        match self {
-            EtcdError::BadEndpoint { endpoint }
-            | EtcdError::Tls { endpoint, .. }
-            | EtcdError::Unreachable { endpoint, .. }
-            | EtcdError::Call { endpoint, .. } => Some(endpoint),
-            _ => None,
-        }
-    }
-}
-
 /// Client TLS material, loaded and checked before any connection is attempted, so that a
 /// missing or wrong file is reported by name rather than as a handshake failure.
 #[derive(Clone)]
@@ -254,11 +242,6 @@ impl std::fmt::Debug for Connector {
 impl Connector {
     pub fn new(tls: Option<ClientTls>, timeout: Duration) -> Self {
         Connector { tls, timeout, cache: Default::default() }
-    }
-
-    /// Forget a cached client (after its endpoint failed a call).
-    pub fn forget(&self, url: &str) {
-        self.cache.lock().expect("cache lock").remove(url);
     }
 
     pub async fn connect(&self, url: &str) -> Result<Endpoint, EtcdError> {

@@ -542,13 +542,7 @@ impl Runner<'_> {
         let my_url = self.local.local_client_url();
         let mut last = String::new();
         while Instant::now() < deadline {
-            let list = match self.peer().await {
-                Ok(mut ep) => ep.member_list().await.ok(),
-                Err(_) => None,
-            };
-            if let Some(list) = list {
-                let probed =
-                    futures_util::future::join_all(list.members.iter().map(|m| crate::status::probe_member(self.conn, m))).await;
+            if let Some((_, probed)) = self.local.cluster_view(self.g, self.conn).await {
                 let leader_rev = probed.iter().find(|m| m.is_leader).and_then(|m| m.revision);
                 let mine = probed.iter().find(|m| m.client_urls.first() == my_url.as_ref());
                 let required = |m: &&MemberStatus| {

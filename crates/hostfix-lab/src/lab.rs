@@ -623,9 +623,8 @@ impl Lab {
         f.write_all(&junk).map_err(|e| LabError::io(path, e))
     }
 
-    /// The newest WAL file of a member and the length of its written (non-zero) part: WAL
-    /// files are preallocated, so their tail is zeros.
-    pub fn wal_extent(n: &Node) -> Result<(PathBuf, u64), LabError> {
+    /// The newest WAL file of a member.
+    pub fn newest_wal(n: &Node) -> Result<PathBuf, LabError> {
         let dir = n.data_dir().join("member/wal");
         let mut wals: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| LabError::io(&dir, e))?
@@ -633,10 +632,7 @@ impl Lab {
             .filter(|p| p.extension().map(|x| x == "wal").unwrap_or(false))
             .collect();
         wals.sort();
-        let wal = wals.pop().ok_or_else(|| LabError::Runner(format!("no WAL in {}", dir.display())))?;
-        let bytes = std::fs::read(&wal).map_err(|e| LabError::io(&wal, e))?;
-        let used = bytes.iter().rposition(|b| *b != 0).map(|p| p as u64 + 1).unwrap_or(0);
-        Ok((wal, used))
+        wals.pop().ok_or_else(|| LabError::Runner(format!("no WAL in {}", dir.display())))
     }
 
     /// Stop every runner and container this lab started, by PID or container ID.
