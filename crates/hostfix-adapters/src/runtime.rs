@@ -28,6 +28,10 @@ pub enum RuntimeError {
     Docker { op: &'static str, name: String, reason: String },
     #[error("container {name} does not run etcd (entrypoint and command: {argv:?})")]
     NotEtcd { name: String, argv: Vec<String> },
+    #[error("container {name} was created from {tag}, which now names image {now}, not {runs} that it runs; refusing to recreate it from a different image (re-tag {runs} as {tag} first)")]
+    ImageMoved { name: String, tag: String, runs: String, now: String },
+    #[error("recreating container {name} failed: {reason}; {}", match rollback { None => "rolled back: the old container has its name back, stopped".to_string(), Some(e) => format!("rollback failed too ({e}); the old container may be under its aside name") })]
+    RecreateFailed { name: String, reason: String, rollback: Option<String> },
     #[error("no local etcd found: {static_pod}; {docker}")]
     NothingFound { static_pod: String, docker: String },
 }
@@ -205,6 +209,13 @@ pub fn read_tail(path: &Path, max: u64) -> std::io::Result<String> {
     Ok(if start > 0 { text.split_once('\n').map(|(_, r)| r.to_string()).unwrap_or_default() } else { text })
 }
 
+/// What a recreate renames the old container to: `<name>-hostfix-aside-<run>`.
+pub const ASIDE_INFIX: &str = "-hostfix-aside-";
+
+fn regex_escape(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { vec![c] } else { vec!['\\', c] }).collect()
+}
+
 /// Rancher RKE's etcd container, through the Docker API.
 #[derive(Clone)]
 pub struct DockerRuntime {
@@ -310,6 +321,178 @@ impl DockerRuntime {
             }
         }
         Ok(out)
+    }
+
+    fn err(&self, op: &'static str, name: &str, e: bollard::errors::Error) -> RuntimeError {
+        match e {
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+                RuntimeError::NoContainer { name: name.into(), host: self.host.clone() }
+            }
+            e => RuntimeError::Docker { op, name: name.into(), reason: crate::etcd::error_chain(&e) },
+        }
+    }
+
+    /// `docker inspect` of a container and of its image, as the Engine API's JSON.
+    pub async fn inspect_json(&self, name: &str) -> Result<(serde_json::Value, serde_json::Value), RuntimeError> {
+        let c = self.inspect(name).await?;
+        let image_id = c.image.clone().unwrap_or_default();
+        let image = self.docker.inspect_image(&image_id).await.map_err(|e| self.err("image inspect", &image_id, e))?;
+        Ok((serde_json::to_value(&c).unwrap_or_default(), serde_json::to_value(&image).unwrap_or_default()))
+    }
+
+    /// The container, unless it does not exist.
+    pub async fn inspect_opt(&self, name: &str) -> Result<Option<serde_json::Value>, RuntimeError> {
+        match self.inspect(name).await {
+            Ok(c) => Ok(Some(serde_json::to_value(&c).unwrap_or_default())),
+            Err(RuntimeError::NoContainer { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The image name the container was created from must still name the image it runs;
+    /// recreating from a tag that moved would silently upgrade or downgrade etcd.
+    pub async fn check_image(&self, c: &serde_json::Value) -> Result<(), RuntimeError> {
+        let name = hostfix_core::container::container_name(c);
+        let tag = c.pointer("/Config/Image").and_then(|v| v.as_str()).unwrap_or_default();
+        let runs = c.get("Image").and_then(|v| v.as_str()).unwrap_or_default();
+        let now = self.docker.inspect_image(tag).await.map_err(|e| self.err("image inspect", tag, e))?;
+        if now.id.as_deref() != Some(runs) {
+            return Err(RuntimeError::ImageMoved {
+                name,
+                tag: tag.into(),
+                runs: runs.into(),
+                now: now.id.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stop a container (its own stop timeout, else 10 s) and wait until it no longer runs.
+    /// A manual stop also holds off the `always` restart policy, as `docker stop` does.
+    pub async fn stop(&self, name: &str) -> Result<(), RuntimeError> {
+        let c = self.inspect(name).await?;
+        if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false)
+            && !c.state.as_ref().and_then(|s| s.restarting).unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let t = c.config.as_ref().and_then(|c| c.stop_timeout).unwrap_or(10) as i32;
+        let opts = bollard::query_parameters::StopContainerOptions { t: Some(t), signal: None };
+        self.docker.stop_container(name, Some(opts)).await.map_err(|e| self.err("stop", name, e))?;
+        for _ in 0..(t as u64 * 10 + 100) {
+            if !self.state(name).await?.running {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(RuntimeError::Docker { op: "stop", name: name.into(), reason: "still running after the stop timeout".into() })
+    }
+
+    pub async fn start(&self, name: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .start_container(name, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| self.err("start", name, e))
+    }
+
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), RuntimeError> {
+        let opts = bollard::query_parameters::RenameContainerOptions { name: to.into() };
+        self.docker.rename_container(from, opts).await.map_err(|e| self.err("rename", from, e))
+    }
+
+    /// Remove a stopped container, keeping its volumes. Gone already is fine.
+    pub async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        let opts = bollard::query_parameters::RemoveContainerOptions { force: false, v: false, link: false };
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(self.err("remove", name, e)),
+        }
+    }
+
+    /// Containers that a recreate moved aside for `name`, newest first.
+    pub async fn asides(&self, name: &str) -> Result<Vec<String>, RuntimeError> {
+        let filters: std::collections::HashMap<String, Vec<String>> =
+            [("name".to_string(), vec![format!("^/{}{ASIDE_INFIX}", regex_escape(name))])].into();
+        let opts = bollard::query_parameters::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let mut list = self.docker.list_containers(Some(opts)).await.map_err(|e| self.err("list", name, e))?;
+        list.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
+        Ok(list
+            .into_iter()
+            .filter_map(|c| c.names.and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string())))
+            .collect())
+    }
+
+    /// Recreate `name` with etcd flag edits, the same in everything else.
+    ///
+    /// The old container is stopped and renamed to `aside`, never removed here: the caller
+    /// removes it (see [`DockerRuntime::remove`]) once the new member is healthy. If the new
+    /// container cannot be created or started, the old one gets its name back. Each phase
+    /// checks what is already true, so a run killed anywhere in here converges when rerun
+    /// with the same `aside`. `phase` is called after each change (tests kill there).
+    pub async fn recreate(
+        &self,
+        name: &str,
+        aside: &str,
+        edits: &[(String, Option<String>)],
+        phase: &(dyn Fn(&str) + Sync),
+    ) -> Result<(), RuntimeError> {
+        use hostfix_core::container::{argv, check_etcd, create_body};
+        let old = match (self.inspect_opt(name).await?, self.inspect_opt(aside).await?) {
+            (None, None) => return Err(RuntimeError::NoContainer { name: name.into(), host: self.host.clone() }),
+            (Some(cur), None) => {
+                check_etcd(&cur).map_err(|_| RuntimeError::NotEtcd { name: name.into(), argv: argv(&cur) })?;
+                self.check_image(&cur).await?;
+                self.stop(name).await?;
+                self.rename(name, aside).await?;
+                phase("renamed");
+                cur
+            }
+            (Some(cur), Some(old)) => {
+                let want = create_body(&old, edits);
+                let want_argv: Vec<String> = ["Entrypoint", "Cmd"]
+                    .iter()
+                    .flat_map(|k| want[*k].as_array().cloned().unwrap_or_default())
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                if argv(&cur) != want_argv || cur["Image"] != old["Image"] {
+                    return Err(RuntimeError::Docker {
+                        op: "recreate",
+                        name: name.into(),
+                        reason: format!(
+                            "both {name} and {aside} exist and {name} is not the container this repair creates; \
+                             compare them and remove the wrong one by hand"
+                        ),
+                    });
+                }
+                if !cur.pointer("/State/Running").and_then(|v| v.as_bool()).unwrap_or(false) {
+                    self.start(name).await?;
+                }
+                return Ok(());
+            }
+            (None, Some(old)) => old,
+        };
+        let body: bollard::models::ContainerCreateBody = serde_json::from_value(create_body(&old, edits))
+            .map_err(|e| RuntimeError::Docker { op: "create", name: name.into(), reason: e.to_string() })?;
+        let attempt = async {
+            let opts = bollard::query_parameters::CreateContainerOptions { name: Some(name.into()), ..Default::default() };
+            self.docker.create_container(Some(opts), body).await.map_err(|e| self.err("create", name, e))?;
+            phase("created");
+            self.start(name).await
+        };
+        if let Err(e) = attempt.await {
+            // Give the old container its name back; it stays stopped, as the caller left it.
+            let rollback = async {
+                if self.inspect_opt(name).await?.is_some() {
+                    let opts = bollard::query_parameters::RemoveContainerOptions { force: true, v: false, link: false };
+                    self.docker.remove_container(name, Some(opts)).await.map_err(|e| self.err("remove", name, e))?;
+                }
+                self.rename(aside, name).await
+            };
+            let rolled_back = rollback.await.map(|_| ()).map_err(|e| e.to_string());
+            return Err(RuntimeError::RecreateFailed { name: name.into(), reason: e.to_string(), rollback: rolled_back.err() });
+        }
+        Ok(())
     }
 
     pub async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {

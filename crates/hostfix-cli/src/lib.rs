@@ -2,6 +2,7 @@
 //! own module and returns the process exit code (see `hostfix_core::exit`).
 
 pub(crate) mod diagnose;
+mod dockerrun;
 mod local;
 pub(crate) mod rejoin;
 mod status;
@@ -106,6 +107,9 @@ pub enum Cmd {
     /// rest of the cluster, then promote it. Prints the plan first; refuses (exit 3, nothing
     /// changed) when acting is unsafe; journals every step so a killed run resumes.
     Rejoin(rejoin::RejoinOpts),
+    /// Print the `docker run` command that recreates a container exactly as it is, every
+    /// word shell-quoted, with etcd flags optionally edited. Changes nothing.
+    DockerRun(dockerrun::DockerRunOpts),
     /// A lab of real etcd clusters laid out like kubeadm or RKE masters.
     Lab {
         #[command(subcommand)]
@@ -142,6 +146,7 @@ pub fn main() -> i32 {
             Cmd::Status => status::run(&cli.global).await,
             Cmd::Diagnose(o) => diagnose::run(&cli.global, &o).await,
             Cmd::Rejoin(o) => rejoin::run(&cli.global, &o).await,
+            Cmd::DockerRun(o) => dockerrun::run(&cli.global, &o).await,
             Cmd::Lab { cmd } => labcmd::run(&cli.global, cmd).await,
         }
     });

@@ -26,7 +26,14 @@ impl Local {
         let root = g.root();
         let sp = StaticPod { root: root.clone(), manifest: g.manifest_path(), state_dir: g.state_dir() };
         let docker_local = |docker: DockerRuntime| async {
-            let config = docker.load(&g.container).await?;
+            let config = match docker.load(&g.container).await {
+                // A repair killed mid-recreate left the container under its aside name.
+                Err(RuntimeError::NoContainer { .. }) if !docker.asides(&g.container).await?.is_empty() => {
+                    let aside = docker.asides(&g.container).await?.remove(0);
+                    LocalConfig { container: Some(g.container.clone()), ..docker.load(&aside).await? }
+                }
+                other => other?,
+            };
             Ok::<_, RuntimeError>(Local { config, root: root.clone(), static_pod: None, docker: Some(docker) })
         };
         match g.runtime {

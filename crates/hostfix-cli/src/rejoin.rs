@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use hostfix_adapters::etcd::{hex_id, verify_snapshot, Connector, Endpoint, LockAttempt, Member};
 use hostfix_adapters::journal::Journal;
-use hostfix_adapters::runtime::{LocalConfig, RuntimeKind};
+use hostfix_adapters::runtime::{DockerRuntime, LocalConfig, RuntimeError, RuntimeKind, ASIDE_INFIX};
 use hostfix_core::exit;
 use hostfix_core::manifest::{edit_manifest_flags, rejoin_edits};
 use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, RejoinFacts, RejoinPlan, Step};
@@ -189,6 +189,7 @@ async fn gather_facts(g: &Global, local: &Local, conn: &Connector) -> Result<Rej
         local_healthy_caught_up,
         local_data_revision: local_data_revision(local, me),
         members,
+        container: (local.config.runtime == RuntimeKind::Docker).then(|| g.container.clone()),
     })
 }
 
@@ -253,13 +254,26 @@ fn print_plan(g: &Global, local: &Local, plan: &RejoinPlan) {
                 format!("reuse the unstarted member {} for {name} at {peer_url}", hex_id(*id))
             }
             Step::AddLearner { name, peer_url, reuse: None } => format!("member add {name} --peer-urls={peer_url} --learner"),
-            Step::Configure => "set --initial-cluster (from the member list after the add) and --initial-cluster-state=existing; no other line changes".into(),
+            Step::Configure => match local.config.runtime {
+                RuntimeKind::StaticPod => "set --initial-cluster (from the member list after the add) and --initial-cluster-state=existing; no other line changes".into(),
+                RuntimeKind::Docker => format!(
+                    "save `docker inspect {}` and its docker run command to {}/<run>/; the recreate sets --initial-cluster (from the member list after the add) and --initial-cluster-state=existing, nothing else",
+                    g.container,
+                    state.join("archive").display()
+                ),
+            },
             Step::Start => match local.config.runtime {
                 RuntimeKind::StaticPod => "move the manifest back into manifests/".into(),
-                RuntimeKind::Docker => format!("recreate and start container {}", g.container),
+                RuntimeKind::Docker => format!(
+                    "rename container {c} to {c}{ASIDE_INFIX}<run>, create {c} again with the same spec and only those flags changed, start it (rolled back if it cannot start)",
+                    c = g.container
+                ),
             },
             Step::Promote => "wait until the learner has caught up, then member promote".into(),
             Step::WaitHealthy => "wait until every member is healthy and the local revision equals the leader's".into(),
+            Step::RemoveOldContainer { name } => {
+                format!("remove the old container, renamed {name}{ASIDE_INFIX}<run> by the recreate (its volumes stay)")
+            }
         };
         println!("  {:>2}. {:<13} {what}", i + 1, s.name());
     }
@@ -358,7 +372,8 @@ impl Runner<'_> {
             Step::Archive => self.archive(j).await,
             Step::AddLearner { peer_url, reuse, .. } => self.add_learner(peer_url, *reuse, j).await,
             Step::Configure => self.configure(j).await,
-            Step::Start => self.start().await,
+            Step::Start => self.start(j).await,
+            Step::RemoveOldContainer { .. } => self.remove_old(j).await,
             Step::Promote => self.promote(j).await,
             Step::WaitHealthy => self.wait_healthy().await,
         }
@@ -381,22 +396,36 @@ impl Runner<'_> {
 
     async fn stop(&self) -> Result<()> {
         match self.cfg().runtime {
-            RuntimeKind::StaticPod => {
-                self.local.static_pod.as_ref().expect("static pod").park()?;
-                let url = self.local.local_client_url().unwrap_or_default();
-                let addr = url.split_once("://").map(|x| x.1.to_string()).unwrap_or_default();
-                wait_for("etcd to exit", self.wait, || {
-                    hostfix_adapters::process::etcd_pids(&url).is_empty()
-                        && std::net::TcpStream::connect_timeout(
-                            &addr.parse().unwrap_or_else(|_| "127.0.0.1:1".parse().unwrap()),
-                            Duration::from_millis(100),
-                        )
-                        .is_err()
-                })
-                .await
+            RuntimeKind::StaticPod => self.local.static_pod.as_ref().expect("static pod").park()?,
+            RuntimeKind::Docker => {
+                let d = self.docker();
+                match d.stop(&self.g.container).await {
+                    Ok(()) => {}
+                    // Killed mid-recreate: the old container is aside and already stopped.
+                    Err(RuntimeError::NoContainer { .. }) if !d.asides(&self.g.container).await?.is_empty() => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            RuntimeKind::Docker => bail!("the Docker runtime's rejoin is not implemented yet (issue: RKE rejoin)"),
         }
+        let url = self.local.local_client_url().unwrap_or_default();
+        let addr = url.split_once("://").map(|x| x.1.to_string()).unwrap_or_default();
+        wait_for("etcd to exit", self.wait, || {
+            hostfix_adapters::process::etcd_pids(&url).is_empty()
+                && std::net::TcpStream::connect_timeout(
+                    &addr.parse().unwrap_or_else(|_| "127.0.0.1:1".parse().unwrap()),
+                    Duration::from_millis(100),
+                )
+                .is_err()
+        })
+        .await
+    }
+
+    fn docker(&self) -> &DockerRuntime {
+        self.local.docker.as_ref().expect("the Docker runtime was discovered")
+    }
+
+    fn aside(&self, run: &str) -> String {
+        format!("{}{ASIDE_INFIX}{run}", self.g.container)
     }
 
     /// etcd refuses membership changes for a few seconds after a peer (re)connects
@@ -504,15 +533,48 @@ impl Runner<'_> {
                 }
                 Ok(())
             }
-            RuntimeKind::Docker => bail!("the Docker runtime's rejoin is not implemented yet"),
+            RuntimeKind::Docker => {
+                // The container is recreated by `start`; here the operator's copy of what it
+                // was is kept (seed 004 saved `docker inspect` first), and the edits checked.
+                let d = self.docker();
+                let dir = self.state().join("archive").join(&j.run_id);
+                let saved = dir.join("container.inspect.json");
+                if !saved.exists() {
+                    let source = match d.inspect_opt(&self.g.container).await? {
+                        Some(_) => self.g.container.clone(),
+                        None => self.aside(&j.run_id),
+                    };
+                    let (c, image) = d.inspect_json(&source).await?;
+                    hostfix_core::container::check_etcd(&c)?;
+                    d.check_image(&c).await?;
+                    std::fs::create_dir_all(&dir)?;
+                    let run = hostfix_core::container::render_docker_run(&hostfix_core::container::run_spec(&c, &image)?)?;
+                    std::fs::write(dir.join("docker-run.before.sh"), run)?;
+                    hostfix_adapters::journal::write_atomic(&saved, serde_json::to_string_pretty(&c)?.as_bytes())?;
+                }
+                Ok(())
+            }
         }
     }
 
-    async fn start(&self) -> Result<()> {
+    async fn start(&self, j: &Journal<RejoinPlan>) -> Result<()> {
         match self.cfg().runtime {
             RuntimeKind::StaticPod => Ok(self.local.static_pod.as_ref().expect("static pod").unpark()?),
-            RuntimeKind::Docker => bail!("the Docker runtime's rejoin is not implemented yet"),
+            RuntimeKind::Docker => {
+                let cluster: String = j.get("initial_cluster").context("journal lacks initial_cluster")?;
+                let edits = rejoin_edits(&hostfix_core::flags::parse_initial_cluster(&cluster));
+                let crash = |phase: &str| crash_point(&format!("recreate-{phase}"));
+                Ok(self.docker().recreate(&self.g.container, &self.aside(&j.run_id), &edits, &crash).await?)
+            }
         }
+    }
+
+    async fn remove_old(&self, j: &Journal<RejoinPlan>) -> Result<()> {
+        let d = self.docker();
+        if !d.state(&self.g.container).await?.running {
+            bail!("container {} is not running; keeping {} for comparison", self.g.container, self.aside(&j.run_id));
+        }
+        Ok(d.remove(&self.aside(&j.run_id)).await?)
     }
 
     async fn promote(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {

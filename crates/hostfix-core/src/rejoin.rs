@@ -31,6 +31,8 @@ pub struct RejoinFacts {
     pub local_healthy_caught_up: bool,
     /// The newest revision in the local data dir, when it can be read.
     pub local_data_revision: Option<i64>,
+    /// The Docker container running the member (RKE), if that is the runtime.
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +77,9 @@ pub enum Step {
     Promote,
     /// Wait until every member is healthy and the local revision equals the leader's.
     WaitHealthy,
+    /// Docker only: remove the old container that `start` renamed aside, now that its
+    /// replacement is healthy. Its volumes stay.
+    RemoveOldContainer { name: String },
 }
 
 impl Step {
@@ -90,6 +95,7 @@ impl Step {
             Step::Start => "start",
             Step::Promote => "promote",
             Step::WaitHealthy => "wait-healthy",
+            Step::RemoveOldContainer { .. } => "remove-old",
         }
     }
 }
@@ -162,6 +168,9 @@ pub fn plan_rejoin(f: &RejoinFacts) -> Result<RejoinPlan, Refusal> {
         Step::Promote,
         Step::WaitHealthy,
     ]);
+    if let Some(c) = &f.container {
+        steps.push(Step::RemoveOldContainer { name: c.clone() });
+    }
     let healthy_at_start =
         f.members.iter().filter(|m| !is_me(m) && m.quorum_read).flat_map(|m| m.peer_urls.clone()).collect();
     Ok(RejoinPlan { name: f.name.clone(), peer_url: f.peer_url.clone(), peer, steps, healthy_at_start })
@@ -205,6 +214,7 @@ mod tests {
             members,
             local_healthy_caught_up: false,
             local_data_revision: None,
+            container: None,
         }
     }
 
@@ -218,6 +228,15 @@ mod tests {
         );
         assert_eq!(p.steps[2], Step::Remove { id: 3 });
         assert!(p.peer.name == "m1" || p.peer.name == "m2");
+    }
+
+    #[test]
+    fn a_container_is_replaced_and_its_old_self_removed_last() {
+        let mut f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(3, "m3", 3, false)]);
+        f.container = Some("etcd".into());
+        let p = plan_rejoin(&f).unwrap();
+        assert_eq!(p.steps.last(), Some(&Step::RemoveOldContainer { name: "etcd".into() }));
+        assert_eq!(p.steps[p.steps.len() - 2], Step::WaitHealthy);
     }
 
     #[test]
