@@ -54,7 +54,15 @@ pub fn hostfix_env(args: &[&str], env: &[(&str, &str)]) -> Out {
 pub fn node_args(lab: &Lab, i: usize) -> Vec<String> {
     let n = lab.node(i);
     match &n.container {
-        Some(c) => vec!["--runtime".into(), "docker".into(), "--container".into(), c.clone()],
+        // The container's bind sources are real paths; the host root holds the state dir.
+        Some(c) => vec![
+            "--runtime".into(),
+            "docker".into(),
+            "--container".into(),
+            c.clone(),
+            "--host-root".into(),
+            n.host_root.display().to_string(),
+        ],
         None => vec!["--runtime".into(), "static-pod".into(), "--host-root".into(), n.host_root.display().to_string()],
     }
 }

@@ -14,10 +14,10 @@ pub struct DockerRunOpts {
     pub container: Option<String>,
     /// Set an etcd flag in the printed command, e.g. `initial-cluster-state=existing`.
     /// Repeatable.
-    #[arg(long, value_name = "NAME=VALUE")]
+    #[arg(long, value_name = "NAME=VALUE", allow_hyphen_values = true)]
     pub set_flag: Vec<String>,
     /// Remove an etcd flag from the printed command, e.g. `force-new-cluster`. Repeatable.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
     pub unset_flag: Vec<String>,
 }
 

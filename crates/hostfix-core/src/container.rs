@@ -223,13 +223,7 @@ pub fn run_spec(c: &Value, image: &Value) -> Result<RunSpec, ContainerError> {
     spec.user = s(c, &["Config", "User"]).filter(|u| Some(*u) != ic("User").as_str()).map(str::to_string);
     spec.workdir =
         s(c, &["Config", "WorkingDir"]).filter(|w| Some(*w) != ic("WorkingDir").as_str()).map(str::to_string);
-    let id = s(c, &["Id"]).unwrap_or_default();
-    let shares_host_name = spec.network.as_deref() == Some("host")
-        || spec.uts.as_deref() == Some("host")
-        || spec.network.as_deref().is_some_and(|n| n.starts_with("container:"));
-    spec.hostname = s(c, &["Config", "Hostname"])
-        .filter(|h| !shares_host_name && !(h.len() == 12 && id.starts_with(h)))
-        .map(str::to_string);
+    spec.hostname = chosen_hostname(c);
     spec.domainname = s(c, &["Config", "Domainname"]).map(str::to_string);
 
     if let Some(r) = s(c, &["HostConfig", "RestartPolicy", "Name"]).filter(|r| *r != "no") {
@@ -413,8 +407,9 @@ pub fn render_docker_run(spec: &RunSpec) -> Result<String, ContainerError> {
     for b in &spec.binds {
         push("--volume", b);
     }
+    // `--mount` rather than `-v`: it pins the volume without adding the `z` mode `-v` implies.
     for (n, d) in &spec.anon_volumes {
-        push("--volume", &format!("{n}:{d}"));
+        push("--mount", &format!("type=volume,source={n},target={d}"));
     }
     for m in &spec.mounts {
         push("--mount", m);
@@ -562,19 +557,19 @@ pub fn create_body(c: &Value, edits: &[(String, Option<String>)]) -> Value {
     let mut host = c.get("HostConfig").cloned().unwrap_or(json!({}));
     // Anonymous volumes are pinned by name, so the new container mounts the same data.
     let bound: Vec<String> = strs(c, &["HostConfig", "Binds"]).iter().filter_map(|b| b.split(':').nth(1).map(str::to_string)).collect();
-    let mut binds = strs(c, &["HostConfig", "Binds"]);
+    let mut mounts: Vec<Value> = get(c, &["HostConfig", "Mounts"]).and_then(Value::as_array).cloned().unwrap_or_default();
     for m in get(c, &["Mounts"]).and_then(Value::as_array).into_iter().flatten() {
         let dest = m["Destination"].as_str().unwrap_or_default();
-        let in_mounts = get(c, &["HostConfig", "Mounts"])
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|x| x["Target"].as_str() == Some(dest)));
+        let in_mounts = mounts.iter().any(|x| x["Target"].as_str() == Some(dest));
         if m["Type"].as_str() == Some("volume") && !bound.iter().any(|b| b == dest) && !in_mounts {
             if let Some(n) = m["Name"].as_str() {
-                binds.push(format!("{n}:{dest}"));
+                mounts.push(json!({"Type": "volume", "Source": n, "Target": dest}));
             }
         }
     }
-    host["Binds"] = json!(binds);
+    if !mounts.is_empty() {
+        host["Mounts"] = json!(mounts);
+    }
     body.insert("HostConfig".into(), host);
     // The network a container joins is its NetworkMode; user-defined networks also carry
     // their endpoint settings (aliases, static addresses).
@@ -590,26 +585,35 @@ pub fn create_body(c: &Value, edits: &[(String, Option<String>)]) -> Value {
             body.insert("NetworkingConfig".into(), json!({ "EndpointsConfig": { mode.clone(): e } }));
         }
     }
-    // A host-network container's hostname is the host's; the engine refuses to be told.
-    let shares = mode == "host" || s(c, &["HostConfig", "UTSMode"]) == Some("host") || mode.starts_with("container:");
-    let id = s(c, &["Id"]).unwrap_or_default().to_string();
-    let h = s(c, &["Config", "Hostname"]).unwrap_or_default().to_string();
-    if shares || (h.len() == 12 && id.starts_with(&h)) {
+    // A host-network container's hostname is the host's (the engine refuses to be told),
+    // and a made-up one belongs to the old container's ID.
+    if chosen_hostname(c).is_none() {
         body.remove("Hostname");
     }
     Value::Object(body)
 }
 
+/// The hostname someone chose, not the host's (shared UTS) nor the ID prefix the engine
+/// makes up.
+fn chosen_hostname(c: &Value) -> Option<String> {
+    let mode = s(c, &["HostConfig", "NetworkMode"]).unwrap_or_default();
+    let shares = mode == "host" || mode.starts_with("container:") || s(c, &["HostConfig", "UTSMode"]) == Some("host");
+    let id = s(c, &["Id"]).unwrap_or_default();
+    s(c, &["Config", "Hostname"]).filter(|h| !shares && !(h.len() == 12 && id.starts_with(h))).map(str::to_string)
+}
+
 /// The fields `docker-run`'s round trip must preserve, normalised so that two inspects of
 /// equivalent containers compare equal: what the engine fills in by itself (IDs, paths,
-/// state, hostnames it generates) is left out.
+/// state, hostnames it generates) is left out. Mounts are compared as the engine applied
+/// them (type, name, source, destination, mode, RW, propagation), because `-v` and
+/// `--mount` are two spellings of one mount and a pinned anonymous volume is spelled anew.
 pub fn comparable(c: &Value) -> Value {
     let pick = |path: &[&str]| get(c, path).cloned().unwrap_or(Value::Null);
-    let hc = ["Binds", "Tmpfs", "NetworkMode", "PidMode", "IpcMode", "UTSMode", "CgroupnsMode", "RestartPolicy", "LogConfig",
+    let hc = ["Tmpfs", "NetworkMode", "PidMode", "IpcMode", "UTSMode", "CgroupnsMode", "RestartPolicy", "LogConfig",
         "Privileged", "CapAdd", "CapDrop", "Devices", "SecurityOpt", "Ulimits", "ExtraHosts", "Dns", "DnsSearch",
         "DnsOptions", "PortBindings", "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
         "CpuQuota", "CpusetCpus", "PidsLimit", "BlkioWeight", "ShmSize", "Init", "ReadonlyRootfs", "GroupAdd", "Sysctls",
-        "OomScoreAdj", "Mounts"];
+        "OomScoreAdj"];
     let mut host = Map::new();
     for k in hc {
         let v = pick(&["HostConfig", k]);
@@ -628,7 +632,16 @@ pub fn comparable(c: &Value) -> Value {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|m| json!({"Type": m["Type"], "Name": m["Name"], "Source": m["Source"], "Destination": m["Destination"], "Mode": m["Mode"], "RW": m["RW"]}))
+        .map(|m| {
+            // The engine marks a volume it is told about with the SELinux label `z`, and one
+            // it made for an image's VOLUME without; a pinned anonymous volume differs only
+            // there, which matters on SELinux hosts alone.
+            let mode = match (m["Type"].as_str(), m["Mode"].as_str()) {
+                (Some("volume"), Some("z")) => json!(""),
+                _ => m["Mode"].clone(),
+            };
+            json!({"Type": m["Type"], "Name": m["Name"], "Source": m["Source"], "Destination": m["Destination"], "Mode": mode, "RW": m["RW"], "Propagation": m["Propagation"]})
+        })
         .collect();
     mounts.sort_by_key(|m| m["Destination"].as_str().unwrap_or_default().to_string());
     json!({
@@ -637,7 +650,7 @@ pub fn comparable(c: &Value) -> Value {
         "Config": config,
         "HostConfig": host,
         "Mounts": mounts,
-        "Hostname": if get(c, &["HostConfig", "NetworkMode"]).and_then(Value::as_str) == Some("host") { Value::Null } else { pick(&["Config", "Hostname"]) },
+        "Hostname": chosen_hostname(c),
     })
 }
 
@@ -748,7 +761,7 @@ mod tests {
         let spec = run_spec(&c, &rke_image()).unwrap();
         assert_eq!(spec.anon_volumes, vec![("abc123".to_string(), "/var/lib/anon".to_string())]);
         let body = create_body(&c, &[]);
-        assert!(body["HostConfig"]["Binds"].as_array().unwrap().contains(&json!("abc123:/var/lib/anon")));
+        assert_eq!(body["HostConfig"]["Mounts"][0], json!({"Type": "volume", "Source": "abc123", "Target": "/var/lib/anon"}));
     }
 
     #[test]
