@@ -28,7 +28,8 @@ pub struct UpOpts {
     /// etcd version: 3.4 (Debian's 3.4.23) or 3.5 (3.5.1 static binaries).
     #[arg(long = "etcd", default_value = "3.5")]
     pub version: EtcdVersion,
-    /// `static-pod` (kubeadm masters) or `docker` (Rancher RKE nodes).
+    /// `static-pod` (kubeadm masters) or `docker` (Rancher RKE nodes). The global
+    /// `--runtime static-pod|docker` sets this too.
     #[arg(long = "lab-runtime", default_value = "static-pod")]
     pub lab_runtime: LabRuntime,
     /// Members listen on 127.A.B.1..N.
@@ -70,7 +71,15 @@ pub enum LabCmd {
     },
 }
 
-pub async fn run(g: &Global, cmd: LabCmd) -> Result<i32> {
+pub async fn run(g: &Global, mut cmd: LabCmd) -> Result<i32> {
+    // `lab demo --runtime docker` reads naturally; the global option picks the lab's kind.
+    if let LabCmd::Up(o) | LabCmd::Demo(o) = &mut cmd {
+        match g.runtime {
+            RuntimeArg::Docker => o.lab_runtime = LabRuntime::Docker,
+            RuntimeArg::StaticPod => o.lab_runtime = LabRuntime::StaticPod,
+            RuntimeArg::Auto => {}
+        }
+    }
     match cmd {
         LabCmd::Up(o) => {
             let exe = std::env::current_exe()?;
@@ -173,7 +182,8 @@ async fn demo(g: &Global, mut o: UpOpts) -> Result<i32> {
         step(&format!("status from {}", lab.node(last).name));
         crate::status::run(&lab_global(&table, &lab, last)).await?;
 
-        step(&format!("breaking {}: data dir lost, manifest still says --initial-cluster-state=new", lab.node(last).name));
+        let holder = if o.lab_runtime == LabRuntime::Docker { "container" } else { "manifest" };
+        step(&format!("breaking {}: data dir lost, its {holder} still says --initial-cluster-state=new", lab.node(last).name));
         lab.crashloop_member(last).await?;
         wait_crashloop(&table, &lab, last).await?;
         step(&format!("status from {} (expect exit 4: degraded)", lab.node(last).name));
