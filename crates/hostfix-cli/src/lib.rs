@@ -1,6 +1,7 @@
 //! The `etcd-hostfix` command line. `main` only calls [`main`]; each command lives in its
 //! own module and returns the process exit code (see `hostfix_core::exit`).
 
+mod actions;
 pub(crate) mod diagnose;
 mod dockerrun;
 mod local;

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use hostfix_adapters::etcd::{hex_id, verify_snapshot, Connector, Endpoint, LockAttempt, Member};
 use hostfix_adapters::journal::Journal;
-use hostfix_adapters::runtime::{DockerRuntime, LocalConfig, RuntimeError, RuntimeKind, ASIDE_INFIX};
+use hostfix_adapters::runtime::{LocalConfig, RuntimeKind, ASIDE_INFIX};
 use hostfix_core::exit;
-use hostfix_core::manifest::{edit_manifest_flags, rejoin_edits};
+use hostfix_core::manifest::rejoin_edits;
 use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, RejoinFacts, RejoinPlan, Step};
 use hostfix_core::status::MemberStatus;
 use tracing::{info, info_span, Instrument};
 
+use crate::actions::Actions;
 use crate::local::Local;
 use crate::Global;
 
@@ -394,38 +395,12 @@ impl Runner<'_> {
         Ok(path)
     }
 
+    fn act(&self) -> Actions<'_> {
+        Actions { g: self.g, local: self.local, wait: self.wait }
+    }
+
     async fn stop(&self) -> Result<()> {
-        match self.cfg().runtime {
-            RuntimeKind::StaticPod => self.local.static_pod.as_ref().expect("static pod").park()?,
-            RuntimeKind::Docker => {
-                let d = self.docker();
-                match d.stop(&self.g.container).await {
-                    Ok(()) => {}
-                    // Killed mid-recreate: the old container is aside and already stopped.
-                    Err(RuntimeError::NoContainer { .. }) if !d.asides(&self.g.container).await?.is_empty() => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        let url = self.local.local_client_url().unwrap_or_default();
-        let addr = url.split_once("://").map(|x| x.1.to_string()).unwrap_or_default();
-        wait_for("etcd to exit", self.wait, || {
-            hostfix_adapters::process::etcd_pids(&url).is_empty()
-                && std::net::TcpStream::connect_timeout(
-                    &addr.parse().unwrap_or_else(|_| "127.0.0.1:1".parse().unwrap()),
-                    Duration::from_millis(100),
-                )
-                .is_err()
-        })
-        .await
-    }
-
-    fn docker(&self) -> &DockerRuntime {
-        self.local.docker.as_ref().expect("the Docker runtime was discovered")
-    }
-
-    fn aside(&self, run: &str) -> String {
-        format!("{}{ASIDE_INFIX}{run}", self.g.container)
+        self.act().stop().await
     }
 
     /// etcd refuses membership changes for a few seconds after a peer (re)connects
@@ -512,69 +487,29 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Static pod: edit the parked manifest now. Docker: keep the container's inspect; the
+    /// edits are applied by the recreate in `start`.
     async fn configure(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
-        let cluster: String = j.get("initial_cluster").context("journal lacks initial_cluster")?;
-        let entries = hostfix_core::flags::parse_initial_cluster(&cluster);
+        let archive = self.state().join("archive").join(&j.run_id);
         match self.cfg().runtime {
-            RuntimeKind::StaticPod => {
-                let sp = self.local.static_pod.as_ref().expect("static pod");
-                let parked = sp.parked_path();
-                let text = std::fs::read_to_string(&parked).with_context(|| parked.display().to_string())?;
-                // Keep the manifest as it was before the first edit, for the operator.
-                let orig = self.state().join("archive").join(&j.run_id).join("etcd.yaml.before");
-                if !orig.exists() {
-                    std::fs::create_dir_all(orig.parent().unwrap())?;
-                    std::fs::write(&orig, &text)?;
-                }
-                let new = edit_manifest_flags(&text, &rejoin_edits(&entries))
-                    .with_context(|| format!("editing {}", parked.display()))?;
-                if new != text {
-                    hostfix_adapters::journal::write_atomic(&parked, new.as_bytes())?;
-                }
-                Ok(())
-            }
-            RuntimeKind::Docker => {
-                // The container is recreated by `start`; here the operator's copy of what it
-                // was is kept (seed 004 saved `docker inspect` first), and the edits checked.
-                let d = self.docker();
-                let dir = self.state().join("archive").join(&j.run_id);
-                let saved = dir.join("container.inspect.json");
-                if !saved.exists() {
-                    let source = match d.inspect_opt(&self.g.container).await? {
-                        Some(_) => self.g.container.clone(),
-                        None => self.aside(&j.run_id),
-                    };
-                    let (c, image) = d.inspect_json(&source).await?;
-                    hostfix_core::container::check_etcd(&c)?;
-                    d.check_image(&c).await?;
-                    std::fs::create_dir_all(&dir)?;
-                    let run = hostfix_core::container::render_docker_run(&hostfix_core::container::run_spec(&c, &image)?)?;
-                    std::fs::write(dir.join("docker-run.before.sh"), run)?;
-                    hostfix_adapters::journal::write_atomic(&saved, serde_json::to_string_pretty(&c)?.as_bytes())?;
-                }
-                Ok(())
-            }
+            RuntimeKind::StaticPod => self.act().edit_parked(&self.edits(j)?, &archive),
+            RuntimeKind::Docker => self.act().save_container(&archive, &j.run_id).await,
         }
+    }
+
+    fn edits(&self, j: &Journal<RejoinPlan>) -> Result<Vec<hostfix_core::manifest::FlagEdit>> {
+        let cluster: String = j.get("initial_cluster").context("journal lacks initial_cluster")?;
+        Ok(rejoin_edits(&hostfix_core::flags::parse_initial_cluster(&cluster)))
     }
 
     async fn start(&self, j: &Journal<RejoinPlan>) -> Result<()> {
-        match self.cfg().runtime {
-            RuntimeKind::StaticPod => Ok(self.local.static_pod.as_ref().expect("static pod").unpark()?),
-            RuntimeKind::Docker => {
-                let cluster: String = j.get("initial_cluster").context("journal lacks initial_cluster")?;
-                let edits = rejoin_edits(&hostfix_core::flags::parse_initial_cluster(&cluster));
-                let crash = |phase: &str| crash_point(&format!("recreate-{phase}"));
-                Ok(self.docker().recreate(&self.g.container, &self.aside(&j.run_id), &edits, &crash).await?)
-            }
-        }
+        let archive = self.state().join("archive").join(&j.run_id);
+        let crash = |phase: &str| crash_point(&format!("recreate-{phase}"));
+        self.act().start_with(&self.edits(j)?, &archive, &j.run_id, &crash).await
     }
 
     async fn remove_old(&self, j: &Journal<RejoinPlan>) -> Result<()> {
-        let d = self.docker();
-        if !d.state(&self.g.container).await?.running {
-            bail!("container {} is not running; keeping {} for comparison", self.g.container, self.aside(&j.run_id));
-        }
-        Ok(d.remove(&self.aside(&j.run_id)).await?)
+        self.act().remove_asides(&[j.run_id.clone()]).await
     }
 
     async fn promote(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
@@ -640,17 +575,6 @@ fn is_transient(msg: &str) -> bool {
     ["member not found", "id removed", "unhealthy cluster", "too many requests", "leader changed", "no leader", "timed out", "request timed out", "deadline", "unavailable", "connection"]
         .iter()
         .any(|t| msg.to_lowercase().contains(t))
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("timed out after {timeout:?} waiting for {what}")
 }
 
 /// The cluster-wide lock, waited for while another master holds it.

@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod diagnose;
+pub mod dr;
 pub mod exit;
 pub mod logs;
 pub mod flags;
