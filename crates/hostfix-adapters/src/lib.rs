@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod hostroot;
+pub mod etcdtool;
 pub mod journal;
 pub mod process;
 pub mod runtime;

@@ -4,6 +4,7 @@
 mod actions;
 pub(crate) mod diagnose;
 mod dockerrun;
+mod recover;
 mod local;
 pub(crate) mod rejoin;
 mod status;
@@ -108,6 +109,20 @@ pub enum Cmd {
     /// rest of the cluster, then promote it. Prints the plan first; refuses (exit 3, nothing
     /// changed) when acting is unsafe; journals every step so a killed run resumes.
     Rejoin(rejoin::RejoinOpts),
+    /// Disaster recovery after quorum loss (seed 002): make this master's member, the chosen
+    /// survivor, a one-member cluster with `--force-new-cluster`, then remove the flag and
+    /// restart. Refuses (exit 3) while the cluster has quorum, or when a reachable member
+    /// has newer data, unless --force. Prints the `rejoin` command for every other master.
+    Rebuild(recover::RecoverOpts),
+    /// Restore the local member from a snapshot as a new one-member cluster (seed 003):
+    /// verify the snapshot, archive the data dir, restore with a new cluster token, start.
+    /// Refuses (exit 3) while the cluster has quorum, unless --force.
+    Restore(recover::RestoreOpts),
+    /// Snapshots of the cluster's data.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: recover::SnapshotCmd,
+    },
     /// Print the `docker run` command that recreates a container exactly as it is, every
     /// word shell-quoted, with etcd flags optionally edited. Changes nothing.
     DockerRun(dockerrun::DockerRunOpts),
@@ -147,6 +162,9 @@ pub fn main() -> i32 {
             Cmd::Status => status::run(&cli.global).await,
             Cmd::Diagnose(o) => diagnose::run(&cli.global, &o).await,
             Cmd::Rejoin(o) => rejoin::run(&cli.global, &o).await,
+            Cmd::Rebuild(o) => recover::rebuild(&cli.global, &o).await,
+            Cmd::Restore(o) => recover::restore(&cli.global, &o).await,
+            Cmd::Snapshot { cmd: recover::SnapshotCmd::Save(o) } => recover::snapshot_save(&cli.global, &o).await,
             Cmd::DockerRun(o) => dockerrun::run(&cli.global, &o).await,
             Cmd::Lab { cmd } => labcmd::run(&cli.global, cmd).await,
         }

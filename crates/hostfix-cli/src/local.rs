@@ -131,17 +131,23 @@ impl Local {
             return g.endpoints.clone();
         }
         let mut out: Vec<String> = self.local_client_url().into_iter().collect();
-        let scheme = out.first().and_then(|u| u.split_once("://").map(|x| x.0.to_string())).unwrap_or("https".into());
         for p in self.config.flags.initial_cluster() {
-            if let Some(hostport) = p.peer_url.split_once("://").map(|x| x.1) {
-                let host = hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport);
-                let url = format!("{scheme}://{host}:2379");
+            if let Some(url) = self.client_url_for_peer(&p.peer_url) {
                 if !out.contains(&url) {
                     out.push(url);
                 }
             }
         }
         out
+    }
+
+    /// A peer's client URL, assumed to be its peer host on port 2379 with the local
+    /// member's scheme (kubeadm's and RKE's layout).
+    pub fn client_url_for_peer(&self, peer_url: &str) -> Option<String> {
+        let scheme = self.local_client_url().and_then(|u| u.split_once("://").map(|x| x.0.to_string())).unwrap_or("https".into());
+        let hostport = peer_url.split_once("://").map(|x| x.1)?;
+        let host = hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport);
+        Some(format!("{scheme}://{host}:2379"))
     }
 }
 

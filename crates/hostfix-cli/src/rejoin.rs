@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hostfix_adapters::etcd::{hex_id, verify_snapshot, Connector, Endpoint, LockAttempt, Member};
+use hostfix_adapters::etcdtool::EtcdTool;
 use hostfix_adapters::journal::Journal;
 use hostfix_adapters::runtime::{LocalConfig, RuntimeKind, ASIDE_INFIX};
 use hostfix_core::exit;
 use hostfix_core::manifest::rejoin_edits;
-use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, RejoinFacts, RejoinPlan, Step};
+use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, Refusal, RejoinFacts, RejoinPlan, Step};
 use hostfix_core::status::MemberStatus;
 use tracing::{info, info_span, Instrument};
 
@@ -34,6 +35,10 @@ pub struct RejoinOpts {
     /// How long to wait for the cluster-wide repair lock held by another master.
     #[arg(long, default_value_t = 300)]
     pub lock_timeout: u64,
+    /// Rejoin even though the local data is newer than the cluster's, as after a restore
+    /// from an older snapshot. The local data is archived, not deleted.
+    #[arg(long)]
+    pub force: bool,
     /// Upper bound, in seconds, for each wait (pod gone, learner caught up, cluster healthy).
     #[arg(long, default_value_t = 300)]
     pub wait_timeout: u64,
@@ -64,8 +69,14 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
                 j.plan.clone()
             }
             None => {
-                let facts = gather_facts(g, &local, &conn).await?;
-                match plan_rejoin(&facts) {
+                let mut facts = gather_facts(g, &local, &conn).await?;
+                let mut planned = plan_rejoin(&facts);
+                if let (Err(r @ Refusal::LocalDataNewer { .. }), true) = (&planned, o.force) {
+                    println!("--force overrides: {r}; the local data is archived, not deleted");
+                    facts.local_data_revision = None;
+                    planned = plan_rejoin(&facts);
+                }
+                match planned {
                     Ok(p) => p,
                     Err(refusal) => {
                         eprintln!("refused: {refusal}");
@@ -80,19 +91,8 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
             println!("dry run: nothing was changed");
             return Ok(exit::OK);
         }
-        if !o.yes {
-            if !std::io::stdin().is_terminal() {
-                eprintln!("refused: not a terminal and no --yes; nothing was changed");
-                return Ok(exit::REFUSED);
-            }
-            print!("proceed? [y/N] ");
-            std::io::stdout().flush()?;
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer)?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                eprintln!("refused: not confirmed; nothing was changed");
-                return Ok(exit::REFUSED);
-            }
+        if !confirmed(o.yes)? {
+            return Ok(exit::REFUSED);
         }
         let _flock = match FileLock::take(&state_dir)? {
             Some(l) => l,
@@ -135,7 +135,7 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
     .await
 }
 
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}-{}", t.as_secs(), std::process::id())
 }
@@ -196,7 +196,7 @@ async fn gather_facts(g: &Global, local: &Local, conn: &Connector) -> Result<Rej
 
 /// The local data's revision, when knowable: from the member itself if it answers in the
 /// same cluster, else from its db file via `etcdutl`/`etcdctl snapshot status` on a copy.
-fn local_data_revision(local: &Local, me: Option<&MemberFact>) -> Option<i64> {
+pub(crate) fn local_data_revision(local: &Local, me: Option<&MemberFact>) -> Option<i64> {
     if let Some(r) = me.and_then(|m| m.revision) {
         return Some(r);
     }
@@ -204,30 +204,10 @@ fn local_data_revision(local: &Local, me: Option<&MemberFact>) -> Option<i64> {
     if !db.is_file() {
         return None;
     }
-    let tool = find_etcd_tool()?;
-    let tmp = std::env::temp_dir().join(format!("etcd-hostfix-db-{}.db", std::process::id()));
-    std::fs::copy(&db, &tmp).ok()?;
-    let out = std::process::Command::new(&tool.0).args(tool.1).arg(&tmp).args(["-w", "json"]).env("ETCDCTL_API", "3").output();
-    let _ = std::fs::remove_file(&tmp);
-    let out = out.ok().filter(|o| o.status.success())?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["revision"].as_i64()
-}
-
-/// `etcdutl snapshot status` (3.5+) or `etcdctl snapshot status` (3.4) from PATH or the
-/// lab's etcd directories.
-fn find_etcd_tool() -> Option<(PathBuf, &'static [&'static str])> {
-    let mut dirs: Vec<PathBuf> = ["HOSTFIX_ETCD35_DIR", "HOSTFIX_ETCD34_DIR"]
-        .iter()
-        .filter_map(|v| std::env::var_os(v).map(PathBuf::from))
-        .collect();
-    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    for d in &dirs {
-        if d.join("etcdutl").is_file() {
-            return Some((d.join("etcdutl"), &["snapshot", "status"]));
-        }
-    }
-    dirs.iter().find(|d| d.join("etcdctl").is_file()).map(|d| (d.join("etcdctl"), &["snapshot", "status"][..]))
+    // Reading needs no version match: any tool will do.
+    let want = hostfix_adapters::etcdtool::parse_version(&local.config.image);
+    let tool = EtcdTool::find(want).or_else(|_| EtcdTool::find(None)).ok()?;
+    hostfix_adapters::etcdtool::db_revision(&tool, &db)
 }
 
 fn print_plan(g: &Global, local: &Local, plan: &RejoinPlan) {
@@ -290,7 +270,7 @@ struct Runner<'a> {
 
 /// Test hook: `HOSTFIX_CRASH_AT=<step>` kills the process with SIGKILL right after that
 /// step's work is done and before the journal records it, the worst moment to die.
-fn crash_point(step: &str) {
+pub(crate) fn crash_point(step: &str) {
     if std::env::var("HOSTFIX_CRASH_AT").map(|s| s == step).unwrap_or(false) {
         eprintln!("HOSTFIX_CRASH_AT={step}: killing myself");
         unsafe {
@@ -602,12 +582,33 @@ async fn cluster_lock(peer: &mut Endpoint, holder: &str, timeout: Duration) -> R
     }
 }
 
-fn lock_path(state_dir: &Path) -> PathBuf {
+pub(crate) fn lock_path(state_dir: &Path) -> PathBuf {
     state_dir.join("lock")
 }
 
+/// `--yes`, or a "y" on a terminal. Without a terminal and without `--yes`, no: a runbook
+/// must say what it means.
+pub(crate) fn confirmed(yes: bool) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!("refused: not a terminal and no --yes; nothing was changed");
+        return Ok(false);
+    }
+    print!("proceed? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        eprintln!("refused: not confirmed; nothing was changed");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// A local `flock`: one repair per host at a time, even before the cluster lock can be had.
-struct FileLock {
+pub(crate) struct FileLock {
     file: std::fs::File,
     path: PathBuf,
     /// What taking the lock created, so a refusal after it can leave the host as it was.
@@ -616,7 +617,7 @@ struct FileLock {
 }
 
 impl FileLock {
-    fn take(state_dir: &Path) -> Result<Option<FileLock>> {
+    pub(crate) fn take(state_dir: &Path) -> Result<Option<FileLock>> {
         use std::os::unix::io::AsRawFd;
         let created_dir = (!state_dir.exists()).then(|| state_dir.to_path_buf());
         std::fs::create_dir_all(state_dir).with_context(|| state_dir.display().to_string())?;
@@ -633,7 +634,7 @@ impl FileLock {
 
     /// Remove what `take` created: only our own lock file, and the state dir only if this
     /// run created it and nothing else is in it.
-    fn undo(&self) {
+    pub(crate) fn undo(&self) {
         if self.created_file {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -644,7 +645,7 @@ impl FileLock {
 }
 
 /// Who holds the file lock, without creating anything.
-fn file_lock_holder(state_dir: &Path) -> Option<String> {
+pub(crate) fn file_lock_holder(state_dir: &Path) -> Option<String> {
     use std::os::unix::io::AsRawFd;
     let p = lock_path(state_dir);
     let f = std::fs::File::open(&p).ok()?;

@@ -1,0 +1,569 @@
+//! Disaster recovery: `rebuild` (seed 002: a survivor becomes a one-member cluster with
+//! `--force-new-cluster`, which is then removed), `restore --snapshot FILE` (seed 003: a
+//! one-member cluster from a snapshot) and `snapshot save`.
+//!
+//! Same shape as `rejoin`: facts, a pure plan (or a refusal that changes nothing), the plan
+//! printed, confirmation, a local lock, then journaled idempotent steps. The other masters
+//! come back with `rejoin`, as learners, so the cluster keeps quorum while it grows.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hostfix_adapters::etcd::{verify_snapshot, Member};
+use hostfix_adapters::etcdtool::{self, EtcdTool};
+use hostfix_adapters::journal::Journal;
+use hostfix_adapters::runtime::RuntimeKind;
+use hostfix_core::dr::{plan_rebuild, plan_restore, single_member_edits, PeerFact, RecoveryFacts, RecoveryKind, RecoveryPlan, RecoveryStep};
+use hostfix_core::exit;
+use tracing::{info, info_span, Instrument};
+
+use crate::actions::Actions;
+use crate::local::Local;
+use crate::rejoin::{confirmed, crash_point, file_lock_holder, lock_path, run_id, FileLock};
+use crate::Global;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecoverOpts {
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Act without asking. Without it, the command asks on a terminal and refuses otherwise.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Act although the cluster still has quorum, or (rebuild) a reachable member is ahead
+    /// of the local data. What is overridden is printed in the plan.
+    #[arg(long)]
+    pub force: bool,
+    /// Upper bound, in seconds, for each wait.
+    #[arg(long, default_value_t = 300)]
+    pub wait_timeout: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreOpts {
+    /// The snapshot to restore (from `etcd-hostfix snapshot save` or `etcdctl snapshot save`).
+    #[arg(long)]
+    pub snapshot: PathBuf,
+    #[command(flatten)]
+    pub common: RecoverOpts,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SaveOpts {
+    /// Where to write the snapshot [default: <state-dir>/snapshots/snapshot-<time>.db].
+    /// Its SHA-256 goes beside it as `<out>.sha256`, its status as `<out>.json`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotCmd {
+    /// Save a snapshot from a healthy member (the local one when it is healthy), verify it,
+    /// and record its checksum and status beside the file.
+    Save(SaveOpts),
+}
+
+const JOURNAL: &str = "recover";
+
+/// The probe of one configured member; `Member` is what the status probe takes.
+fn configured(name: &str, peer_url: &str, client_url: &str) -> Member {
+    Member { id: 0, name: name.into(), peer_urls: vec![peer_url.into()], client_urls: vec![client_url.into()], is_learner: false }
+}
+
+async fn gather(g: &Global, local: &Local, force: bool) -> Result<RecoveryFacts> {
+    let conn = local.connector(g)?;
+    let name = local.config.flags.name().to_string();
+    let peer_url = local.local_peer_url().context("the local member has no --initial-advertise-peer-urls")?;
+    let local_url = local.local_client_url().context("the local member has no client URL")?;
+    let me = crate::status::probe_member(&conn, &configured(&name, &peer_url, &local_url)).await;
+    let entries = local.config.flags.initial_cluster();
+    let others: Vec<_> = entries.iter().filter(|e| e.peer_url != peer_url && e.name != name).collect();
+    let probes = futures_util::future::join_all(others.iter().map(|e| {
+        let url = local.client_url_for_peer(&e.peer_url).unwrap_or_default();
+        let conn = &conn;
+        async move { (e, url.clone(), crate::status::probe_member(conn, &configured(&e.name, &e.peer_url, &url)).await) }
+    }))
+    .await;
+    // The voter count as the local member last knew it, else as configured.
+    let voters = match conn.connect(&local_url).await {
+        Ok(mut ep) => ep.member_list().await.map(|l| l.members.iter().filter(|m| !m.is_learner).count()).unwrap_or(entries.len()),
+        Err(_) => entries.len(),
+    };
+    let data = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member");
+    let local_revision = me.revision.or_else(|| crate::rejoin::local_data_revision(local, None));
+    Ok(RecoveryFacts {
+        name,
+        peer_url,
+        voters: voters.max(1),
+        peers: probes
+            .into_iter()
+            .map(|(e, url, p)| PeerFact {
+                name: e.name.clone(),
+                client_url: url,
+                reachable: p.reachable,
+                quorum_read: p.quorum_read,
+                raft_index: p.raft_index,
+                revision: p.revision,
+            })
+            .collect(),
+        local_quorum_read: me.quorum_read,
+        local_raft_index: me.raft_index,
+        local_revision,
+        local_has_data: data.is_dir(),
+        container: (local.config.runtime == RuntimeKind::Docker).then(|| g.container.clone()),
+        force,
+    })
+}
+
+fn describe(g: &Global, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Path>) -> Vec<String> {
+    let data = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member");
+    let archive = g.state_dir().join("archive");
+    let how = |what: &str| match local.config.runtime {
+        RuntimeKind::StaticPod => format!("edit the parked manifest ({what}; no other line changes) and move it back"),
+        RuntimeKind::Docker => format!(
+            "recreate container {c} with {what} and nothing else changed (the old one renamed {c}-hostfix-aside-<run>-<phase>)",
+            c = g.container
+        ),
+    };
+    plan.steps
+        .iter()
+        .map(|s| match s {
+            RecoveryStep::VerifySnapshot => format!(
+                "check the SHA-256 trailer of {} and read its `snapshot status`",
+                snapshot.map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            RecoveryStep::Stop => match local.config.runtime {
+                RuntimeKind::StaticPod => format!("park the manifest in {} and wait for etcd to exit", g.state_dir().join("parked").display()),
+                RuntimeKind::Docker => format!("stop container {} and wait for etcd to exit", g.container),
+            },
+            RecoveryStep::ArchiveCopy => format!("copy {} to {}/<run>/member (the original stays in use)", data.display(), archive.display()),
+            RecoveryStep::Archive => format!("move {} to {}/<run>/member (kept, not deleted)", data.display(), archive.display()),
+            RecoveryStep::RestoreSnapshot => format!(
+                "restore the snapshot into a fresh dir beside {} as a one-member cluster {}={} with a new cluster token, then move it into place",
+                data.display(),
+                plan.name,
+                plan.peer_url
+            ),
+            RecoveryStep::StartForced => how("--force-new-cluster added"),
+            RecoveryStep::StartSingle => how(&format!("--initial-cluster={}={} and --initial-cluster-state=new", plan.name, plan.peer_url)),
+            RecoveryStep::WaitSingle => format!("wait until {} serves quorum reads as the only member", plan.name),
+            RecoveryStep::Unforce => how("--force-new-cluster removed, so no restart cuts the others off again"),
+            RecoveryStep::RemoveOldContainers => "remove the old containers renamed aside (their volumes stay)".into(),
+        })
+        .collect()
+}
+
+fn print_plan(g: &Global, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Path>) {
+    let what = kind_word(plan.kind);
+    println!("{what} plan: {} ({}) becomes a one-member cluster:", plan.name, plan.peer_url);
+    for o in &plan.overridden {
+        println!("  --force overrides: {o}");
+    }
+    for (i, (s, d)) in plan.steps.iter().zip(describe(g, local, plan, snapshot)).enumerate() {
+        println!("  {:>2}. {:<15} {d}", i + 1, s.name());
+    }
+}
+
+fn print_next(plan: &RecoveryPlan) {
+    if plan.others.is_empty() {
+        return;
+    }
+    let force = if plan.kind == RecoveryKind::Restore { " --force" } else { "" };
+    println!("next, on each other master, bring its member back as a learner (a lock serialises them; each finds this cluster through its --initial-cluster peer URLs):");
+    for o in &plan.others {
+        println!("  {o}: sudo etcd-hostfix rejoin --yes{force}");
+    }
+    if plan.kind == RecoveryKind::Restore {
+        println!("  (--force: their data is from before the restore and may be newer than the snapshot; rejoin archives it, never deletes it)");
+    }
+}
+
+pub async fn rebuild(g: &Global, o: &RecoverOpts) -> Result<i32> {
+    run(g, o, RecoveryKind::Rebuild, None).await
+}
+
+pub async fn restore(g: &Global, o: &RestoreOpts) -> Result<i32> {
+    // Bad input is an error before anything else happens.
+    let meta = std::fs::metadata(&o.snapshot).with_context(|| format!("snapshot {}", o.snapshot.display()))?;
+    if !meta.is_file() {
+        bail!("snapshot {} is not a file", o.snapshot.display());
+    }
+    let snapshot = std::fs::canonicalize(&o.snapshot)?;
+    run(g, &o.common, RecoveryKind::Restore, Some(snapshot)).await
+}
+
+async fn run(g: &Global, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<PathBuf>) -> Result<i32> {
+    let local = Local::discover(g).await?;
+    let state_dir = g.state_dir();
+    let name = local.config.flags.name().to_string();
+    let span = info_span!("recover", kind = ?kind, member = %name);
+    async move {
+        if let Some(holder) = file_lock_holder(&state_dir) {
+            eprintln!("refused: another etcd-hostfix run (pid {holder}) holds {}; nothing was changed", lock_path(&state_dir).display());
+            return Ok(exit::REFUSED);
+        }
+        let resumed = Journal::<RecoveryPlan>::load(&state_dir, JOURNAL)?;
+        if let Some(j) = &resumed {
+            if j.plan.kind != kind {
+                bail!("an unfinished {:?} run is journaled at {}; finish it first (run that command again)", j.plan.kind, Journal::<RecoveryPlan>::path_for(&state_dir, JOURNAL).display());
+            }
+        }
+        // The version-matched tool is needed before anything changes.
+        let want = etcdtool::parse_version(&local.config.image);
+        let tool = match kind {
+            RecoveryKind::Restore => Some(EtcdTool::find(want)?),
+            RecoveryKind::Rebuild => None,
+        };
+        let plan = match &resumed {
+            Some(j) => {
+                println!("resuming {} run {} ({} of {} steps done)", JOURNAL, j.run_id, j.done.len(), j.plan.steps.len());
+                j.plan.clone()
+            }
+            None => {
+                let facts = gather(g, &local, o.force).await?;
+                let data = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member");
+                let planned = match kind {
+                    RecoveryKind::Rebuild => plan_rebuild(&facts, &data.display().to_string()),
+                    RecoveryKind::Restore => plan_restore(&facts),
+                };
+                match planned {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        eprintln!("refused: {refusal}");
+                        eprintln!("nothing was changed");
+                        return Ok(exit::REFUSED);
+                    }
+                }
+            }
+        };
+        print_plan(g, &local, &plan, snapshot.as_deref());
+        if o.dry_run {
+            println!("dry run: nothing was changed");
+            return Ok(exit::OK);
+        }
+        if !confirmed(o.yes)? {
+            return Ok(exit::REFUSED);
+        }
+        let Some(_flock) = FileLock::take(&state_dir)? else {
+            eprintln!("refused: another etcd-hostfix run holds {}; nothing was changed", lock_path(&state_dir).display());
+            return Ok(exit::REFUSED);
+        };
+        let mut journal = match resumed {
+            Some(j) => j,
+            None => {
+                let mut j = Journal::create(&state_dir, JOURNAL, run_id(), plan.clone())?;
+                if let Some(s) = &snapshot {
+                    j.set("snapshot", s.display().to_string())?;
+                }
+                j
+            }
+        };
+        let snapshot = journal.get::<String>("snapshot").map(PathBuf::from).or(snapshot);
+        let r = Runner {
+            act: Actions { g, local: &local, wait: Duration::from_secs(o.wait_timeout) },
+            plan: &plan,
+            snapshot,
+            tool,
+        };
+        match r.run(&mut journal).await {
+            Ok(()) => {
+                let history = journal.finish()?;
+                println!("{} complete: {} serves as a one-member cluster (journal kept at {})", kind_word(kind), plan.name, history.display());
+                print_next(&plan);
+                Ok(exit::OK)
+            }
+            Err(e) => Err(e.context(format!(
+                "stopped; run the same command again to resume from {}",
+                Journal::<RecoveryPlan>::path_for(&state_dir, JOURNAL).display()
+            ))),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn kind_word(kind: RecoveryKind) -> &'static str {
+    match kind {
+        RecoveryKind::Rebuild => "rebuild",
+        RecoveryKind::Restore => "restore",
+    }
+}
+
+struct Runner<'a> {
+    act: Actions<'a>,
+    plan: &'a RecoveryPlan,
+    snapshot: Option<PathBuf>,
+    tool: Option<EtcdTool>,
+}
+
+impl Runner<'_> {
+    fn data_dir(&self) -> PathBuf {
+        let l = self.act.local;
+        l.config.host_path(&l.root, &l.config.flags.data_dir())
+    }
+
+    fn archive(&self, run: &str) -> PathBuf {
+        self.act.g.state_dir().join("archive").join(run)
+    }
+
+    async fn run(&self, j: &mut Journal<RecoveryPlan>) -> Result<()> {
+        let mut waits = 0;
+        for (i, s) in self.plan.steps.iter().enumerate() {
+            let key = format!("{i}:{}", s.name());
+            // `unforce` runs between two waits; the crash hook names them apart.
+            let hook = if *s == RecoveryStep::WaitSingle {
+                waits += 1;
+                format!("wait-single-{waits}")
+            } else {
+                s.name().to_string()
+            };
+            if j.is_done(&key) {
+                continue;
+            }
+            let started = Instant::now();
+            self.step(s, j)
+                .instrument(info_span!("step", n = i + 1, step = s.name()))
+                .await
+                .with_context(|| format!("step {} ({})", i + 1, s.name()))?;
+            info!(step = s.name(), elapsed_ms = started.elapsed().as_millis() as u64, "step done");
+            crash_point(&hook);
+            j.mark_done(&key)?;
+        }
+        Ok(())
+    }
+
+    async fn step(&self, s: &RecoveryStep, j: &mut Journal<RecoveryPlan>) -> Result<()> {
+        let run = j.run_id.clone();
+        let crash = |phase: &str| crash_point(&format!("recreate-{phase}"));
+        match s {
+            RecoveryStep::VerifySnapshot => self.verify(j),
+            RecoveryStep::Stop => self.act.stop().await,
+            RecoveryStep::ArchiveCopy => self.archive_copy(&run),
+            RecoveryStep::Archive => self.archive_move(&run),
+            RecoveryStep::RestoreSnapshot => self.restore(&run),
+            RecoveryStep::StartForced => {
+                let edits = single_member_edits(&self.plan.name, &self.plan.peer_url, true);
+                self.act.start_with(&edits, &self.archive(&run), &format!("{run}-forced"), &crash).await
+            }
+            RecoveryStep::StartSingle => {
+                let edits = single_member_edits(&self.plan.name, &self.plan.peer_url, false);
+                self.act.start_with(&edits, &self.archive(&run), &format!("{run}-restore"), &crash).await
+            }
+            RecoveryStep::Unforce => {
+                let edits = vec![("force-new-cluster".to_string(), None)];
+                self.act.start_with(&edits, &self.archive(&run), &format!("{run}-unforced"), &crash).await
+            }
+            RecoveryStep::WaitSingle => self.wait_single().await,
+            RecoveryStep::RemoveOldContainers => {
+                let tags: Vec<String> = match self.plan.kind {
+                    RecoveryKind::Rebuild => vec![format!("{run}-forced"), format!("{run}-unforced")],
+                    RecoveryKind::Restore => vec![format!("{run}-restore")],
+                };
+                self.act.remove_asides(&tags).await
+            }
+        }
+    }
+
+    fn verify(&self, j: &mut Journal<RecoveryPlan>) -> Result<()> {
+        let snap = self.snapshot.as_ref().context("no snapshot given")?;
+        verify_snapshot(snap).map_err(|e| anyhow!("snapshot {} fails its integrity check: {e}", snap.display()))?;
+        // A checksum recorded beside the file by `snapshot save` must match too.
+        let sum_file = PathBuf::from(format!("{}.sha256", snap.display()));
+        if let Ok(text) = std::fs::read_to_string(&sum_file) {
+            let want = text.split_whitespace().next().unwrap_or_default().to_string();
+            let got = etcdtool::file_sha256(snap)?;
+            if want != got {
+                bail!("snapshot {} has SHA-256 {got}, but {} records {want}", snap.display(), sum_file.display());
+            }
+        }
+        let tool = self.tool.as_ref().context("no etcd tool")?;
+        let status = tool.status(snap)?;
+        println!(
+            "snapshot {}: revision {}, {} keys, {} bytes (read by {})",
+            snap.display(),
+            status["revision"],
+            status["totalKey"],
+            status["totalSize"],
+            tool.path.display()
+        );
+        j.set("snapshot_status", status)?;
+        Ok(())
+    }
+
+    fn archive_copy(&self, run: &str) -> Result<()> {
+        let src = self.data_dir().join("member");
+        let dest = self.archive(run).join("member");
+        if dest.exists() {
+            return Ok(());
+        }
+        // Copied to a temporary name and renamed when whole, so a killed copy is never
+        // mistaken for an archive. A partial copy from a killed run is ours to replace.
+        let part = self.archive(run).join("member.partial");
+        if part.exists() {
+            std::fs::remove_dir_all(&part).with_context(|| part.display().to_string())?;
+        }
+        copy_dir(&src, &part)?;
+        std::fs::rename(&part, &dest)?;
+        Ok(())
+    }
+
+    fn archive_move(&self, run: &str) -> Result<()> {
+        let dest = self.archive(run);
+        std::fs::create_dir_all(&dest)?;
+        let member = self.data_dir().join("member");
+        if member.exists() && !dest.join("member").exists() {
+            std::fs::rename(&member, dest.join("member")).with_context(|| {
+                format!("moving {} to {} (same filesystem required; nothing is copied or deleted)", member.display(), dest.display())
+            })?;
+        }
+        if let Some(wal) = self.act.local.config.flags.get("wal-dir") {
+            let wal = self.act.local.config.host_path(&self.act.local.root, wal);
+            if wal.exists() && !dest.join("wal").exists() {
+                std::fs::rename(&wal, dest.join("wal")).with_context(|| wal.display().to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&self, run: &str) -> Result<()> {
+        let data = self.data_dir();
+        // The archive step moved the old member away, so a member here is this run's
+        // restore, finished before a kill.
+        if data.join("member").exists() {
+            return Ok(());
+        }
+        let snap = self.snapshot.as_ref().context("no snapshot given")?;
+        let tool = self.tool.as_ref().context("no etcd tool")?;
+        // Restored beside the data dir (same filesystem, so moving it in is a rename). A
+        // failed attempt leaves its target behind and etcd's restore refuses an existing
+        // dir: that leftover is archived, never reused or deleted.
+        let target = data.join(format!(".hostfix-restore-{run}"));
+        if target.exists() {
+            let mut k = 0;
+            let aside = loop {
+                let p = self.archive(run).join(format!("failed-restore-{k}"));
+                if !p.exists() {
+                    break p;
+                }
+                k += 1;
+            };
+            std::fs::create_dir_all(self.archive(run))?;
+            std::fs::rename(&target, &aside)?;
+        }
+        std::fs::create_dir_all(&data)?;
+        let bump = tool.can_bump_revision().then_some(1_000_000_000);
+        if bump.is_none() {
+            println!(
+                "note: {} {}.{} cannot bump the revision or mark it compacted; watchers that saw newer revisions must re-list",
+                tool.path.display(),
+                tool.version.0,
+                tool.version.1
+            );
+        }
+        tool.restore(snap, &target, &self.plan.name, &self.plan.peer_url, &format!("etcd-hostfix-{run}"), bump)?;
+        std::fs::rename(target.join("member"), data.join("member"))?;
+        // Now empty: removing it deletes nothing.
+        std::fs::remove_dir(&target)?;
+        Ok(())
+    }
+
+    async fn wait_single(&self) -> Result<()> {
+        let url = self.act.local.local_client_url().context("no client URL")?;
+        let conn = self.act.local.connector(self.act.g)?;
+        let deadline = Instant::now() + self.act.wait;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match conn.connect(&url).await {
+                Ok(mut ep) => match (ep.member_list().await, ep.health().await) {
+                    (Ok(l), Ok(())) if l.members.len() == 1 => return Ok(()),
+                    (Ok(l), Ok(())) => last = format!("{} members listed", l.members.len()),
+                    (Err(e), _) | (_, Err(e)) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{} did not serve as a one-member cluster within {:?}: {last}", self.plan.name, self.act.wait)
+    }
+}
+
+fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest).with_context(|| dest.display().to_string())?;
+    for e in std::fs::read_dir(src).with_context(|| src.display().to_string())? {
+        let e = e?;
+        let to = dest.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to)?;
+        } else {
+            std::fs::copy(e.path(), &to).with_context(|| e.path().display().to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// `snapshot save`: from a healthy member, verified, with its checksum and status beside it.
+pub async fn snapshot_save(g: &Global, o: &SaveOpts) -> Result<i32> {
+    let local = Local::discover(g).await?;
+    let conn = local.connector(g)?;
+    let (_, probed) = local.cluster_view(g, &conn).await.ok_or_else(|| anyhow!("no member answers at {}", local.candidate_endpoints(g).join(", ")))?;
+    let mine = local.local_client_url();
+    // A healthy member, the local one first; without quorum, any member that answers (its
+    // data may be behind, and the status file says whose it is).
+    let pick = probed
+        .iter()
+        .filter(|m| m.quorum_read)
+        .max_by_key(|m| (m.client_urls.first() == mine.as_ref(), m.revision))
+        .or_else(|| probed.iter().filter(|m| m.reachable).max_by_key(|m| m.revision))
+        .ok_or_else(|| anyhow!("no member answers a status call"))?;
+    if !pick.quorum_read {
+        eprintln!("warning: the cluster has no quorum; saving {}'s own data, which may be behind", pick.name);
+    }
+    let url = pick.client_urls.first().context("member without client URL")?;
+    let out = match &o.out {
+        Some(p) => p.clone(),
+        None => {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            g.state_dir().join("snapshots").join(format!("snapshot-{t}.db"))
+        }
+    };
+    if out.exists() {
+        bail!("{} exists; choose another --out (nothing is overwritten)", out.display());
+    }
+    if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
+    }
+    let part = PathBuf::from(format!("{}.part", out.display()));
+    let mut ep = conn.connect(url).await?;
+    let bytes = ep.snapshot_to(&part).await?;
+    std::fs::rename(&part, &out)?;
+    let sha = etcdtool::file_sha256(&out)?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    std::fs::write(format!("{}.sha256", out.display()), format!("{sha}  {name}\n"))?;
+    let status = EtcdTool::find(etcdtool::parse_version(&local.config.image))
+        .or_else(|_| EtcdTool::find(None))
+        .map_err(anyhow::Error::from)
+        .and_then(|t| t.status(&out).map_err(anyhow::Error::from));
+    let record = serde_json::json!({
+        "file": out.display().to_string(),
+        "bytes": bytes,
+        "sha256": sha,
+        "member": pick.name,
+        "endpoint": url,
+        "cluster_id": pick.cluster_id,
+        "etcd_version": pick.version,
+        "member_revision": pick.revision,
+        "member_raft_index": pick.raft_index,
+        "had_quorum": pick.quorum_read,
+        "saved_at_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs(),
+        "status": status.as_ref().ok(),
+        "status_error": status.as_ref().err().map(|e| e.to_string()),
+    });
+    std::fs::write(format!("{}.json", out.display()), serde_json::to_string_pretty(&record)? + "\n")?;
+    println!("saved {} ({bytes} bytes) from {} ({url}), SHA-256 {sha}", out.display(), pick.name);
+    match &status {
+        Ok(s) => println!("status: revision {}, {} keys, hash {}", s["revision"], s["totalKey"], s["hash"]),
+        Err(e) => println!("status: not read ({e})"),
+    }
+    Ok(exit::OK)
+}
