@@ -1,0 +1,238 @@
+//! Disaster recovery on real mTLS clusters, both etcd versions: `rebuild` after 2 of 3
+//! members are lost and `rejoin` on the others; `restore` from a snapshot taken before a
+//! destructive change; the progenitor check; kill -9 at every rebuild step; and
+//! `--force-new-cluster` never left behind, on static pods and on RKE containers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use hostfix_lab::{EtcdVersion, Lab, LabRuntime};
+
+const KEYS: usize = 40;
+
+fn write_keys(lab: &Lab, via: usize, prefix: &str) {
+    for k in 0..KEYS {
+        lab.etcdctl(via, &["put", &format!("{prefix}{k:03}"), &format!("v{k}")]).unwrap();
+    }
+}
+
+/// The user keys node `i` serves from its own data (serializable read).
+fn keys(lab: &Lab, i: usize) -> BTreeSet<String> {
+    let out = lab.etcdctl(i, &["get", "--prefix", "/", "--keys-only", "--consistency=s"]).unwrap();
+    out.lines().filter(|l| l.starts_with('/')).map(str::to_string).collect()
+}
+
+fn cmd(lab: &Lab, i: usize, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut a = node_args(lab, i);
+    a.extend(args.iter().map(|s| s.to_string()));
+    hostfix_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), env)
+}
+
+fn ok(o: &Out, what: &str) {
+    assert_eq!(o.code, 0, "{what}\nstdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+}
+
+/// Neither the manifest (or its parked copy) nor the container carries the flag.
+fn no_force_flag(lab: &Lab, i: usize) {
+    let n = lab.node(i);
+    match &n.container {
+        None => {
+            for p in [n.manifest(), n.host_root.join("var/lib/etcd-hostfix/parked/etcd.yaml")] {
+                if let Ok(t) = std::fs::read_to_string(&p) {
+                    assert!(!t.contains("force-new-cluster"), "{} still says --force-new-cluster", p.display());
+                }
+            }
+        }
+        Some(c) => {
+            let o = std::process::Command::new("docker").args(["inspect", "--format", "{{json .Args}}", c]).output().unwrap();
+            let args = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success() && !args.contains("force-new-cluster"), "{c}: {args}");
+        }
+    }
+}
+
+/// Seed 002: two masters are gone for good (stopped, data lost).
+async fn lose_two(lab: &Lab) {
+    for i in [1, 2] {
+        lab.stop_member(i).await.unwrap();
+        Lab::lose_data(lab.node(i)).unwrap();
+    }
+}
+
+async fn rebuild_and_rejoin(v: EtcdVersion, rt: LabRuntime) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, v, rt).await;
+    write_keys(&lab, 0, "/k/");
+    let before = keys(&lab, 0);
+    lose_two(&lab).await;
+    // The plan is shown and nothing happens without --yes (no terminal here).
+    let o = cmd(&lab, 0, &["rebuild"], &[]);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    let o = cmd(&lab, 0, &["rebuild", "--yes"], &[]);
+    ok(&o, "rebuild");
+    assert!(o.stdout.contains("m2") && o.stdout.contains("rejoin --yes"), "the next commands are printed:\n{}", o.stdout);
+    no_force_flag(&lab, 0);
+    // The others come back as learners through their own --initial-cluster peer URLs.
+    for i in [1, 2] {
+        lab.start_member(i).await.unwrap();
+        ok(&cmd(&lab, i, &["rejoin", "--yes"], &[]), "rejoin");
+    }
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(keys(&lab, i), before, "{} lacks keys", lab.node(i).name);
+        no_force_flag(&lab, i);
+    }
+    // The rebuilt member's data was archived as a copy first.
+    let archive = lab.node(0).host_root.join("var/lib/etcd-hostfix/archive");
+    let run = std::fs::read_dir(&archive).unwrap().next().unwrap().unwrap().path();
+    assert!(run.join("member/snap/db").exists(), "{}", run.display());
+    lab.down().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_after_losing_two_of_three_v3_4() {
+    rebuild_and_rejoin(EtcdVersion::V3_4, LabRuntime::StaticPod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_after_losing_two_of_three_v3_5() {
+    rebuild_and_rejoin(EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_after_losing_two_of_three_rke() {
+    rebuild_and_rejoin(EtcdVersion::V3_5, LabRuntime::Docker).await;
+}
+
+async fn restore_round_trip(v: EtcdVersion) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0, "/k/");
+    let snap = d.path().join("before.db");
+    ok(&cmd(&lab, 0, &["snapshot", "save", "--out", snap.to_str().unwrap()], &[]), "snapshot save");
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("before.db.json")).unwrap()).unwrap();
+    assert!(record["sha256"].as_str().unwrap().len() == 64 && record["status"]["revision"].as_i64().is_some(), "{record:#}");
+    let expected = keys(&lab, 0);
+    // The destructive change the snapshot must undo.
+    lab.etcdctl(0, &["del", "--prefix", "/k/01"]).unwrap();
+    write_keys(&lab, 0, "/after/");
+
+    // With quorum, restore refuses and changes nothing.
+    let conf = lab.node(0).host_root.join("etc");
+    let before = snapshot(&conf);
+    let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], &[]);
+    assert_eq!(o.code, 3, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("still has quorum"), "{}", o.stderr);
+    assert_eq!(before, snapshot(&conf));
+    assert!(!lab.node(0).host_root.join("var/lib/etcd-hostfix").exists());
+
+    for i in [1, 2] {
+        lab.stop_member(i).await.unwrap();
+    }
+    // Killed after the archive; a leftover target (a failed restore's) is then in the way.
+    let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], &[("HOSTFIX_CRASH_AT", "archive")]);
+    assert_eq!(o.code, -1, "{}\n{}", o.stdout, o.stderr);
+    let journal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.node(0).host_root.join("var/lib/etcd-hostfix/journal/recover.json")).unwrap()).unwrap();
+    let run = journal["run_id"].as_str().unwrap();
+    let leftover = lab.node(0).data_dir().join(format!(".hostfix-restore-{run}/member"));
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("half-written"), b"x").unwrap();
+    let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], &[]);
+    ok(&o, "restore (resumed)");
+    let archived = lab.node(0).host_root.join(format!("var/lib/etcd-hostfix/archive/{run}"));
+    assert!(archived.join("failed-restore-0/member/half-written").exists(), "the leftover is archived, not deleted");
+    assert!(archived.join("member/snap/db").exists(), "the old data is archived");
+    assert_eq!(keys(&lab, 0), expected, "the restored member serves exactly the snapshot's keys");
+
+    // The others' data is from before the restore and newer than the snapshot: plain rejoin
+    // refuses, --force archives it and rejoins.
+    for i in [1, 2] {
+        lab.start_member(i).await.unwrap();
+    }
+    for i in [1, 2] {
+        let o = cmd(&lab, i, &["rejoin", "--yes", "--force"], &[]);
+        ok(&o, "rejoin --force");
+    }
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(keys(&lab, i), expected, "{} serves other keys than the snapshot's", lab.node(i).name);
+    }
+    lab.down().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_brings_back_exactly_the_snapshot_v3_4() {
+    restore_round_trip(EtcdVersion::V3_4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_brings_back_exactly_the_snapshot_v3_5() {
+    restore_round_trip(EtcdVersion::V3_5).await;
+}
+
+/// m1 misses writes while m2 and m3 carry on; then m3 goes too. m2 alone is ahead, so a
+/// rebuild on m1 is refused and names m2; nothing on m1 changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progenitor_check_refuses_a_survivor_that_is_behind() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0, "/k/");
+    lab.stop_member(0).await.unwrap();
+    write_keys(&lab, 1, "/newer/");
+    lab.stop_member(2).await.unwrap();
+    let root = lab.node(0).host_root.clone();
+    let before = (snapshot(&root.join("etc")), snapshot(&root.join("root")), snapshot(&lab.node(0).data_dir()));
+    // Seed 002 parks every manifest in /root first; the operator points at it.
+    let parked = root.join("root/etcd.yaml");
+    let o = cmd(&lab, 0, &["--manifest", parked.to_str().unwrap(), "rebuild", "--yes"], &[]);
+    assert_eq!(o.code, 3, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("member m2") && o.stderr.contains("is ahead") && o.stderr.contains("rebuild"), "{}", o.stderr);
+    assert_eq!(before, (snapshot(&root.join("etc")), snapshot(&root.join("root")), snapshot(&lab.node(0).data_dir())));
+    assert!(!root.join("var/lib/etcd-hostfix").exists());
+    // The member that is ahead may rebuild.
+    ok(&cmd(&lab, 1, &["rebuild", "--yes"], &[]), "rebuild on m2");
+    no_force_flag(&lab, 1);
+    lab.down().await.unwrap();
+}
+
+/// kill -9 after every rebuild step (and inside the Docker recreates), then a rerun:
+/// it converges to a serving one-member cluster without `--force-new-cluster` anywhere.
+async fn kill_at_every_step(rt: LabRuntime, points: &[&str]) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, rt).await;
+    write_keys(&lab, 0, "/k/");
+    let expected = keys(&lab, 0);
+    lose_two(&lab).await;
+    for at in points {
+        // After the first run the cluster is one healthy member: --force rebuilds it anyway.
+        let o = cmd(&lab, 0, &["rebuild", "--yes", "--force"], &[("HOSTFIX_CRASH_AT", at)]);
+        assert_eq!(o.code, -1, "{at}: expected SIGKILL\n{}\n{}", o.stdout, o.stderr);
+        let o = cmd(&lab, 0, &["rebuild", "--yes"], &[]);
+        ok(&o, &format!("{at}: rerun"));
+        assert!(o.stdout.contains("resuming recover run"), "{}", o.stdout);
+        no_force_flag(&lab, 0);
+        assert_eq!(keys(&lab, 0), expected, "{at}");
+        if let Some(c) = &lab.node(0).container {
+            let o = std::process::Command::new("docker")
+                .args(["ps", "-a", "--filter", &format!("name={c}-hostfix-aside"), "--format", "{{.Names}}"])
+                .output()
+                .unwrap();
+            assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "{at}: old containers left");
+        }
+    }
+    lab.down().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_killed_at_every_step_converges() {
+    kill_at_every_step(LabRuntime::StaticPod, &["stop", "archive-copy", "start-forced", "wait-single-1", "unforce", "wait-single-2"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_killed_mid_recreate_converges_rke() {
+    kill_at_every_step(LabRuntime::Docker, &["recreate-renamed", "recreate-created", "start-forced", "unforce", "wait-single-2"]).await;
+}
