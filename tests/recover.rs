@@ -107,9 +107,13 @@ async fn rebuild_after_losing_two_of_three_rke() {
     rebuild_and_rejoin(EtcdVersion::V3_5, LabRuntime::Docker).await;
 }
 
-async fn restore_round_trip(v: EtcdVersion) {
+/// `hide_tools`: no etcdutl or etcdctl on the host, so an RKE restore runs the tool from
+/// the member's own image.
+async fn restore_round_trip(v: EtcdVersion, rt: LabRuntime, hide_tools: bool) {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
+    let mut lab = lab(d.path(), 3, v, rt).await;
+    let no_tools: &[(&str, &str)] =
+        if hide_tools { &[("PATH", "/nonexistent"), ("HOSTFIX_ETCD35_DIR", "/nonexistent"), ("HOSTFIX_ETCD34_DIR", "/nonexistent")] } else { &[] };
     write_keys(&lab, 0, "/k/");
     let snap = d.path().join("before.db");
     ok(&cmd(&lab, 0, &["snapshot", "save", "--out", snap.to_str().unwrap()], &[]), "snapshot save");
@@ -123,7 +127,7 @@ async fn restore_round_trip(v: EtcdVersion) {
     // With quorum, restore refuses and changes nothing.
     let conf = lab.node(0).host_root.join("etc");
     let before = snapshot(&conf);
-    let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], &[]);
+    let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], no_tools);
     assert_eq!(o.code, 3, "{}\n{}", o.stdout, o.stderr);
     assert!(o.stderr.contains("still has quorum"), "{}", o.stderr);
     assert_eq!(before, snapshot(&conf));
@@ -133,7 +137,8 @@ async fn restore_round_trip(v: EtcdVersion) {
         lab.stop_member(i).await.unwrap();
     }
     // Killed after the archive; a leftover target (a failed restore's) is then in the way.
-    let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], &[("HOSTFIX_CRASH_AT", "archive")]);
+    let crash: Vec<(&str, &str)> = no_tools.iter().copied().chain([("HOSTFIX_CRASH_AT", "archive")]).collect();
+    let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], &crash);
     assert_eq!(o.code, -1, "{}\n{}", o.stdout, o.stderr);
     let journal: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(lab.node(0).host_root.join("var/lib/etcd-hostfix/journal/recover.json")).unwrap()).unwrap();
@@ -141,8 +146,12 @@ async fn restore_round_trip(v: EtcdVersion) {
     let leftover = lab.node(0).data_dir().join(format!(".hostfix-restore-{run}/member"));
     std::fs::create_dir_all(&leftover).unwrap();
     std::fs::write(leftover.join("half-written"), b"x").unwrap();
-    let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], &[]);
+    let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], no_tools);
     ok(&o, "restore (resumed)");
+    if hide_tools {
+        assert!(o.stdout.contains("in image"), "{}", o.stdout);
+    }
+    no_force_flag(&lab, 0);
     let archived = lab.node(0).host_root.join(format!("var/lib/etcd-hostfix/archive/{run}"));
     assert!(archived.join("failed-restore-0/member/half-written").exists(), "the leftover is archived, not deleted");
     assert!(archived.join("member/snap/db").exists(), "the old data is archived");
@@ -166,12 +175,17 @@ async fn restore_round_trip(v: EtcdVersion) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_brings_back_exactly_the_snapshot_v3_4() {
-    restore_round_trip(EtcdVersion::V3_4).await;
+    restore_round_trip(EtcdVersion::V3_4, LabRuntime::StaticPod, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_brings_back_exactly_the_snapshot_v3_5() {
-    restore_round_trip(EtcdVersion::V3_5).await;
+    restore_round_trip(EtcdVersion::V3_5, LabRuntime::StaticPod, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_on_rke_with_the_tool_from_the_image() {
+    restore_round_trip(EtcdVersion::V3_5, LabRuntime::Docker, true).await;
 }
 
 /// m1 misses writes while m2 and m3 carry on; then m3 goes too. m2 alone is ahead, so a

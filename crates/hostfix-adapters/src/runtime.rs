@@ -495,6 +495,49 @@ impl DockerRuntime {
         Ok(())
     }
 
+    /// Run a one-off command from `image` (network none, the given binds) and return its
+    /// output; for etcd's offline tools when the host has none. The container is removed
+    /// afterwards: it holds nothing but its output.
+    pub async fn run_tool(&self, image: &str, argv: &[String], binds: &[String]) -> Result<String, RuntimeError> {
+        use futures_util::StreamExt;
+        let name = format!("etcd-hostfix-tool-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0));
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image.into()),
+            entrypoint: Some(argv[..1].to_vec()),
+            cmd: Some(argv[1..].to_vec()),
+            env: Some(vec!["ETCDCTL_API=3".into()]),
+            host_config: Some(bollard::models::HostConfig {
+                binds: Some(binds.to_vec()),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = bollard::query_parameters::CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        self.docker.create_container(Some(opts), body).await.map_err(|e| self.err("create", &name, e))?;
+        let result = async {
+            self.start(&name).await?;
+            let mut wait = self.docker.wait_container(&name, None::<bollard::query_parameters::WaitContainerOptions>);
+            let code = match wait.next().await {
+                Some(Ok(r)) => r.status_code,
+                // A non-zero exit arrives as an error carrying the code.
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                Some(Err(e)) => return Err(self.err("wait", &name, e)),
+                None => -1,
+            };
+            let out = self.logs_tail(&name, 10_000).await?;
+            if code != 0 {
+                let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed").trim().to_string();
+                return Err(RuntimeError::Docker { op: "run", name: format!("{image} {}", argv.join(" ")), reason: format!("exit {code}: {last}") });
+            }
+            Ok(out)
+        }
+        .await;
+        let opts = bollard::query_parameters::RemoveContainerOptions { force: true, v: true, link: false };
+        let _ = self.docker.remove_container(&name, Some(opts)).await;
+        result
+    }
+
     pub async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {
         let info = self.inspect(name).await?;
         let st = info.state.unwrap_or_default();

@@ -66,6 +66,93 @@ pub enum SnapshotCmd {
 
 const JOURNAL: &str = "recover";
 
+/// etcd's offline tool, from the host, or else (RKE) from the member's own image run
+/// through the Docker engine: the image always carries the right version.
+enum Offline {
+    Host(EtcdTool),
+    Image { docker: hostfix_adapters::runtime::DockerRuntime, image: String, bin: String },
+}
+
+impl Offline {
+    async fn find(local: &Local) -> Result<Offline> {
+        let want = etcdtool::parse_version(&local.config.image);
+        let host_err = match EtcdTool::find(want) {
+            Ok(t) => return Ok(Offline::Host(t)),
+            Err(e) => e,
+        };
+        let Some(docker) = local.docker.clone() else { return Err(host_err.into()) };
+        // The tools sit beside etcd in the image.
+        let etcd = local.config.argv.iter().find(|a| a.rsplit('/').next() == Some("etcd")).cloned().unwrap_or("etcd".into());
+        let dir = etcd.rsplit_once('/').map(|x| x.0.to_string());
+        let names: &[&str] = if want >= Some((3, 5)) { &["etcdutl", "etcdctl"] } else { &["etcdctl"] };
+        for n in names {
+            let bin = dir.as_ref().map(|d| format!("{d}/{n}")).unwrap_or(n.to_string());
+            if docker.run_tool(&local.config.image, &[bin.clone(), "version".into()], &[]).await.is_ok() {
+                return Ok(Offline::Image { docker, image: local.config.image.clone(), bin });
+            }
+        }
+        Err(anyhow!("{host_err}; nor does image {} carry etcdutl or etcdctl", local.config.image))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Offline::Host(t) => t.path.display().to_string(),
+            Offline::Image { image, bin, .. } => format!("{bin} in image {image}"),
+        }
+    }
+
+    fn parent_and_name(file: &Path) -> (String, String) {
+        (
+            file.parent().map(|p| p.display().to_string()).unwrap_or("/".into()),
+            file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        )
+    }
+
+    async fn status(&self, file: &Path) -> Result<serde_json::Value> {
+        match self {
+            Offline::Host(t) => Ok(t.status(file)?),
+            Offline::Image { docker, image, bin } => {
+                let (dir, name) = Self::parent_and_name(file);
+                let argv = [bin.clone(), "snapshot".into(), "status".into(), format!("/hostfix-in/{name}"), "-w".into(), "json".into()];
+                let out = docker.run_tool(image, &argv, &[format!("{dir}:/hostfix-in:ro")]).await?;
+                let line = out.lines().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
+                serde_json::from_str(line).map_err(|e| anyhow!("{} snapshot status: unexpected output ({e}): {out}", self.describe()))
+            }
+        }
+    }
+
+    async fn restore(&self, file: &Path, data: &Path, target: &str, name: &str, peer_url: &str, token: &str) -> Result<()> {
+        match self {
+            Offline::Host(t) => {
+                let bump = t.can_bump_revision().then_some(1_000_000_000);
+                if bump.is_none() {
+                    println!("note: {} {}.{} cannot bump the revision or mark it compacted; watchers that saw newer revisions must re-list", t.path.display(), t.version.0, t.version.1);
+                }
+                Ok(t.restore(file, &data.join(target), name, peer_url, token, bump)?)
+            }
+            Offline::Image { docker, image, bin } => {
+                let (dir, file_name) = Self::parent_and_name(file);
+                println!("note: restoring with {}; the revision is not bumped", self.describe());
+                let argv = [
+                    bin.clone(),
+                    "snapshot".into(),
+                    "restore".into(),
+                    format!("/hostfix-in/{file_name}"),
+                    format!("--data-dir=/hostfix-out/{target}"),
+                    format!("--name={name}"),
+                    format!("--initial-cluster={name}={peer_url}"),
+                    format!("--initial-advertise-peer-urls={peer_url}"),
+                    format!("--initial-cluster-token={token}"),
+                ];
+                docker
+                    .run_tool(image, &argv, &[format!("{dir}:/hostfix-in:ro"), format!("{}:/hostfix-out", data.display())])
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The probe of one configured member; `Member` is what the status probe takes.
 fn configured(name: &str, peer_url: &str, client_url: &str) -> Member {
     Member { id: 0, name: name.into(), peer_urls: vec![peer_url.into()], client_urls: vec![client_url.into()], is_learner: false }
@@ -210,9 +297,8 @@ async fn run(g: &Global, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<P
             }
         }
         // The version-matched tool is needed before anything changes.
-        let want = etcdtool::parse_version(&local.config.image);
         let tool = match kind {
-            RecoveryKind::Restore => Some(EtcdTool::find(want)?),
+            RecoveryKind::Restore => Some(Offline::find(&local).await?),
             RecoveryKind::Rebuild => None,
         };
         let plan = match &resumed {
@@ -294,7 +380,7 @@ struct Runner<'a> {
     act: Actions<'a>,
     plan: &'a RecoveryPlan,
     snapshot: Option<PathBuf>,
-    tool: Option<EtcdTool>,
+    tool: Option<Offline>,
 }
 
 impl Runner<'_> {
@@ -337,11 +423,11 @@ impl Runner<'_> {
         let run = j.run_id.clone();
         let crash = |phase: &str| crash_point(&format!("recreate-{phase}"));
         match s {
-            RecoveryStep::VerifySnapshot => self.verify(j),
+            RecoveryStep::VerifySnapshot => self.verify(j).await,
             RecoveryStep::Stop => self.act.stop().await,
             RecoveryStep::ArchiveCopy => self.archive_copy(&run),
             RecoveryStep::Archive => self.archive_move(&run),
-            RecoveryStep::RestoreSnapshot => self.restore(&run),
+            RecoveryStep::RestoreSnapshot => self.restore(&run).await,
             RecoveryStep::StartForced => {
                 let edits = single_member_edits(&self.plan.name, &self.plan.peer_url, true);
                 self.act.start_with(&edits, &self.archive(&run), &format!("{run}-forced"), &crash).await
@@ -365,7 +451,7 @@ impl Runner<'_> {
         }
     }
 
-    fn verify(&self, j: &mut Journal<RecoveryPlan>) -> Result<()> {
+    async fn verify(&self, j: &mut Journal<RecoveryPlan>) -> Result<()> {
         let snap = self.snapshot.as_ref().context("no snapshot given")?;
         verify_snapshot(snap).map_err(|e| anyhow!("snapshot {} fails its integrity check: {e}", snap.display()))?;
         // A checksum recorded beside the file by `snapshot save` must match too.
@@ -378,14 +464,14 @@ impl Runner<'_> {
             }
         }
         let tool = self.tool.as_ref().context("no etcd tool")?;
-        let status = tool.status(snap)?;
+        let status = tool.status(snap).await?;
         println!(
             "snapshot {}: revision {}, {} keys, {} bytes (read by {})",
             snap.display(),
             status["revision"],
             status["totalKey"],
             status["totalSize"],
-            tool.path.display()
+            tool.describe()
         );
         j.set("snapshot_status", status)?;
         Ok(())
@@ -426,7 +512,7 @@ impl Runner<'_> {
         Ok(())
     }
 
-    fn restore(&self, run: &str) -> Result<()> {
+    async fn restore(&self, run: &str) -> Result<()> {
         let data = self.data_dir();
         // The archive step moved the old member away, so a member here is this run's
         // restore, finished before a kill.
@@ -438,7 +524,8 @@ impl Runner<'_> {
         // Restored beside the data dir (same filesystem, so moving it in is a rename). A
         // failed attempt leaves its target behind and etcd's restore refuses an existing
         // dir: that leftover is archived, never reused or deleted.
-        let target = data.join(format!(".hostfix-restore-{run}"));
+        let target_name = format!(".hostfix-restore-{run}");
+        let target = data.join(&target_name);
         if target.exists() {
             let mut k = 0;
             let aside = loop {
@@ -452,16 +539,7 @@ impl Runner<'_> {
             std::fs::rename(&target, &aside)?;
         }
         std::fs::create_dir_all(&data)?;
-        let bump = tool.can_bump_revision().then_some(1_000_000_000);
-        if bump.is_none() {
-            println!(
-                "note: {} {}.{} cannot bump the revision or mark it compacted; watchers that saw newer revisions must re-list",
-                tool.path.display(),
-                tool.version.0,
-                tool.version.1
-            );
-        }
-        tool.restore(snap, &target, &self.plan.name, &self.plan.peer_url, &format!("etcd-hostfix-{run}"), bump)?;
+        tool.restore(snap, &data, &target_name, &self.plan.name, &self.plan.peer_url, &format!("etcd-hostfix-{run}")).await?;
         std::fs::rename(target.join("member"), data.join("member"))?;
         // Now empty: removing it deletes nothing.
         std::fs::remove_dir(&target)?;
