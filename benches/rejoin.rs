@@ -11,19 +11,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hostfix_lab::benchutil::{converged, fill, median, tempdir};
 use hostfix_lab::{EtcdVersion, Lab, LabRuntime, LabSpec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_etcd-hostfix");
-const VALUE: usize = 100 * 1024;
-
-async fn fill(lab: &Lab, mb: usize) {
-    let mut ep = lab.connector(0).unwrap().connect(&lab.node(0).client_url()).await.unwrap();
-    let value = vec![b'x'; VALUE];
-    for k in 0..(mb * 1024 * 1024 / VALUE) {
-        ep.client().put(format!("/bench/{k:06}"), value.clone(), None).await.unwrap();
-    }
-}
-
 /// The member crashloops as in seed 000: data lost, manifest still says `new`.
 async fn break_member(lab: &Lab, i: usize) {
     lab.offline(i, |n| {
@@ -33,41 +24,6 @@ async fn break_member(lab: &Lab, i: usize) {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-}
-
-/// Every member answers a quorum read and member `i` has the leader's revision.
-async fn converged(lab: &Lab, i: usize) {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let mut revs = vec![];
-        let mut leader_rev = None;
-        let mut ok = true;
-        for k in 0..lab.nodes().len() {
-            let r = async {
-                let mut ep = lab.connector(k).ok()?.connect(&lab.node(k).client_url()).await.ok()?;
-                let st = ep.status().await.ok()?;
-                ep.health().await.ok()?;
-                let learner = ep.member_list().await.ok()?.members.iter().any(|m| m.is_learner);
-                (!learner).then_some(st)
-            }
-            .await;
-            match r {
-                Some(st) => {
-                    if st.leader == st.member_id {
-                        leader_rev = Some(st.revision);
-                    }
-                    revs.push((k, st.revision));
-                }
-                None => ok = false,
-            }
-        }
-        let mine = revs.iter().find(|(k, _)| *k == i).map(|x| x.1);
-        if ok && leader_rev.is_some() && mine == leader_rev {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never converged");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn time_manual(lab: &Lab, i: usize) -> Duration {
@@ -88,11 +44,6 @@ async fn time_rejoin(lab: &Lab, i: usize) -> Duration {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     converged(lab, i).await;
     t.elapsed()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -143,10 +94,4 @@ async fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-rejoin.md");
     std::fs::write(&out, &report).unwrap();
     eprintln!("written to {}", out.display());
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("hostfix-bench-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }

@@ -1,6 +1,7 @@
 //! The lab: real etcd clusters laid out like kubeadm and Rancher RKE masters, on loopback
 //! addresses of this machine, used by the integration tests and by `etcd-hostfix lab`.
 
+pub mod benchutil;
 pub mod certs;
 pub mod image;
 pub mod kubelet;

@@ -43,6 +43,60 @@ pub async fn seed_000_procedure(lab: &Lab, i: usize) -> Result<(), LabError> {
     lab.start_member(i).await
 }
 
+/// Seed 002's procedure after 2 of 3 masters are lost, scripted with zero think time:
+/// park every manifest (even the survivor's), add `--force-new-cluster` to the survivor's,
+/// start it, then for each other master in turn: `member add` (a voter, as the seed does),
+/// set `--initial-cluster` to the members so far and `--initial-cluster-state=existing`,
+/// start it, and wait until it has joined (the cluster has no quorum until it does).
+/// As in the seed, `--force-new-cluster` stays in the survivor's manifest. The other
+/// masters' manifests are expected parked (in `root/`) and their data gone.
+pub async fn seed_002_procedure(lab: &Lab, survivor: usize) -> Result<(), LabError> {
+    let s = lab.node(survivor).clone();
+    lab.stop_member(survivor).await?;
+    let parked = s.host_root.join("root/etcd.yaml");
+    let text = std::fs::read_to_string(&parked).map_err(|e| LabError::io(&parked, e))?;
+    let edited = hostfix_core::manifest::edit_manifest_flags(&text, &[("force-new-cluster".into(), Some("true".into()))])
+        .map_err(|e| LabError::Runner(e.to_string()))?;
+    std::fs::write(&parked, edited).map_err(|e| LabError::io(&parked, e))?;
+    lab.start_member(survivor).await?;
+    wait_until(|| lab.etcdctl(survivor, &["endpoint", "health"]).is_ok()).await?;
+    let mut cluster = vec![format!("{}={}", lab.member_name(survivor), s.peer_url())];
+    for i in (0..lab.nodes().len()).filter(|i| *i != survivor) {
+        let n = lab.node(i).clone();
+        let name = lab.member_name(i);
+        retry(|| lab.etcdctl(survivor, &["member", "add", &name, &format!("--peer-urls={}", n.peer_url())])).await?;
+        cluster.push(format!("{name}={}", n.peer_url()));
+        let data = n.data_dir().join("member");
+        if data.exists() {
+            let aside = n.host_root.join(format!("member.bak-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()));
+            std::fs::rename(&data, &aside).map_err(|e| LabError::io(&data, e))?;
+        }
+        let parked = n.host_root.join("root/etcd.yaml");
+        let text = std::fs::read_to_string(&parked).map_err(|e| LabError::io(&parked, e))?;
+        let edited = hostfix_core::manifest::edit_manifest_flags(
+            &text,
+            &[("initial-cluster".into(), Some(cluster.join(","))), ("initial-cluster-state".into(), Some("existing".into()))],
+        )
+        .map_err(|e| LabError::Runner(e.to_string()))?;
+        std::fs::write(&parked, edited).map_err(|e| LabError::io(&parked, e))?;
+        lab.start_member(i).await?;
+        // "On m1, run member list to ensure that m2 joined": it has, once the cluster
+        // answers a quorum read again.
+        wait_until(|| lab.etcdctl(survivor, &["endpoint", "health"]).is_ok() && lab.etcdctl(i, &["endpoint", "health"]).is_ok()).await?;
+    }
+    Ok(())
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool) -> Result<(), LabError> {
+    for _ in 0..3000 {
+        if f() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(LabError::Timeout("seed 002 procedure: a member never became healthy".into()))
+}
+
 async fn retry(mut f: impl FnMut() -> Result<String, LabError>) -> Result<String, LabError> {
     let mut last = None;
     for _ in 0..200 {

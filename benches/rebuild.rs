@@ -1,0 +1,119 @@
+//! Time to recovery after quorum loss: `etcd-hostfix rebuild` on the survivor plus `rejoin`
+//! on each other master, against seed 002's steps scripted with zero think time, on the
+//! same lab in the same run, alternating, with both etcd versions. Not a test: run
+//! `scripts/dev bench` (or `cargo bench --bench rebuild`).
+//!
+//! Both start from the same state: m1 is up without quorum; m2 and m3 are gone for good
+//! (stopped, data lost) and their masters are back with empty data dirs. Both clocks stop
+//! when all three members are healthy voters at the leader's revision.
+//!
+//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.5"), HOSTFIX_BENCH_SIZES_MB
+//! (default "7"), HOSTFIX_BENCH_ROUNDS (default 3).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hostfix_lab::benchutil::{converged, fill, median, tempdir};
+use hostfix_lab::{EtcdVersion, Lab, LabRuntime, LabSpec};
+
+const BIN: &str = env!("CARGO_BIN_EXE_etcd-hostfix");
+
+/// Seed 002's starting point: m2 and m3 lost (manifests parked in /root, data moved away).
+async fn lose_two(lab: &Lab) {
+    for i in [1, 2] {
+        lab.stop_member(i).await.unwrap();
+        Lab::lose_data(lab.node(i)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+async fn time_manual(lab: &Lab) -> Duration {
+    lose_two(lab).await;
+    let t = Instant::now();
+    hostfix_lab::manual::seed_002_procedure(lab, 0).await.unwrap();
+    converged(lab, 2).await;
+    let took = t.elapsed();
+    // The seed leaves --force-new-cluster in m1's manifest; take it out (untimed) so the
+    // next round starts from a sane cluster.
+    lab.stop_member(0).await.unwrap();
+    let parked = lab.node(0).host_root.join("root/etcd.yaml");
+    let text = std::fs::read_to_string(&parked).unwrap();
+    let fixed = hostfix_core::manifest::edit_manifest_flags(&text, &[("force-new-cluster".into(), None)]).unwrap();
+    std::fs::write(&parked, fixed).unwrap();
+    lab.start_member(0).await.unwrap();
+    converged(lab, 0).await;
+    took
+}
+
+fn run(lab: &Lab, i: usize, args: &[&str]) {
+    let out = std::process::Command::new(BIN)
+        .args(["--host-root", lab.node(i).host_root.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+async fn time_tool(lab: &Lab) -> Duration {
+    lose_two(lab).await;
+    // The replaced masters are back, empty, with their manifests in place.
+    for i in [1, 2] {
+        lab.start_member(i).await.unwrap();
+    }
+    let t = Instant::now();
+    run(lab, 0, &["rebuild", "--yes"]);
+    for i in [1, 2] {
+        run(lab, i, &["rejoin", "--yes"]);
+    }
+    converged(lab, 2).await;
+    t.elapsed()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let versions: Vec<EtcdVersion> = std::env::var("HOSTFIX_BENCH_VERSIONS")
+        .unwrap_or_else(|_| "3.4,3.5".into())
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let sizes: Vec<usize> = std::env::var("HOSTFIX_BENCH_SIZES_MB")
+        .unwrap_or_else(|_| "7".into())
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let rounds: usize = std::env::var("HOSTFIX_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let mut report = String::from("| etcd | data | db size | seed 002 (median) | rebuild + 2 rejoins (median) | ratio | rounds |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+    for (k, v) in versions.iter().enumerate() {
+        for (s, mb) in sizes.iter().enumerate() {
+            let dir = tempdir();
+            let spec = LabSpec::new(&dir, 3, *v, LabRuntime::StaticPod, [181, (k * 10 + s) as u8]);
+            let mut lab = Lab::up(spec, Path::new(BIN), false).await.unwrap();
+            lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+            fill(&lab, *mb).await;
+            let db = lab.connector(0).unwrap().connect(&lab.node(0).client_url()).await.unwrap().status().await.unwrap().db_size;
+            let (mut manual, mut tool) = (vec![], vec![]);
+            for r in 0..rounds {
+                let m = time_manual(&lab).await;
+                let t = time_tool(&lab).await;
+                eprintln!("etcd {} {mb} MB round {}: seed 002 {:.2}s tool {:.2}s", v.tag(), r + 1, m.as_secs_f64(), t.as_secs_f64());
+                manual.push(m);
+                tool.push(t);
+            }
+            let (m, t) = (median(manual), median(tool));
+            report.push_str(&format!(
+                "| {} | ~{mb} MB | {:.0} MB | {:.2} s | {:.2} s | {:.2}× | {rounds} |\n",
+                v.tag(),
+                db as f64 / 1e6,
+                m.as_secs_f64(),
+                t.as_secs_f64(),
+                t.as_secs_f64() / m.as_secs_f64()
+            ));
+            lab.down().await.unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    println!("{report}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-rebuild.md");
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("written to {}", out.display());
+}
