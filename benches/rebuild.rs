@@ -4,8 +4,9 @@
 //! `scripts/dev bench` (or `cargo bench --bench rebuild`).
 //!
 //! Both start from the same state: m1 is up without quorum; m2 and m3 are gone for good
-//! (stopped, data lost) and their masters are back with empty data dirs. Both clocks stop
-//! when all three members are healthy voters at the leader's revision.
+//! (stopped, manifests parked, data lost). Both put those manifests back as part of the
+//! procedure. Both clocks stop when all three members are healthy voters at the leader's
+//! revision.
 //!
 //! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.5"), HOSTFIX_BENCH_SIZES_MB
 //! (default "7"), HOSTFIX_BENCH_ROUNDS (default 3).
@@ -56,13 +57,13 @@ fn run(lab: &Lab, i: usize, args: &[&str]) {
 
 async fn time_tool(lab: &Lab) -> Duration {
     lose_two(lab).await;
-    // The replaced masters are back, empty, with their manifests in place.
-    for i in [1, 2] {
-        lab.start_member(i).await.unwrap();
-    }
     let t = Instant::now();
     run(lab, 0, &["rebuild", "--yes"]);
+    // The replaced masters get their manifests back (as the manual procedure does) and are
+    // rejoined. Started before the rebuild, members that still hold `existing` in their
+    // manifests would rejoin the old cluster by themselves (seed 003 saw exactly that).
     for i in [1, 2] {
+        lab.start_member(i).await.unwrap();
         run(lab, i, &["rejoin", "--yes"]);
     }
     converged(lab, 2).await;
