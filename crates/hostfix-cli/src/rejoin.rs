@@ -44,6 +44,9 @@ pub struct RejoinOpts {
     pub wait_timeout: u64,
 }
 
+/// How long a learner may lag before rejoin checks that it is running at all.
+const LEARNER_PATIENCE: Duration = Duration::from_secs(30);
+
 /// The key of the cluster-wide lock that serialises repairs across masters.
 pub const LOCK_KEY: &str = "/etcd-hostfix/lock/membership";
 const LOCK_TTL: i64 = 30;
@@ -494,7 +497,9 @@ impl Runner<'_> {
 
     async fn promote(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
         let id: u64 = j.get("new_id").context("journal lacks new_id")?;
-        let deadline = Instant::now() + self.wait;
+        let started = Instant::now();
+        let deadline = started + self.wait;
+        let mut bounced = false;
         loop {
             let mut ep = self.peer().await?;
             let list = ep.member_list().await?;
@@ -505,12 +510,39 @@ impl Runner<'_> {
                     // "can only promote a learner member which is in sync with leader"
                     Err(e) if Instant::now() < deadline => {
                         tracing::debug!(error = %e, "learner not ready yet");
+                        // A learner that is not even running as itself will never catch up:
+                        // restart it once rather than wait out the whole bound.
+                        if !bounced && started.elapsed() > LEARNER_PATIENCE {
+                            if let Some(why) = self.learner_absent(id).await {
+                                println!("note: the learner has not caught up after {LEARNER_PATIENCE:?} and {why}; restarting it once");
+                                self.act().stop().await?;
+                                self.start(j).await?;
+                                bounced = true;
+                            }
+                        }
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        let why = self.learner_absent(id).await.unwrap_or_else(|| "the local member runs as the learner".into());
+                        return Err(anyhow!("learner {} never caught up within {:?} ({why}): {e}", hex_id(id), self.wait));
+                    }
                 },
                 None => bail!("member {} vanished from the member list", hex_id(id)),
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Why the local member is not the learner `id`, if it is not: its endpoint does not
+    /// answer, or it answers as another member (a stale configuration).
+    async fn learner_absent(&self, id: u64) -> Option<String> {
+        let url = self.local.local_client_url()?;
+        match self.conn.connect(&url).await {
+            Err(e) => Some(format!("its endpoint does not answer ({e})")),
+            Ok(mut ep) => match ep.status().await {
+                Err(e) => Some(format!("its endpoint does not answer ({e})")),
+                Ok(st) if st.member_id != id => Some(format!("it runs as member {}, not {}", hex_id(st.member_id), hex_id(id))),
+                Ok(_) => None,
+            },
         }
     }
 

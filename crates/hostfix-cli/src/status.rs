@@ -74,6 +74,13 @@ pub(crate) async fn probe_member(conn: &Connector, m: &hostfix_adapters::etcd::M
             return s;
         }
     }
+    // Without a leader a quorum read (and the alarm list, which goes through raft) can
+    // only time out: say so at once, so a cluster that lost quorum is probed in one round
+    // trip, not one timeout per call.
+    if !s.has_leader {
+        s.error.get_or_insert_with(|| "no leader: this member cannot reach a quorum".into());
+        return s;
+    }
     // A learner cannot serve a quorum read; it is healthy if it answers status.
     let health = if m.is_learner { Ok(()) } else { ep.health().await };
     match health {
