@@ -20,7 +20,7 @@ use tracing::{info, info_span, Instrument};
 
 use crate::actions::Actions;
 use crate::local::Local;
-use crate::rejoin::{confirmed, crash_point, file_lock_holder, lock_path, run_id, FileLock};
+use crate::rejoin::{confirmed, crash_point, file_lock_holder, lock_path, refused, run_id, FileLock};
 use crate::Global;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -315,11 +315,7 @@ async fn run(g: &Global, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<P
                 };
                 match planned {
                     Ok(p) => p,
-                    Err(refusal) => {
-                        eprintln!("refused: {refusal}");
-                        eprintln!("nothing was changed");
-                        return Ok(exit::REFUSED);
-                    }
+                    Err(refusal) => return Ok(refused(refusal)),
                 }
             }
         };

@@ -81,11 +81,7 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
                 }
                 match planned {
                     Ok(p) => p,
-                    Err(refusal) => {
-                        eprintln!("refused: {refusal}");
-                        eprintln!("nothing was changed");
-                        return Ok(exit::REFUSED);
-                    }
+                    Err(refusal) => return Ok(refused(refusal)),
                 }
             }
         };
@@ -616,6 +612,13 @@ async fn cluster_lock(peer: &mut Endpoint, holder: &str, timeout: Duration) -> R
 
 pub(crate) fn lock_path(state_dir: &Path) -> PathBuf {
     state_dir.join("lock")
+}
+
+/// Say why a playbook will not act, and that nothing changed; the exit code for it.
+pub(crate) fn refused(why: impl std::fmt::Display) -> i32 {
+    eprintln!("refused: {why}");
+    eprintln!("nothing was changed");
+    exit::REFUSED
 }
 
 /// `--yes`, or a "y" on a terminal. Without a terminal and without `--yes`, no: a runbook
