@@ -218,8 +218,11 @@ async fn rke_heals(v: EtcdVersion) {
     let name = lab.node(2).container.clone().unwrap();
     corrupt_db(&lab, 2).await;
     let before = inspect(&name).unwrap();
-    let o = rejoin(&lab, 2, &["--yes"], &[]);
+    // The runtime is found by itself: no manifest under the host root, and the container exists.
+    let root = lab.node(2).host_root.display().to_string();
+    let o = hostfix(&["--host-root", &root, "--container", &name, "rejoin", "--yes"]);
     assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains(&format!("stop container {name}")), "{}", o.stdout);
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
     assert_all_keys(&lab, 2);
     let after = inspect(&name).unwrap();

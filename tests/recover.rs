@@ -67,6 +67,11 @@ async fn rebuild_and_rejoin(v: EtcdVersion, rt: LabRuntime) {
     let mut lab = lab(d.path(), 3, v, rt).await;
     write_keys(&lab, 0, "/k/");
     let before = keys(&lab, 0);
+    // A cluster with quorum is not rebuilt, and nothing changes.
+    let o = cmd(&lab, 0, &["rebuild", "--yes"], &[]);
+    assert_eq!(o.code, 3, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("still has quorum"), "{}", o.stderr);
+    assert!(!lab.node(0).host_root.join("var/lib/etcd-hostfix").exists());
     lose_two(&lab).await;
     // The plan is shown and nothing happens without --yes (no terminal here).
     let o = cmd(&lab, 0, &["rebuild"], &[]);
@@ -190,10 +195,9 @@ async fn restore_on_rke_with_the_tool_from_the_image() {
 
 /// m1 misses writes while m2 and m3 carry on; then m3 goes too. m2 alone is ahead, so a
 /// rebuild on m1 is refused and names m2; nothing on m1 changes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn progenitor_check_refuses_a_survivor_that_is_behind() {
+async fn progenitor_check(v: EtcdVersion) {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
     write_keys(&lab, 0, "/k/");
     lab.stop_member(0).await.unwrap();
     write_keys(&lab, 1, "/newer/");
@@ -213,11 +217,21 @@ async fn progenitor_check_refuses_a_survivor_that_is_behind() {
     lab.down().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progenitor_check_refuses_a_survivor_that_is_behind_v3_4() {
+    progenitor_check(EtcdVersion::V3_4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progenitor_check_refuses_a_survivor_that_is_behind_v3_5() {
+    progenitor_check(EtcdVersion::V3_5).await;
+}
+
 /// kill -9 after every rebuild step (and inside the Docker recreates), then a rerun:
 /// it converges to a serving one-member cluster without `--force-new-cluster` anywhere.
-async fn kill_at_every_step(rt: LabRuntime, points: &[&str]) {
+async fn kill_at_every_step(v: EtcdVersion, rt: LabRuntime, points: &[&str]) {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, rt).await;
+    let mut lab = lab(d.path(), 3, v, rt).await;
     write_keys(&lab, 0, "/k/");
     let expected = keys(&lab, 0);
     lose_two(&lab).await;
@@ -243,10 +257,16 @@ async fn kill_at_every_step(rt: LabRuntime, points: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_killed_at_every_step_converges() {
-    kill_at_every_step(LabRuntime::StaticPod, &["stop", "archive-copy", "start-forced", "wait-single-1", "unforce", "wait-single-2"]).await;
+    kill_at_every_step(EtcdVersion::V3_5, LabRuntime::StaticPod, &["stop", "archive-copy", "start-forced", "wait-single-1", "unforce", "wait-single-2"]).await;
+}
+
+/// The riskiest moments with etcd 3.4: started with the flag, and just after removing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_killed_with_the_flag_in_place_converges_v3_4() {
+    kill_at_every_step(EtcdVersion::V3_4, LabRuntime::StaticPod, &["start-forced", "wait-single-1", "unforce"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_killed_mid_recreate_converges_rke() {
-    kill_at_every_step(LabRuntime::Docker, &["recreate-renamed", "recreate-created", "start-forced", "unforce", "wait-single-2"]).await;
+    kill_at_every_step(EtcdVersion::V3_5, LabRuntime::Docker, &["recreate-renamed", "recreate-created", "start-forced", "unforce", "wait-single-2"]).await;
 }

@@ -704,6 +704,25 @@ mod tests {
     }
 
     #[test]
+    fn privileged_and_resources_render() {
+        let mut c = rke();
+        c["HostConfig"]["Privileged"] = json!(true);
+        c["HostConfig"]["Memory"] = json!(268435456);
+        c["HostConfig"]["NanoCpus"] = json!(1500000000);
+        c["HostConfig"]["Ulimits"] = json!([{"Name": "nofile", "Soft": 1024, "Hard": 2048}]);
+        c["Config"]["Healthcheck"] = json!({"Test": ["CMD", "etcdctl", "endpoint health"], "Interval": 5000000000i64});
+        let spec = run_spec(&c, &rke_image()).unwrap();
+        let out = render_docker_run(&spec).unwrap();
+        for want in ["--privileged", "--memory 268435456", "--cpus 1.5", "--ulimit 'nofile=1024:2048'", "--health-interval 5s"] {
+            assert!(out.contains(want), "{want}: {out}");
+        }
+        assert!(out.starts_with("# note: the healthcheck's exec form"), "{out}");
+        let words = shlex::split(&out.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n").replace("\\\n", " ")).unwrap();
+        let i = words.iter().position(|w| w == "--health-cmd").unwrap();
+        assert_eq!(words[i + 1], "etcdctl 'endpoint health'", "the exec form's words survive as one shell command");
+    }
+
+    #[test]
     fn awkward_values_are_quoted() {
         let mut c = rke();
         c["Config"]["Env"] = json!(["A=it's $HOME and \"x\"", "B=a b\nc"]);
