@@ -83,7 +83,10 @@ async fn rebuild_and_rejoin(v: EtcdVersion, rt: LabRuntime) {
     // The others come back as learners through their own --initial-cluster peer URLs.
     for i in [1, 2] {
         lab.start_member(i).await.unwrap();
-        ok(&cmd(&lab, i, &["rejoin", "--yes"], &[]), "rejoin");
+        let o = cmd(&lab, i, &["rejoin", "--yes"], &[]);
+        if o.code != 0 {
+            panic!("rejoin {}:\n{}\n{}\n{}", lab.node(i).name, o.stdout, o.stderr, explain(&lab, i));
+        }
     }
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
     for i in 0..3 {
@@ -169,7 +172,9 @@ async fn restore_round_trip(v: EtcdVersion, rt: LabRuntime, hide_tools: bool) {
     }
     for i in [1, 2] {
         let o = cmd(&lab, i, &["rejoin", "--yes", "--force"], &[]);
-        ok(&o, "rejoin --force");
+        if o.code != 0 {
+            panic!("rejoin --force {}:\n{}\n{}\n{}", lab.node(i).name, o.stdout, o.stderr, explain(&lab, i));
+        }
     }
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
     for i in 0..3 {

@@ -156,29 +156,7 @@ async fn kill_at_every_step(v: EtcdVersion) {
         assert!(o.stderr.contains(&format!("HOSTFIX_CRASH_AT={step}")), "{}", o.stderr);
         let o = rejoin(&lab, t, &["--yes"], &[]);
         if o.code != 0 {
-            let logs = lab.node(t).host_root.join("var/log/pods");
-            let mut files: Vec<_> = std::fs::read_dir(&logs)
-                .unwrap()
-                .flat_map(|p| std::fs::read_dir(p.unwrap().path().join("etcd")).unwrap())
-                .map(|f| f.unwrap().path())
-                .collect();
-            files.sort_by_key(|f| std::fs::metadata(f).unwrap().modified().unwrap());
-            let tail: Vec<String> = files
-                .iter()
-                .rev()
-                .take(2)
-                .map(|f| {
-                    let t = std::fs::read_to_string(f).unwrap();
-                    format!("== {}\n{}", f.display(), t.lines().rev().take(15).collect::<Vec<_>>().join("\n"))
-                })
-                .collect();
-            panic!(
-                "rerun after kill at {step}:\n{}\n{}\nmember list:\n{}\nm3 logs (newest first):\n{}",
-                o.stdout,
-                o.stderr,
-                lab.etcdctl(0, &["member", "list"]).unwrap_or_default(),
-                tail.join("\n")
-            );
+            panic!("rerun after kill at {step}:\n{}\n{}\n{}", o.stdout, o.stderr, explain(&lab, t));
         }
         assert!(o.stdout.contains("resuming rejoin run"), "{}", o.stdout);
         healed(&lab, t).await;

@@ -114,3 +114,32 @@ pub async fn until<F: FnMut() -> bool>(what: &str, secs: u64, mut f: F) {
     }
     panic!("timed out after {secs}s waiting for {what}");
 }
+
+/// What a failed repair on node `i` looked like: the member list (via another node) and the
+/// member's newest log lines, newest file first. Static-pod nodes only have log files.
+pub fn explain(lab: &Lab, i: usize) -> String {
+    let via = if i == 0 { 1 } else { 0 };
+    let logs = lab.node(i).host_root.join("var/log/pods");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
+        .into_iter()
+        .flatten()
+        .flat_map(|p| std::fs::read_dir(p.unwrap().path().join("etcd")).into_iter().flatten())
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort_by_key(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok());
+    let tail: Vec<String> = files
+        .iter()
+        .rev()
+        .take(2)
+        .map(|f| {
+            let t = std::fs::read_to_string(f).unwrap_or_default();
+            format!("== {}\n{}", f.display(), t.lines().rev().take(15).collect::<Vec<_>>().join("\n"))
+        })
+        .collect();
+    format!(
+        "member list:\n{}\n{} logs (newest first):\n{}",
+        lab.etcdctl(via, &["member", "list"]).unwrap_or_else(|e| e.to_string()),
+        lab.node(i).name,
+        tail.join("\n")
+    )
+}
