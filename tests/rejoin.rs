@@ -333,3 +333,31 @@ async fn seed_001_edge_cases() {
     rejoin_heals(&lab, t).await;
     lab.down().await.unwrap();
 }
+
+/// A crashlooping pod restarted by the kubelet just as its manifest is parked writes a fresh
+/// `member` dir under its old ID after the archive step. Before the learner starts, that
+/// straggler's data is archived, so the learner starts empty and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_straggler_restart_does_not_poison_the_learner() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = failures::TARGET;
+    failures::already_bootstrapped(&lab, t).await;
+    let o = rejoin(&lab, t, &["--yes"], &[("HOSTFIX_CRASH_AT", "configure")]);
+    assert_eq!(o.code, -1, "{}\n{}", o.stdout, o.stderr);
+    // What the straggler left: a member dir with a WAL of its own.
+    let late = lab.node(t).data_dir().join("member/wal");
+    std::fs::create_dir_all(&late).unwrap();
+    std::fs::write(late.join("0000000000000000-0000000000000000.wal"), b"straggler").unwrap();
+    let o = rejoin(&lab, t, &["--yes"], &[]);
+    if o.code != 0 {
+        panic!("{}\n{}\n{}", o.stdout, o.stderr, explain(&lab, t));
+    }
+    assert!(o.stdout.contains("a restart raced the stop"), "{}", o.stdout);
+    healed(&lab, t).await;
+    let archive = lab.node(t).host_root.join("var/lib/etcd-hostfix/archive");
+    let run = std::fs::read_dir(&archive).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(std::fs::read(run.join("member.late-0/wal/0000000000000000-0000000000000000.wal")).unwrap(), b"straggler");
+    lab.down().await.unwrap();
+}

@@ -20,7 +20,7 @@ use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, R
 use hostfix_core::status::MemberStatus;
 use tracing::{info, info_span, Instrument};
 
-use crate::actions::Actions;
+use crate::actions::{wait_for, Actions};
 use crate::local::Local;
 use crate::Global;
 
@@ -483,8 +483,38 @@ impl Runner<'_> {
 
     async fn start(&self, j: &Journal<RejoinPlan>) -> Result<()> {
         let archive = self.state().join("archive").join(&j.run_id);
+        let parked = self.local.static_pod.as_ref().map(|sp| sp.parked_path().exists()).unwrap_or(false);
+        if parked {
+            self.clear_stragglers(&archive).await?;
+        }
         let crash = |phase: &str| crash_point(&format!("recreate-{phase}"));
         self.act().start_with(&self.edits(j)?, &archive, &j.run_id, &crash).await
+    }
+
+    /// The learner must start from an empty data dir. A crashlooping pod can be restarted by
+    /// the kubelet in the instant its manifest is parked, before the kubelet notices: that
+    /// straggler, still on the old flags, writes a fresh `member` dir under its old ID after
+    /// the archive step, and the learner would then start as that ID and never catch up.
+    /// So, while the manifest is still parked: wait for any straggler to be stopped, and
+    /// archive what it wrote.
+    async fn clear_stragglers(&self, archive: &Path) -> Result<()> {
+        let url = self.local.local_client_url().unwrap_or_default();
+        wait_for("a restarted etcd to be stopped by the kubelet", self.wait, || hostfix_adapters::process::etcd_pids(&url).is_empty()).await?;
+        let member = self.local.config.host_path(&self.local.root, &self.cfg().flags.data_dir()).join("member");
+        if member.exists() {
+            let mut k = 0;
+            let dest = loop {
+                let p = archive.join(format!("member.late-{k}"));
+                if !p.exists() {
+                    break p;
+                }
+                k += 1;
+            };
+            std::fs::create_dir_all(archive)?;
+            println!("note: a restart raced the stop and wrote {}; archived to {}", member.display(), dest.display());
+            std::fs::rename(&member, &dest).with_context(|| member.display().to_string())?;
+        }
+        Ok(())
     }
 
     async fn remove_old(&self, j: &Journal<RejoinPlan>) -> Result<()> {
@@ -511,6 +541,8 @@ impl Runner<'_> {
                         if !bounced && started.elapsed() > LEARNER_PATIENCE {
                             if let Some(why) = self.learner_absent(id).await {
                                 println!("note: the learner has not caught up after {LEARNER_PATIENCE:?} and {why}; restarting it once");
+                                // Stopped, the manifest is parked again, and the restart
+                                // clears whatever the wrong member wrote (archived).
                                 self.act().stop().await?;
                                 self.start(j).await?;
                                 bounced = true;
