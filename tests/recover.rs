@@ -140,6 +140,15 @@ async fn restore_round_trip(v: EtcdVersion, rt: LabRuntime, hide_tools: bool) {
     assert!(o.stderr.contains("still has quorum"), "{}", o.stderr);
     assert_eq!(before, snapshot(&conf));
     assert!(!lab.node(0).host_root.join("var/lib/etcd-hostfix").exists());
+    if rt == LabRuntime::StaticPod {
+        // A static-pod master without etcd's tools: a clear error before anything changes.
+        let hidden = [("PATH", "/nonexistent"), ("HOSTFIX_ETCD35_DIR", "/nonexistent"), ("HOSTFIX_ETCD34_DIR", "/nonexistent")];
+        let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes", "--force"], &hidden);
+        assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+        assert!(o.stderr.contains(&format!("no etcdutl or etcdctl {} found on this host", v.tag().rsplit_once('.').unwrap().0)), "{}", o.stderr);
+        assert_eq!(before, snapshot(&conf));
+        assert!(!lab.node(0).host_root.join("var/lib/etcd-hostfix").exists());
+    }
 
     for i in [1, 2] {
         lab.stop_member(i).await.unwrap();
