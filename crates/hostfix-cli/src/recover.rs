@@ -207,7 +207,7 @@ fn describe(g: &Global, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Pa
     let data = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member");
     let archive = g.state_dir().join("archive");
     let how = |what: &str| match local.config.runtime {
-        RuntimeKind::StaticPod => format!("edit the parked manifest ({what}; no other line changes) and move it back"),
+        RuntimeKind::StaticPod => format!("park the manifest if it is back, edit it ({what}; no other line changes), and move it back"),
         RuntimeKind::Docker => format!(
             "recreate container {c} with {what} and nothing else changed (the old one renamed {c}-hostfix-aside-<run>-<phase>)",
             c = g.container
