@@ -41,7 +41,8 @@ struct Cleanup(Vec<String>, Vec<String>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for c in &self.0 {
-            let _ = docker(&["rm", "-f", c]);
+            // -v: the anonymous volumes the rich image declares are test debris too.
+            let _ = docker(&["rm", "-f", "-v", c]);
         }
         for v in &self.1 {
             let _ = docker(&["volume", "rm", "-f", v]);
@@ -97,7 +98,9 @@ async fn docker_run_round_trip_on_rich_containers() {
     let p = std::process::id();
     let (a, b, c) = (format!("hfx-rich-a-{p}"), format!("hfx-rich-b-{p}"), format!("hfx-rich-c-{p}"));
     let vol = format!("hfx-vol-{p}");
-    let _clean = Cleanup(vec![a.clone(), b.clone(), c.clone()], vec![vol.clone()]);
+    // A failed round trip leaves the original renamed `<name>-orig`.
+    let names: Vec<String> = [&a, &b, &c].iter().flat_map(|n| [n.to_string(), format!("{n}-orig")]).collect();
+    let _clean = Cleanup(names, vec![vol.clone()]);
     let dir = tempfile::tempdir().unwrap();
     let host_dir = dir.path().to_str().unwrap();
     let image = EtcdVersion::V3_5.lab_image();
