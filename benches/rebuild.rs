@@ -14,8 +14,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hostfix_lab::benchutil::{converged, fill, median, tempdir};
-use hostfix_lab::{EtcdVersion, Lab, LabRuntime, LabSpec};
+use hostfix_lab::benchutil::{converged, run_matrix, Matrix};
+use hostfix_lab::Lab;
 
 const BIN: &str = env!("CARGO_BIN_EXE_etcd-hostfix");
 
@@ -72,49 +72,9 @@ async fn time_tool(lab: &Lab) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let versions: Vec<EtcdVersion> = std::env::var("HOSTFIX_BENCH_VERSIONS")
-        .unwrap_or_else(|_| "3.4,3.5".into())
-        .split(',')
-        .map(|v| v.parse().unwrap())
-        .collect();
-    let sizes: Vec<usize> = std::env::var("HOSTFIX_BENCH_SIZES_MB")
-        .unwrap_or_else(|_| "7".into())
-        .split(',')
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let rounds: usize = std::env::var("HOSTFIX_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    let mut report = String::from("| etcd | data | db size | seed 002 (median) | rebuild + 2 rejoins (median) | ratio | rounds |\n| --- | --- | --- | --- | --- | --- | --- |\n");
-    for (k, v) in versions.iter().enumerate() {
-        for (s, mb) in sizes.iter().enumerate() {
-            let dir = tempdir();
-            let spec = LabSpec::new(&dir, 3, *v, LabRuntime::StaticPod, [181, (k * 10 + s) as u8]);
-            let mut lab = Lab::up(spec, Path::new(BIN), false).await.unwrap();
-            lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
-            fill(&lab, *mb).await;
-            let db = lab.connector(0).unwrap().connect(&lab.node(0).client_url()).await.unwrap().status().await.unwrap().db_size;
-            let (mut manual, mut tool) = (vec![], vec![]);
-            for r in 0..rounds {
-                let m = time_manual(&lab).await;
-                let t = time_tool(&lab).await;
-                eprintln!("etcd {} {mb} MB round {}: seed 002 {:.2}s tool {:.2}s", v.tag(), r + 1, m.as_secs_f64(), t.as_secs_f64());
-                manual.push(m);
-                tool.push(t);
-            }
-            let (m, t) = (median(manual), median(tool));
-            report.push_str(&format!(
-                "| {} | ~{mb} MB | {:.0} MB | {:.2} s | {:.2} s | {:.2}× | {rounds} |\n",
-                v.tag(),
-                db as f64 / 1e6,
-                m.as_secs_f64(),
-                t.as_secs_f64(),
-                t.as_secs_f64() / m.as_secs_f64()
-            ));
-            lab.down().await.unwrap();
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-    println!("{report}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-rebuild.md");
-    std::fs::write(&out, &report).unwrap();
-    eprintln!("written to {}", out.display());
+    run_matrix(&Matrix::from_env("7"), Path::new(BIN), 181, ("seed 002", "rebuild + 2 rejoins"), &out, |lab| {
+        Box::pin(async move { (time_manual(lab).await, time_tool(lab).await) })
+    })
+    .await;
 }

@@ -67,3 +67,69 @@ pub fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Which cells a benchmark runs: `HOSTFIX_BENCH_VERSIONS` (default "3.4,3.5"),
+/// `HOSTFIX_BENCH_SIZES_MB` (default per benchmark) and `HOSTFIX_BENCH_ROUNDS` (default 3).
+pub struct Matrix {
+    pub versions: Vec<crate::EtcdVersion>,
+    pub sizes_mb: Vec<usize>,
+    pub rounds: usize,
+}
+
+impl Matrix {
+    pub fn from_env(default_sizes_mb: &str) -> Matrix {
+        let list = |var: &str, default: &str| -> Vec<String> {
+            std::env::var(var).unwrap_or_else(|_| default.into()).split(',').map(str::to_string).collect()
+        };
+        Matrix {
+            versions: list("HOSTFIX_BENCH_VERSIONS", "3.4,3.5").iter().map(|v| v.parse().unwrap()).collect(),
+            sizes_mb: list("HOSTFIX_BENCH_SIZES_MB", default_sizes_mb).iter().map(|s| s.parse().unwrap()).collect(),
+            rounds: std::env::var("HOSTFIX_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3),
+        }
+    }
+}
+
+/// One round: the manual procedure's time and the tool's, on the same lab.
+pub type Round = for<'a> fn(&'a Lab) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Duration, Duration)> + 'a>>;
+
+/// Every cell of the matrix on a fresh 3-member static-pod lab (loopback 127.`subnet`.x.y),
+/// filled to size, `rounds` rounds each; medians and their ratio as a Markdown table,
+/// printed and written to `out`.
+pub async fn run_matrix(m: &Matrix, bin: &std::path::Path, subnet: u8, columns: (&str, &str), out: &std::path::Path, round: Round) {
+    let mut report = format!(
+        "| etcd | data | db size | {} (median) | {} (median) | ratio | rounds |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        columns.0, columns.1
+    );
+    for (k, v) in m.versions.iter().enumerate() {
+        for (s, mb) in m.sizes_mb.iter().enumerate() {
+            let dir = tempdir();
+            let spec = crate::LabSpec::new(&dir, 3, *v, crate::LabRuntime::StaticPod, [subnet, (k * 10 + s) as u8]);
+            let mut lab = Lab::up(spec, bin, false).await.unwrap();
+            lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+            fill(&lab, *mb).await;
+            let db = lab.connector(0).unwrap().connect(&lab.node(0).client_url()).await.unwrap().status().await.unwrap().db_size;
+            let (mut manual, mut tool) = (vec![], vec![]);
+            for r in 0..m.rounds {
+                let (a, b) = round(&lab).await;
+                eprintln!("etcd {} {mb} MB round {}: {} {:.2}s, {} {:.2}s", v.tag(), r + 1, columns.0, a.as_secs_f64(), columns.1, b.as_secs_f64());
+                manual.push(a);
+                tool.push(b);
+            }
+            let (a, b) = (median(manual), median(tool));
+            report.push_str(&format!(
+                "| {} | ~{mb} MB | {:.0} MB | {:.2} s | {:.2} s | {:.2}× | {} |\n",
+                v.tag(),
+                db as f64 / 1e6,
+                a.as_secs_f64(),
+                b.as_secs_f64(),
+                b.as_secs_f64() / a.as_secs_f64(),
+                m.rounds
+            ));
+            lab.down().await.unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    println!("{report}");
+    std::fs::write(out, &report).unwrap();
+    eprintln!("written to {}", out.display());
+}
