@@ -255,12 +255,7 @@ impl DockerRuntime {
         self.docker
             .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
             .await
-            .map_err(|e| match e {
-                bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
-                    RuntimeError::NoContainer { name: name.into(), host: self.host.clone() }
-                }
-                e => RuntimeError::Docker { op: "inspect", name: name.into(), reason: e.to_string() },
-            })
+            .map_err(|e| self.err("inspect", name, e))
     }
 
     pub async fn load(&self, name: &str) -> Result<LocalConfig, RuntimeError> {
@@ -268,7 +263,7 @@ impl DockerRuntime {
         let cfg = info.config.clone().unwrap_or_default();
         let argv: Vec<String> =
             cfg.entrypoint.clone().unwrap_or_default().into_iter().chain(cfg.cmd.clone().unwrap_or_default()).collect();
-        if !argv.iter().take(2).any(|a| a.rsplit('/').next() == Some("etcd")) {
+        if !hostfix_core::container::runs_etcd(&argv) {
             return Err(RuntimeError::NotEtcd { name: name.into(), argv });
         }
         let env: Vec<(String, String)> = cfg
@@ -314,10 +309,7 @@ impl DockerRuntime {
         while let Some(item) = stream.next().await {
             match item {
                 Ok(chunk) => out.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                    return Err(RuntimeError::NoContainer { name: name.into(), host: self.host.clone() })
-                }
-                Err(e) => return Err(RuntimeError::Docker { op: "logs", name: name.into(), reason: e.to_string() }),
+                Err(e) => return Err(self.err("logs", name, e)),
             }
         }
         Ok(out)

@@ -125,11 +125,36 @@ pub fn argv(inspect: &Value) -> Vec<String> {
 /// not a wrapper whose flags we could not edit safely.
 pub fn check_etcd(inspect: &Value) -> Result<(), ContainerError> {
     let argv = argv(inspect);
-    if argv.iter().take(2).any(|a| a.rsplit('/').next() == Some("etcd")) {
+    if runs_etcd(&argv) {
         Ok(())
     } else {
         Err(ContainerError::NotEtcd { name: container_name(inspect), argv })
     }
+}
+
+/// The volumes mounted without a name the user chose (anonymous, or for the image's
+/// `VOLUME`): volume mounts that neither a bind nor a `--mount` asked for, as (engine name,
+/// destination).
+fn anonymous_volumes(c: &Value) -> Vec<(String, String)> {
+    let trim = |d: &str| d.trim_end_matches('/').to_string();
+    let mut asked: Vec<String> = strs(c, &["HostConfig", "Binds"]).iter().filter_map(|b| b.split(':').nth(1).map(trim)).collect();
+    asked.extend(
+        get(c, &["HostConfig", "Mounts"]).and_then(Value::as_array).into_iter().flatten().filter_map(|m| m["Target"].as_str().map(trim)),
+    );
+    get(c, &["Mounts"])
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|m| m["Type"].as_str() == Some("volume"))
+        .filter_map(|m| Some((m["Name"].as_str()?.to_string(), m["Destination"].as_str()?.to_string())))
+        .filter(|(_, dest)| !asked.contains(&trim(dest)))
+        .collect()
+}
+
+/// etcd itself is the process: its binary is the first or second word (after an init
+/// such as tini), not hidden inside a wrapper whose flags could not be edited safely.
+pub fn runs_etcd(argv: &[String]) -> bool {
+    argv.iter().take(2).any(|a| a.rsplit('/').next() == Some("etcd"))
 }
 
 /// Go's duration syntax, as `docker run --health-interval` parses it.
@@ -175,7 +200,6 @@ pub fn run_spec(c: &Value, image: &Value) -> Result<RunSpec, ContainerError> {
     spec.env = strs(c, &["Config", "Env"]).into_iter().filter(|e| !image_env.contains(e)).collect();
 
     spec.binds = strs(c, &["HostConfig", "Binds"]);
-    let bound: Vec<String> = spec.binds.iter().filter_map(|b| b.split(':').nth(1).map(str::to_string)).collect();
     for m in get(c, &["HostConfig", "Mounts"]).and_then(Value::as_array).into_iter().flatten() {
         let mut parts = vec![format!("type={}", m["Type"].as_str().unwrap_or("volume"))];
         if let Some(src) = m["Source"].as_str().filter(|x| !x.is_empty()) {
@@ -199,20 +223,7 @@ pub fn run_spec(c: &Value, image: &Value) -> Result<RunSpec, ContainerError> {
         }
         spec.mounts.push(parts.join(","));
     }
-    let mount_targets: Vec<String> = get(c, &["HostConfig", "Mounts"])
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["Target"].as_str().map(str::to_string))
-        .collect();
-    for m in get(c, &["Mounts"]).and_then(Value::as_array).into_iter().flatten() {
-        let dest = m["Destination"].as_str().unwrap_or_default().to_string();
-        if m["Type"].as_str() == Some("volume") && !bound.contains(&dest) && !mount_targets.contains(&dest) {
-            if let Some(n) = m["Name"].as_str() {
-                spec.anon_volumes.push((n.to_string(), dest));
-            }
-        }
-    }
+    spec.anon_volumes = anonymous_volumes(c);
     spec.tmpfs = map(c, &["HostConfig", "Tmpfs"]);
 
     spec.network = hs("NetworkMode").filter(|n| n != "default");
@@ -556,16 +567,9 @@ pub fn create_body(c: &Value, edits: &[(String, Option<String>)]) -> Value {
     body.insert("Env".into(), json!(env2));
     let mut host = c.get("HostConfig").cloned().unwrap_or(json!({}));
     // Anonymous volumes are pinned by name, so the new container mounts the same data.
-    let bound: Vec<String> = strs(c, &["HostConfig", "Binds"]).iter().filter_map(|b| b.split(':').nth(1).map(str::to_string)).collect();
     let mut mounts: Vec<Value> = get(c, &["HostConfig", "Mounts"]).and_then(Value::as_array).cloned().unwrap_or_default();
-    for m in get(c, &["Mounts"]).and_then(Value::as_array).into_iter().flatten() {
-        let dest = m["Destination"].as_str().unwrap_or_default();
-        let in_mounts = mounts.iter().any(|x| x["Target"].as_str() == Some(dest));
-        if m["Type"].as_str() == Some("volume") && !bound.iter().any(|b| b == dest) && !in_mounts {
-            if let Some(n) = m["Name"].as_str() {
-                mounts.push(json!({"Type": "volume", "Source": n, "Target": dest}));
-            }
-        }
+    for (n, dest) in anonymous_volumes(c) {
+        mounts.push(json!({"Type": "volume", "Source": n, "Target": dest}));
     }
     if !mounts.is_empty() {
         host["Mounts"] = json!(mounts);
