@@ -119,7 +119,7 @@ pub struct RecoveryPlan {
 
 fn has_quorum(f: &RecoveryFacts) -> Result<(), RecoveryRefusal> {
     let healthy = f.peers.iter().filter(|p| p.quorum_read).count() + usize::from(f.local_quorum_read);
-    if f.voters > 0 && healthy >= f.voters / 2 + 1 {
+    if f.voters > 0 && healthy >= crate::rejoin::quorum(f.voters) {
         return Err(RecoveryRefusal::HasQuorum { healthy, voters: f.voters });
     }
     Ok(())

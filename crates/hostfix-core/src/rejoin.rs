@@ -114,7 +114,8 @@ pub struct RejoinPlan {
     pub healthy_at_start: Vec<String>,
 }
 
-fn quorum(voters: usize) -> usize {
+/// The votes a cluster of `voters` needs to make progress.
+pub fn quorum(voters: usize) -> usize {
     voters / 2 + 1
 }
 
