@@ -52,6 +52,25 @@ impl EtcdTool {
     /// The tool for `want` (major, minor): same version first, `etcdutl` preferred from
     /// 3.5 on. `None` takes whatever is found.
     pub fn find(want: Option<(u32, u32)>) -> Result<EtcdTool, ToolError> {
+        match Self::best(want) {
+            Some(t) if want.is_none() || Some(t.version) == want => Ok(t),
+            _ => Err(ToolError::NotFound {
+                want: want.map(|(a, b)| format!("{a}.{b}")).unwrap_or_default(),
+                looked: dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":"),
+            }),
+        }
+    }
+
+    /// For reading a db's status any version will do: `want` first, else whatever is found.
+    pub fn for_reading(want: Option<(u32, u32)>) -> Result<EtcdTool, ToolError> {
+        Self::best(want).ok_or_else(|| ToolError::NotFound {
+            want: String::new(),
+            looked: dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":"),
+        })
+    }
+
+    /// Every tool found, probed once, the best for `want` first.
+    fn best(want: Option<(u32, u32)>) -> Option<EtcdTool> {
         let mut found = vec![];
         for d in dirs() {
             for (name, is_etcdutl) in [("etcdutl", true), ("etcdctl", false)] {
@@ -65,13 +84,7 @@ impl EtcdTool {
         }
         let rank = |t: &EtcdTool| (Some(t.version) == want, t.is_etcdutl == (t.version >= (3, 5)), t.version);
         found.sort_by_key(|t| std::cmp::Reverse(rank(t)));
-        match found.into_iter().next() {
-            Some(t) if want.is_none() || Some(t.version) == want => Ok(t),
-            _ => Err(ToolError::NotFound {
-                want: want.map(|(a, b)| format!("{a}.{b}")).unwrap_or_default(),
-                looked: dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":"),
-            }),
-        }
+        found.into_iter().next()
     }
 
     fn run(&self, args: &[String]) -> Result<String, ToolError> {

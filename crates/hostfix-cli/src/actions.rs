@@ -120,6 +120,27 @@ impl Actions<'_> {
         }
     }
 
+    /// Move `<data dir>/member`, and a separate `--wal-dir`, into `dest`. Never copied,
+    /// never deleted, never onto something already archived. Done already is fine.
+    pub fn archive_data(&self, dest: &Path) -> Result<()> {
+        std::fs::create_dir_all(dest).with_context(|| dest.display().to_string())?;
+        let member = self.local.data_dir().join("member");
+        if member.exists() {
+            let to = if dest.join("member").exists() { free_name(dest, "member.") } else { dest.join("member") };
+            std::fs::rename(&member, &to).with_context(|| {
+                format!("moving {} to {} (same filesystem required; nothing is copied or deleted)", member.display(), to.display())
+            })?;
+        }
+        if let Some(wal) = self.local.config.flags.get("wal-dir") {
+            let wal = self.local.config.host_path(&self.local.root, wal);
+            if wal.exists() {
+                let to = if dest.join("wal").exists() { free_name(dest, "wal.") } else { dest.join("wal") };
+                std::fs::rename(&wal, &to).with_context(|| wal.display().to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Remove the containers recreates renamed aside, once the new one runs. Volumes stay.
     pub async fn remove_asides(&self, tags: &[String]) -> Result<()> {
         let d = self.docker();
@@ -131,6 +152,11 @@ impl Actions<'_> {
         }
         Ok(())
     }
+}
+
+/// `dir/<prefix>N` for the first N from 0 that is not taken: archives never overwrite.
+pub fn free_name(dir: &Path, prefix: &str) -> std::path::PathBuf {
+    (0..).map(|k| dir.join(format!("{prefix}{k}"))).find(|p| !p.exists()).expect("some name is free")
 }
 
 fn satisfied(flags: &hostfix_core::EtcdFlags, edits: &[FlagEdit]) -> bool {

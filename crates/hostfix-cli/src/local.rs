@@ -100,6 +100,11 @@ impl Local {
         Ok(Connector::new(tls, Duration::from_secs(g.timeout)))
     }
 
+    /// The member's data dir (`--data-dir`) as a host path.
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.host_path(&self.root, &self.config.flags.data_dir())
+    }
+
     pub fn local_client_url(&self) -> Option<String> {
         let f = &self.config.flags;
         f.advertise_client_urls().into_iter().next().or_else(|| f.list("listen-client-urls").into_iter().next())

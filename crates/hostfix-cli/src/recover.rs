@@ -18,7 +18,7 @@ use hostfix_core::dr::{plan_rebuild, plan_restore, single_member_edits, PeerFact
 use hostfix_core::exit;
 use tracing::{info, info_span, Instrument};
 
-use crate::actions::Actions;
+use crate::actions::{free_name, Actions};
 use crate::local::Local;
 use crate::rejoin::{confirmed, crash_point, file_lock_holder, lock_path, refused, run_id, FileLock};
 use crate::Global;
@@ -177,7 +177,7 @@ async fn gather(g: &Global, local: &Local, force: bool) -> Result<RecoveryFacts>
         Ok(mut ep) => ep.member_list().await.map(|l| l.members.iter().filter(|m| !m.is_learner).count()).unwrap_or(entries.len()),
         Err(_) => entries.len(),
     };
-    let data = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member");
+    let data = local.data_dir().join("member");
     let local_revision = me.revision.or_else(|| crate::rejoin::local_data_revision(local, None));
     Ok(RecoveryFacts {
         name,
@@ -204,7 +204,7 @@ async fn gather(g: &Global, local: &Local, force: bool) -> Result<RecoveryFacts>
 }
 
 fn describe(g: &Global, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Path>) -> Vec<String> {
-    let data = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member");
+    let data = local.data_dir().join("member");
     let archive = g.state_dir().join("archive");
     let how = |what: &str| match local.config.runtime {
         RuntimeKind::StaticPod => format!("park the manifest if it is back, edit it ({what}; no other line changes), and move it back"),
@@ -308,7 +308,7 @@ async fn run(g: &Global, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<P
             }
             None => {
                 let facts = gather(g, &local, o.force).await?;
-                let data = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member");
+                let data = local.data_dir().join("member");
                 let planned = match kind {
                     RecoveryKind::Rebuild => plan_rebuild(&facts, &data.display().to_string()),
                     RecoveryKind::Restore => plan_restore(&facts),
@@ -381,8 +381,7 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn data_dir(&self) -> PathBuf {
-        let l = self.act.local;
-        l.config.host_path(&l.root, &l.config.flags.data_dir())
+        self.act.local.data_dir()
     }
 
     fn archive(&self, run: &str) -> PathBuf {
@@ -422,7 +421,7 @@ impl Runner<'_> {
             RecoveryStep::VerifySnapshot => self.verify(j).await,
             RecoveryStep::Stop => self.act.stop().await,
             RecoveryStep::ArchiveCopy => self.archive_copy(&run),
-            RecoveryStep::Archive => self.archive_move(&run),
+            RecoveryStep::Archive => self.act.archive_data(&self.archive(&run)),
             RecoveryStep::RestoreSnapshot => self.restore(&run).await,
             RecoveryStep::StartForced => {
                 let edits = single_member_edits(&self.plan.name, &self.plan.peer_url, true);
@@ -490,24 +489,6 @@ impl Runner<'_> {
         Ok(())
     }
 
-    fn archive_move(&self, run: &str) -> Result<()> {
-        let dest = self.archive(run);
-        std::fs::create_dir_all(&dest)?;
-        let member = self.data_dir().join("member");
-        if member.exists() && !dest.join("member").exists() {
-            std::fs::rename(&member, dest.join("member")).with_context(|| {
-                format!("moving {} to {} (same filesystem required; nothing is copied or deleted)", member.display(), dest.display())
-            })?;
-        }
-        if let Some(wal) = self.act.local.config.flags.get("wal-dir") {
-            let wal = self.act.local.config.host_path(&self.act.local.root, wal);
-            if wal.exists() && !dest.join("wal").exists() {
-                std::fs::rename(&wal, dest.join("wal")).with_context(|| wal.display().to_string())?;
-            }
-        }
-        Ok(())
-    }
-
     async fn restore(&self, run: &str) -> Result<()> {
         let data = self.data_dir();
         // The archive step moved the old member away, so a member here is this run's
@@ -523,14 +504,7 @@ impl Runner<'_> {
         let target_name = format!(".hostfix-restore-{run}");
         let target = data.join(&target_name);
         if target.exists() {
-            let mut k = 0;
-            let aside = loop {
-                let p = self.archive(run).join(format!("failed-restore-{k}"));
-                if !p.exists() {
-                    break p;
-                }
-                k += 1;
-            };
+            let aside = free_name(&self.archive(run), "failed-restore-");
             std::fs::create_dir_all(self.archive(run))?;
             std::fs::rename(&target, &aside)?;
         }
@@ -614,8 +588,7 @@ pub async fn snapshot_save(g: &Global, o: &SaveOpts) -> Result<i32> {
     let sha = etcdtool::file_sha256(&out)?;
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     std::fs::write(format!("{}.sha256", out.display()), format!("{sha}  {name}\n"))?;
-    let status = EtcdTool::find(etcdtool::parse_version(&local.config.image))
-        .or_else(|_| EtcdTool::find(None))
+    let status = EtcdTool::for_reading(etcdtool::parse_version(&local.config.image))
         .map_err(anyhow::Error::from)
         .and_then(|t| t.status(&out).map_err(anyhow::Error::from));
     let record = serde_json::json!({

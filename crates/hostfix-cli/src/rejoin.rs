@@ -20,7 +20,7 @@ use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, R
 use hostfix_core::status::MemberStatus;
 use tracing::{info, info_span, Instrument};
 
-use crate::actions::{wait_for, Actions};
+use crate::actions::{free_name, wait_for, Actions};
 use crate::local::Local;
 use crate::Global;
 
@@ -199,18 +199,18 @@ pub(crate) fn local_data_revision(local: &Local, me: Option<&MemberFact>) -> Opt
     if let Some(r) = me.and_then(|m| m.revision) {
         return Some(r);
     }
-    let db = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member/snap/db");
+    let db = local.data_dir().join("member/snap/db");
     if !db.is_file() {
         return None;
     }
     // Reading needs no version match: any tool will do.
     let want = hostfix_adapters::etcdtool::parse_version(&local.config.image);
-    let tool = EtcdTool::find(want).or_else(|_| EtcdTool::find(None)).ok()?;
+    let tool = EtcdTool::for_reading(want).ok()?;
     hostfix_adapters::etcdtool::db_revision(&tool, &db)
 }
 
 fn print_plan(g: &Global, local: &Local, plan: &RejoinPlan) {
-    let data = local.config.host_path(&local.root, &local.config.flags.data_dir()).join("member");
+    let data = local.data_dir().join("member");
     let state = g.state_dir();
     println!("rejoin plan for member {} ({}), through peer {} ({}):", plan.name, plan.peer_url, plan.peer.name, plan.peer.client_urls.join(","));
     for (i, s) in plan.steps.iter().enumerate() {
@@ -415,7 +415,6 @@ impl Runner<'_> {
     }
 
     async fn archive(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
-        let data = self.local.config.host_path(&self.local.root, &self.cfg().flags.data_dir());
         let dest = match j.get::<String>("archive") {
             Some(p) => PathBuf::from(p),
             None => {
@@ -424,20 +423,7 @@ impl Runner<'_> {
                 p
             }
         };
-        std::fs::create_dir_all(&dest).with_context(|| dest.display().to_string())?;
-        let member = data.join("member");
-        if member.exists() {
-            std::fs::rename(&member, dest.join("member"))
-                .with_context(|| format!("moving {} to {} (same filesystem required; nothing is copied or deleted)", member.display(), dest.display()))?;
-        }
-        // A separate --wal-dir holds the member's WAL outside the data dir.
-        if let Some(wal) = self.cfg().flags.get("wal-dir") {
-            let wal = self.local.config.host_path(&self.local.root, wal);
-            if wal.exists() {
-                std::fs::rename(&wal, dest.join("wal")).with_context(|| wal.display().to_string())?;
-            }
-        }
-        Ok(())
+        self.act().archive_data(&dest)
     }
 
     async fn add_learner(&self, peer_url: &str, reuse: Option<u64>, j: &mut Journal<RejoinPlan>) -> Result<()> {
@@ -500,16 +486,9 @@ impl Runner<'_> {
     async fn clear_stragglers(&self, archive: &Path) -> Result<()> {
         let url = self.local.local_client_url().unwrap_or_default();
         wait_for("a restarted etcd to be stopped by the kubelet", self.wait, || hostfix_adapters::process::etcd_pids(&url).is_empty()).await?;
-        let member = self.local.config.host_path(&self.local.root, &self.cfg().flags.data_dir()).join("member");
+        let member = self.local.data_dir().join("member");
         if member.exists() {
-            let mut k = 0;
-            let dest = loop {
-                let p = archive.join(format!("member.late-{k}"));
-                if !p.exists() {
-                    break p;
-                }
-                k += 1;
-            };
+            let dest = free_name(archive, "member.late-");
             std::fs::create_dir_all(archive)?;
             println!("note: a restart raced the stop and wrote {}; archived to {}", member.display(), dest.display());
             std::fs::rename(&member, &dest).with_context(|| member.display().to_string())?;

@@ -129,7 +129,7 @@ pub async fn gather(g: &Global) -> Result<StatusReport> {
         .map(|m| m.reachable)
         .unwrap_or(false);
 
-    let data_dir = local.config.host_path(&local.root, &local.config.flags.data_dir());
+    let data_dir = local.data_dir();
     let mut ls = LocalStatus {
         runtime: local.config.runtime.as_str().into(),
         name,
