@@ -12,24 +12,6 @@ use hostfix_core::container::comparable;
 use hostfix_lab::{EtcdVersion, Lab, LabRuntime};
 use serde_json::Value;
 
-const KEYS: usize = 50;
-
-/// The real `docker` CLI, as an operator would type it.
-fn docker(args: &[&str]) -> Out {
-    let o = Command::new("docker").args(args).output().expect("run docker");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert_eq!(o.code, 0, "docker {args:?}: {}", o.stderr);
-    o.stdout
-}
-
 fn inspect(name: &str) -> Option<Value> {
     let o = docker(&["inspect", "--type", "container", name]);
     (o.code == 0).then(|| o.json()[0].clone())
@@ -157,24 +139,6 @@ async fn docker_run_round_trip_on_rich_containers() {
     assert!(after["Config"]["Entrypoint"] == serde_json::json!(["/usr/local/bin/etcd"]));
 }
 
-fn write_keys(lab: &Lab, via: usize) {
-    for k in 0..KEYS {
-        lab.etcdctl(via, &["put", &format!("/k/{k:03}"), &format!("v{k}")]).unwrap();
-    }
-}
-
-fn assert_all_keys(lab: &Lab, i: usize) {
-    let out = lab.etcdctl(i, &["get", "--prefix", "/k/", "--keys-only", "--consistency=s"]).unwrap();
-    assert_eq!(out.lines().filter(|l| l.starts_with("/k/")).count(), KEYS, "node {} lacks keys", lab.node(i).name);
-}
-
-fn rejoin(lab: &Lab, i: usize, extra: &[&str], env: &[(&str, &str)]) -> Out {
-    let mut args = node_args(lab, i);
-    args.push("rejoin".into());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    hostfix_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), env)
-}
-
 /// Seed 004: the bbolt file is corrupt (`invalid database`) and `restart: always` keeps
 /// the container crashlooping.
 async fn corrupt_db(lab: &Lab, i: usize) {
@@ -236,8 +200,8 @@ async fn rke_heals(v: EtcdVersion) {
     let logs = docker(&["logs", &name]);
     assert!(!(logs.stdout + &logs.stderr).contains("cluster ID mismatch"));
     // The old container was removed once the new one was healthy; its data is archived.
-    let asides = docker_ok(&["ps", "-a", "--filter", &format!("name={name}-hostfix-aside"), "--format", "{{.Names}}"]);
-    assert!(asides.trim().is_empty(), "{asides}");
+    let asides = asides_left(&name);
+    assert!(asides.is_empty(), "{asides}");
     let archive = lab.node(2).host_root.join("var/lib/etcd-hostfix/archive");
     let run = std::fs::read_dir(&archive).unwrap().next().unwrap().unwrap().path();
     assert!(run.join("member/snap/db").exists() && run.join("container.inspect.json").exists());
@@ -273,8 +237,8 @@ async fn kill_mid_recreate_then_rerun_converges() {
         lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
         assert_all_keys(&lab, 2);
         unchanged_but_flags(&before, &inspect(&name).unwrap());
-        let asides = docker_ok(&["ps", "-a", "--filter", &format!("name={name}-hostfix-aside"), "--format", "{{.Names}}"]);
-        assert!(asides.trim().is_empty(), "{at}: {asides}");
+        let asides = asides_left(&name);
+        assert!(asides.is_empty(), "{at}: {asides}");
     }
     lab.down().await.unwrap();
 }

@@ -47,9 +47,8 @@ fn no_force_flag(lab: &Lab, i: usize) {
             }
         }
         Some(c) => {
-            let o = std::process::Command::new("docker").args(["inspect", "--format", "{{json .Args}}", c]).output().unwrap();
-            let args = String::from_utf8_lossy(&o.stdout);
-            assert!(o.status.success() && !args.contains("force-new-cluster"), "{c}: {args}");
+            let args = docker_ok(&["inspect", "--format", "{{json .Args}}", c]);
+            assert!(!args.contains("force-new-cluster"), "{c}: {args}");
         }
     }
 }
@@ -259,11 +258,7 @@ async fn kill_at_every_step(v: EtcdVersion, rt: LabRuntime, points: &[&str]) {
         no_force_flag(&lab, 0);
         assert_eq!(keys(&lab, 0), expected, "{at}");
         if let Some(c) = &lab.node(0).container {
-            let o = std::process::Command::new("docker")
-                .args(["ps", "-a", "--filter", &format!("name={c}-hostfix-aside"), "--format", "{{.Names}}"])
-                .output()
-                .unwrap();
-            assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "{at}: old containers left");
+            assert!(asides_left(c).is_empty(), "{at}: old containers left");
         }
     }
     lab.down().await.unwrap();

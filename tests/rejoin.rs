@@ -12,28 +12,6 @@ use std::time::Duration;
 use common::*;
 use hostfix_lab::{EtcdVersion, Lab, LabRuntime};
 
-const KEYS: usize = 50;
-
-fn write_keys(lab: &Lab, via: usize) {
-    for k in 0..KEYS {
-        lab.etcdctl(via, &["put", &format!("/k/{k:03}"), &format!("v{k}")]).unwrap();
-    }
-}
-
-/// Every key, read from node `i`'s own copy of the data (serializable read).
-fn assert_all_keys(lab: &Lab, i: usize) {
-    let out = lab.etcdctl(i, &["get", "--prefix", "/k/", "--keys-only", "--consistency=s"]).unwrap();
-    let n = out.lines().filter(|l| l.starts_with("/k/")).count();
-    assert_eq!(n, KEYS, "node {} serves {n} of {KEYS} keys", lab.node(i).name);
-}
-
-fn rejoin(lab: &Lab, i: usize, extra: &[&str], env: &[(&str, &str)]) -> Out {
-    let mut args = node_args(lab, i);
-    args.push("rejoin".into());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    hostfix_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), env)
-}
-
 fn manifest_lines_changed(before: &str, after: &str) -> Vec<String> {
     let a: Vec<&str> = before.lines().collect();
     let b: Vec<&str> = after.lines().collect();

@@ -143,3 +143,47 @@ pub fn explain(lab: &Lab, i: usize) -> String {
         tail.join("\n")
     )
 }
+
+/// How many keys `write_keys` writes under `/k/`.
+pub const KEYS: usize = 50;
+
+pub fn write_keys(lab: &Lab, via: usize) {
+    for k in 0..KEYS {
+        lab.etcdctl(via, &["put", &format!("/k/{k:03}"), &format!("v{k}")]).unwrap();
+    }
+}
+
+/// Every key, read from node `i`'s own copy of the data (serializable read).
+pub fn assert_all_keys(lab: &Lab, i: usize) {
+    let out = lab.etcdctl(i, &["get", "--prefix", "/k/", "--keys-only", "--consistency=s"]).unwrap();
+    let n = out.lines().filter(|l| l.starts_with("/k/")).count();
+    assert_eq!(n, KEYS, "node {} serves {n} of {KEYS} keys", lab.node(i).name);
+}
+
+pub fn rejoin(lab: &Lab, i: usize, extra: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut args = node_args(lab, i);
+    args.push("rejoin".into());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    hostfix_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), env)
+}
+
+/// The real `docker` CLI, as an operator would type it.
+pub fn docker(args: &[&str]) -> Out {
+    let o = Command::new("docker").args(args).output().expect("run docker");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert_eq!(o.code, 0, "docker {args:?}: {}", o.stderr);
+    o.stdout
+}
+
+/// The containers a recreate renamed aside for `name` that are still there.
+pub fn asides_left(name: &str) -> String {
+    docker_ok(&["ps", "-a", "--filter", &format!("name={name}-hostfix-aside"), "--format", "{{.Names}}"]).trim().to_string()
+}
