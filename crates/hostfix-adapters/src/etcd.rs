@@ -12,6 +12,8 @@ use etcd_client::{AlarmAction, AlarmType, Certificate, Client, ConnectOptions, I
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+pub use hostfix_core::status::Reach;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     #[error("{what} file {path} is missing")]
@@ -26,6 +28,31 @@ pub enum EtcdError {
     Unreachable { endpoint: String, reason: String },
     #[error("endpoint {endpoint}: {op} failed: {reason}")]
     Call { endpoint: String, op: &'static str, reason: String },
+}
+
+impl EtcdError {
+    /// How the endpoint failed, as quorum reasoning needs it: refused (nothing listens, so
+    /// its etcd is down) is not the same as timed out (down, or this master is cut off).
+    pub fn reach(&self) -> Reach {
+        match self {
+            EtcdError::Tls { .. } => Reach::Tls,
+            EtcdError::Unreachable { reason, .. } | EtcdError::Call { reason, .. } => reach_of(reason),
+            _ => Reach::Unknown,
+        }
+    }
+}
+
+/// The failure behind an error text. The texts are those of std's `io::Error` (the
+/// preflight connects with std) and of tonic/hyper, which wrap the same OS errors.
+fn reach_of(reason: &str) -> Reach {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("connection refused") {
+        Reach::Refused
+    } else if r.contains("timed out") || r.contains("timeout") || r.contains("deadline") {
+        Reach::TimedOut
+    } else {
+        Reach::Unknown
+    }
 }
 
 /// Client TLS material, loaded and checked before any connection is attempted, so that a
@@ -158,6 +185,10 @@ pub fn preflight(endpoint: &str, tls: Option<&ClientTls>, timeout: Duration) -> 
     let tls_err = |reason: String| EtcdError::Tls { endpoint: endpoint.to_string(), reason };
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).map_err(|e| {
+            // A handshake that stalls is a silent network, not a certificate problem.
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                return unreachable(format!("TLS handshake timed out ({e})"));
+            }
             let msg = e.to_string();
             if msg.contains("UnknownIssuer") || msg.contains("BadSignature") {
                 tls_err(format!("server certificate is not signed by CA {} ({msg})", tls.ca_path.display()))
@@ -499,6 +530,17 @@ pub fn hex_id(id: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_told_apart() {
+        let e = |reason: &str| EtcdError::Unreachable { endpoint: "x".into(), reason: reason.into() }.reach();
+        assert_eq!(e("Connection refused (os error 111)"), Reach::Refused);
+        assert_eq!(e("connection timed out"), Reach::TimedOut);
+        assert_eq!(e("No route to host (os error 113)"), Reach::Unknown);
+        let c = EtcdError::Call { endpoint: "x".into(), op: "status", reason: "status: Cancelled, message: \"Timeout expired\"".into() };
+        assert_eq!(c.reach(), Reach::TimedOut);
+        assert_eq!(EtcdError::Tls { endpoint: "x".into(), reason: "bad".into() }.reach(), Reach::Tls);
+    }
 
     #[test]
     fn parses_endpoints() {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use hostfix_adapters::etcd::hex_id;
-use hostfix_core::diagnose::{diagnose_log, Class, CommandFor, Finding, Playbook, Probes};
+use hostfix_core::diagnose::{diagnose_log, Class, CommandFor, Finding, PeerFailure, Playbook, Probes};
 use hostfix_core::logs::parse_text;
 use hostfix_core::status::RunState;
 use hostfix_core::exit;
@@ -80,6 +80,10 @@ impl CommandFor for Commands {
                 "{e} defrag && {e} alarm disarm   # after deleting or compacting what filled the quota",
                 e = self.etcdctl
             ),
+            Playbook::Manual if class == Class::Partitioned => format!(
+                "{} status   # and the same from another master: if the others are healthy there, this host is cut off (see the checks below)",
+                self.prefix
+            ),
             Playbook::Manual if class == Class::NotRunning => {
                 format!("{} status   # start the member (restore its manifest or container), then check", self.prefix)
             }
@@ -128,6 +132,15 @@ fn commands(g: &Global, local: Option<&Local>) -> Commands {
         }
     }
     Commands { prefix: p.join(" "), etcdctl: e.join(" ") }
+}
+
+fn failure(m: &hostfix_core::status::MemberStatus, name: &str) -> PeerFailure {
+    PeerFailure {
+        name: if name.is_empty() { m.id.clone() } else { name.to_string() },
+        client_url: m.client_urls.first().cloned().unwrap_or_default(),
+        peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
+        reach: m.reach,
+    }
 }
 
 fn read_log_file(path: &PathBuf) -> Result<String> {
@@ -198,6 +211,7 @@ async fn gather(g: &Global, o: &DiagnoseOpts) -> Result<(Finding, String, Option
             .collect();
         p.peer_voters = probed.len();
         p.peer_voters_healthy = probed.iter().filter(|m| m.quorum_read).count();
+        p.peer_voters_failed = probed.iter().filter(|m| !m.quorum_read).map(|m| failure(m, &m.name)).collect();
         p.peer_cluster_ids = probed.iter().filter_map(|m| m.cluster_id.clone()).collect();
         if let Some(me) = me {
             // Alarms are cluster-wide state: any member that answers can list them.
@@ -213,6 +227,16 @@ async fn gather(g: &Global, o: &DiagnoseOpts) -> Result<(Finding, String, Option
                 }
             }
         }
+    }
+
+    if view.is_none() {
+        // Nobody lists the members: what is known of the peers is the configuration, and
+        // how each of them fails to answer is what tells a quorum loss from a partition.
+        let peers = local.probe_configured_peers(&conn).await;
+        p.local_is_voter = true;
+        p.peer_voters = peers.len();
+        p.peer_voters_healthy = peers.iter().filter(|(_, s)| s.quorum_read).count();
+        p.peer_voters_failed = peers.iter().filter(|(_, s)| !s.quorum_read).map(|(e, s)| failure(s, &e.name)).collect();
     }
 
     let view = local.runtime_view(g, p.endpoint_answers == Some(true)).await?;

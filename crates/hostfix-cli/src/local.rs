@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hostfix_adapters::etcd::{ClientTls, Connector, MemberList};
+use hostfix_adapters::etcd::{ClientTls, Connector, Member, MemberList};
+use hostfix_core::flags::PeerEntry;
 use hostfix_core::status::MemberStatus;
 use hostfix_adapters::runtime::{DockerRuntime, LocalConfig, RuntimeError, StaticPod};
 use hostfix_adapters::HostRoot;
@@ -131,6 +132,28 @@ impl Local {
         Some((list, probed))
     }
 
+    /// The other members as `--initial-cluster` names them, each probed at the client URL
+    /// its peer URL implies: what is known of the peers when no member list can be had,
+    /// or when the member list itself is in question (disaster recovery).
+    pub async fn probe_configured_peers(&self, conn: &Connector) -> Vec<(PeerEntry, MemberStatus)> {
+        let name = self.config.flags.name().to_string();
+        let peer_url = self.local_peer_url();
+        let others: Vec<PeerEntry> = self
+            .config
+            .flags
+            .initial_cluster()
+            .into_iter()
+            .filter(|e| Some(&e.peer_url) != peer_url.as_ref() && e.name != name)
+            .collect();
+        futures_util::future::join_all(others.into_iter().map(|e| async move {
+            let url = self.client_url_for_peer(&e.peer_url).unwrap_or_default();
+            let m = configured(&e.name, &e.peer_url, &url);
+            let s = crate::status::probe_member(conn, &m).await;
+            (e, s)
+        }))
+        .await
+    }
+
     pub fn candidate_endpoints(&self, g: &Global) -> Vec<String> {
         if !g.endpoints.is_empty() {
             return g.endpoints.clone();
@@ -154,6 +177,11 @@ impl Local {
         let host = hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport);
         Some(format!("{scheme}://{host}:2379"))
     }
+}
+
+/// A member as the local configuration names it, in the form the status probe takes.
+pub fn configured(name: &str, peer_url: &str, client_url: &str) -> Member {
+    Member { id: 0, name: name.into(), peer_urls: vec![peer_url.into()], client_urls: vec![client_url.into()], is_learner: false }
 }
 
 /// What the runtime shows about the local member's process.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use hostfix_adapters::etcd::{verify_snapshot, Member};
+use hostfix_adapters::etcd::verify_snapshot;
 use hostfix_adapters::etcdtool::{self, EtcdTool};
 use hostfix_adapters::journal::Journal;
 use hostfix_adapters::runtime::RuntimeKind;
@@ -19,7 +19,7 @@ use hostfix_core::exit;
 use tracing::{info, info_span, Instrument};
 
 use crate::actions::{free_name, Actions};
-use crate::local::Local;
+use crate::local::{configured, Local};
 use crate::rejoin::{confirmed, crash_point, file_lock_holder, lock_path, refused, run_id, FileLock};
 use crate::Global;
 
@@ -32,9 +32,16 @@ pub struct RecoverOpts {
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Act although the cluster still has quorum, or (rebuild) a reachable member is ahead
-    /// of the local data. What is overridden is printed in the plan.
+    /// of the local data. What is overridden is printed in the plan. It does not cover
+    /// peers that only time out: those need --peers-down.
     #[arg(long)]
     pub force: bool,
+    /// Vouch that these members (comma-separated names) are down, although from here they
+    /// only time out. A timeout may be this master cut off from a cluster that still has
+    /// quorum, and rebuilding then splits it in two: only a person who knows those hosts
+    /// are off can say so. The plan repeats what was vouched.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub peers_down: Vec<String>,
     /// Upper bound, in seconds, for each wait.
     #[arg(long, default_value_t = 300)]
     pub wait_timeout: u64,
@@ -153,25 +160,21 @@ impl Offline {
     }
 }
 
-/// The probe of one configured member; `Member` is what the status probe takes.
-fn configured(name: &str, peer_url: &str, client_url: &str) -> Member {
-    Member { id: 0, name: name.into(), peer_urls: vec![peer_url.into()], client_urls: vec![client_url.into()], is_learner: false }
-}
-
-async fn gather(g: &Global, local: &Local, force: bool) -> Result<RecoveryFacts> {
+async fn gather(g: &Global, local: &Local, o: &RecoverOpts) -> Result<RecoveryFacts> {
     let conn = local.connector(g)?;
     let name = local.config.flags.name().to_string();
     let peer_url = local.local_peer_url().context("the local member has no --initial-advertise-peer-urls")?;
     let local_url = local.local_client_url().context("the local member has no client URL")?;
     let me = crate::status::probe_member(&conn, &configured(&name, &peer_url, &local_url)).await;
     let entries = local.config.flags.initial_cluster();
-    let others: Vec<_> = entries.iter().filter(|e| e.peer_url != peer_url && e.name != name).collect();
-    let probes = futures_util::future::join_all(others.iter().map(|e| {
-        let url = local.client_url_for_peer(&e.peer_url).unwrap_or_default();
-        let conn = &conn;
-        async move { (e, url.clone(), crate::status::probe_member(conn, &configured(&e.name, &e.peer_url, &url)).await) }
-    }))
-    .await;
+    let probes = local.probe_configured_peers(&conn).await;
+    // `--peers-down` must name configured members: a typo must not vouch for nobody.
+    for v in &o.peers_down {
+        if !probes.iter().any(|(e, _)| &e.name == v) {
+            let known: Vec<&str> = probes.iter().map(|(e, _)| e.name.as_str()).collect();
+            bail!("--peers-down names {v}, which is not another member in --initial-cluster (those are: {})", known.join(", "));
+        }
+    }
     // The voter count as the local member last knew it, else as configured.
     let voters = match conn.connect(&local_url).await {
         Ok(mut ep) => ep.member_list().await.map(|l| l.members.iter().filter(|m| !m.is_learner).count()).unwrap_or(entries.len()),
@@ -185,10 +188,12 @@ async fn gather(g: &Global, local: &Local, force: bool) -> Result<RecoveryFacts>
         voters: voters.max(1),
         peers: probes
             .into_iter()
-            .map(|(e, url, p)| PeerFact {
-                name: e.name.clone(),
-                client_url: url,
+            .map(|(e, p)| PeerFact {
+                vouched_down: o.peers_down.contains(&e.name),
+                name: e.name,
+                client_url: p.client_urls.first().cloned().unwrap_or_default(),
                 reachable: p.reachable,
+                reach: p.reach,
                 quorum_read: p.quorum_read,
                 raft_index: p.raft_index,
                 revision: p.revision,
@@ -199,7 +204,7 @@ async fn gather(g: &Global, local: &Local, force: bool) -> Result<RecoveryFacts>
         local_revision,
         local_has_data: data.is_dir(),
         container: (local.config.runtime == RuntimeKind::Docker).then(|| g.container.clone()),
-        force,
+        force: o.force,
     })
 }
 
@@ -246,6 +251,9 @@ fn print_plan(g: &Global, local: &Local, plan: &RecoveryPlan, snapshot: Option<&
     println!("{what} plan: {} ({}) becomes a one-member cluster:", plan.name, plan.peer_url);
     for o in &plan.overridden {
         println!("  --force overrides: {o}");
+    }
+    if !plan.vouched_down.is_empty() {
+        println!("  operator vouched that {} {} down (--peers-down); they only time out from here", plan.vouched_down.join(", "), if plan.vouched_down.len() == 1 { "is" } else { "are" });
     }
     for (i, (s, d)) in plan.steps.iter().zip(describe(g, local, plan, snapshot)).enumerate() {
         println!("  {:>2}. {:<15} {d}", i + 1, s.name());
@@ -307,7 +315,7 @@ async fn run(g: &Global, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<P
                 j.plan.clone()
             }
             None => {
-                let facts = gather(g, &local, o.force).await?;
+                let facts = gather(g, &local, o).await?;
                 let data = local.data_dir().join("member");
                 let planned = match kind {
                     RecoveryKind::Rebuild => plan_rebuild(&facts, &data.display().to_string()),

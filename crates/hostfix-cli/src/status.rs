@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use hostfix_adapters::etcd::{hex_id, Connector, EtcdError, MemberList};
-use hostfix_core::status::{LocalStatus, MemberStatus, RunState, StatusReport};
+use hostfix_core::status::{LocalStatus, MemberStatus, Reach, RunState, StatusReport};
 use tracing::Instrument;
 
 use crate::local::Local;
@@ -43,12 +43,14 @@ pub(crate) async fn probe_member(conn: &Connector, m: &hostfix_adapters::etcd::M
     };
     let Some(url) = m.client_urls.first() else {
         s.error = Some("not started: no client URL".into());
+        s.reach = hostfix_core::status::Reach::NotStarted;
         return s;
     };
     let mut ep = match conn.connect(url).await {
         Ok(ep) => ep,
         Err(e) => {
             s.error = Some(e.to_string());
+            s.reach = e.reach();
             return s;
         }
     };
@@ -71,9 +73,11 @@ pub(crate) async fn probe_member(conn: &Connector, m: &hostfix_adapters::etcd::M
         }
         Err(e) => {
             s.error = Some(e.to_string());
+            s.reach = e.reach();
             return s;
         }
     }
+    s.reach = if s.has_leader { Reach::Answers } else { Reach::NoLeader };
     // Without a leader a quorum read (and the alarm list, which goes through raft) can
     // only time out: say so at once, so a cluster that lost quorum is probed in one round
     // trip, not one timeout per call.

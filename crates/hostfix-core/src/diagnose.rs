@@ -9,6 +9,22 @@
 use serde::Serialize;
 
 use crate::logs::LogLine;
+use crate::status::Reach;
+
+/// Another voter that did not answer with a leader, and how it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerFailure {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub reach: Reach,
+}
+
+impl PeerFailure {
+    fn describe(&self) -> String {
+        format!("{} ({}) {}", self.name, self.client_url, self.reach.as_str())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -24,6 +40,9 @@ pub enum Class {
     MembershipMismatch,
     Nospace,
     QuorumLost,
+    /// This member cannot reach a quorum, but the peers that would make one only time out:
+    /// either those hosts are down or this one is cut off, and nobody can tell from here.
+    Partitioned,
     Unknown,
 }
 
@@ -41,6 +60,7 @@ impl Class {
             Class::MembershipMismatch => "membership-mismatch",
             Class::Nospace => "nospace",
             Class::QuorumLost => "quorum-lost",
+            Class::Partitioned => "partitioned",
             Class::Unknown => "unknown",
         }
     }
@@ -103,6 +123,9 @@ pub struct Probes {
     pub peer_voters_healthy: usize,
     /// This member is a voter (false for a learner or an unlisted member).
     pub local_is_voter: bool,
+    /// The other voters that did not answer a quorum read, with how each failed. A voter
+    /// missing from here and from `peer_voters_healthy` answered without serving.
+    pub peer_voters_failed: Vec<PeerFailure>,
     pub alarms: Vec<String>,
     pub local_cluster_id: Option<String>,
     pub peer_cluster_ids: Vec<String>,
@@ -117,6 +140,21 @@ impl Probes {
             return None;
         }
         Some(self.peer_voters_healthy > voters / 2)
+    }
+
+    /// Whether no quorum can exist anywhere: so many other voters are positively down
+    /// (refused, never started, or answering without a leader) that those left, even if
+    /// every one of them is up behind a partition, are too few. A voter that only timed out
+    /// might be in a working majority that this master cannot see.
+    pub fn quorum_ruled_out(&self) -> bool {
+        let voters = self.peer_voters + usize::from(self.local_is_voter);
+        let down = self.peer_voters_failed.iter().filter(|f| f.reach.positively_down()).count();
+        voters > 0 && self.peer_voters.saturating_sub(down) < crate::rejoin::quorum(voters)
+    }
+
+    /// The other voters that did not answer and may be up: the ones a partition hides.
+    pub fn ambiguous_peers(&self) -> Vec<&PeerFailure> {
+        self.peer_voters_failed.iter().filter(|f| !f.reach.positively_down()).collect()
     }
 
     fn cluster_id_differs(&self) -> Option<(String, String)> {
@@ -249,6 +287,12 @@ fn clip(s: &str) -> String {
     }
 }
 
+/// The host of a `scheme://host:port` URL.
+fn host_of(url: &str) -> Option<&str> {
+    let hostport = url.split_once("://")?.1.split('/').next()?;
+    Some(hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport).trim_matches(['[', ']']))
+}
+
 fn base_playbook(c: Class, quorum: Option<bool>) -> Playbook {
     match c {
         Class::Healthy => Playbook::None,
@@ -307,15 +351,26 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
     } else if p.alarms.iter().any(|a| a == "NOSPACE") {
         evidence.push("probe: alarm NOSPACE is raised for this member".into());
         Some(Class::Nospace)
-    } else if p.member_list == Some(true) && quorum == Some(false) && p.endpoint_healthy != Some(true) {
-        evidence.push(format!(
-            "probe: {} of {} other voting members answer; no quorum without this one",
-            p.peer_voters_healthy, p.peer_voters
-        ));
-        Some(Class::QuorumLost)
-    } else if p.member_list == Some(false) && p.endpoint_answers == Some(true) && p.endpoint_healthy == Some(false) {
-        evidence.push("probe: this member answers but cannot serve a quorum read, and no peer answers".into());
-        Some(Class::QuorumLost)
+    } else if p.member_list == Some(true) && quorum == Some(false) && p.endpoint_healthy != Some(true)
+        || p.member_list == Some(false) && p.endpoint_answers == Some(true) && p.endpoint_healthy == Some(false)
+    {
+        let failed: Vec<String> = p.peer_voters_failed.iter().map(PeerFailure::describe).collect();
+        if !failed.is_empty() {
+            evidence.push(format!("probe: {}", failed.join("; ")));
+        }
+        if p.quorum_ruled_out() {
+            evidence.push(format!(
+                "probe: {} of {} other voting members answer, and enough of the rest are positively down that no quorum exists anywhere",
+                p.peer_voters_healthy, p.peer_voters
+            ));
+            Some(Class::QuorumLost)
+        } else {
+            evidence.push(format!(
+                "probe: {} of {} other voting members answer; the ones that would make a quorum do not refuse, they time out or fail",
+                p.peer_voters_healthy, p.peer_voters
+            ));
+            Some(Class::Partitioned)
+        }
     } else if p.endpoint_healthy == Some(true) && listed == Some(true) {
         evidence.push("probe: this member is listed and serves quorum reads".into());
         Some(Class::Healthy)
@@ -346,7 +401,7 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
             }
             // The log names the cause; the probe describes the state. For the class, the
             // member's own last words are the more specific.
-            if pc == Class::QuorumLost || pc == Class::Nospace || pc == Class::ClusterIdMismatch {
+            if matches!(pc, Class::QuorumLost | Class::Partitioned | Class::Nospace | Class::ClusterIdMismatch) {
                 pc
             } else {
                 lc
@@ -376,6 +431,16 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
     }
     if class == Class::QuorumLost {
         notes.push("run rebuild only on the survivor with the newest data (highest raft index); it refuses otherwise".into());
+    }
+    if class == Class::Partitioned {
+        notes.push("this member cannot reach a quorum; peers time out, so either those hosts are down or this host is cut off. Do not rebuild or restore from here: if the others still have a quorum, that splits the cluster in two".into());
+        for f in p.ambiguous_peers() {
+            let host = host_of(&f.peer_url).unwrap_or(&f.peer_url);
+            notes.push(format!(
+                "check {}: `ping -c 3 {host}` from here, and from another master `curl -sk {}/version` (its peer port): if it answers there, this host is the one cut off",
+                f.name, f.peer_url
+            ));
+        }
     }
     evidence.truncate(MAX_EVIDENCE);
     Finding {
@@ -520,6 +585,7 @@ mod tests {
             peer_voters: 2,
             peer_voters_healthy: 2,
             local_is_voter: true,
+            peer_voters_failed: vec![],
             alarms: vec![],
             local_cluster_id: Some("c1".into()),
             peer_cluster_ids: vec!["c1".into(), "c1".into()],
@@ -558,15 +624,72 @@ mod tests {
         assert_eq!(f.playbook, Playbook::Rejoin);
     }
 
+    fn failed(name: &str, reach: Reach) -> PeerFailure {
+        PeerFailure {
+            name: name.into(),
+            client_url: format!("https://10.0.0.{}:2379", name.len()),
+            peer_url: format!("https://{name}.example:2380"),
+            reach,
+        }
+    }
+
     #[test]
     fn quorum_lost_recommends_rebuild() {
         let mut p = healthy_probes();
         p.endpoint_healthy = Some(false);
         p.peer_voters_healthy = 0;
+        p.peer_voters_failed = vec![failed("m2", Reach::Refused), failed("m3", Reach::NoLeader)];
         let f = diagnose("m1", &[], &p, &Cmd);
         assert_eq!(f.class, Class::QuorumLost);
         assert_eq!(f.playbook, Playbook::Rebuild);
         assert_eq!(f.command, "etcd-hostfix rebuild");
+        assert!(f.evidence.iter().any(|e| e.contains("m2") && e.contains("connection refused")), "{f:#?}");
+    }
+
+    /// The split-brain trap: a master cut off from two healthy peers sees them time out,
+    /// exactly as it would see two hosts that are off. That is never `rebuild`.
+    #[test]
+    fn peers_that_time_out_are_a_partition_not_a_quorum_loss() {
+        let mut p = healthy_probes();
+        p.endpoint_healthy = Some(false);
+        p.peer_voters_healthy = 0;
+        p.peer_voters_failed = vec![failed("m2", Reach::TimedOut), failed("m3", Reach::TimedOut)];
+        let f = diagnose("m1", &[], &p, &Cmd);
+        assert_eq!(f.class, Class::Partitioned, "{f:#?}");
+        assert_eq!(f.playbook, Playbook::Manual);
+        assert!(!f.command.contains("rebuild"));
+        assert!(f.notes.iter().any(|n| n.contains("ping -c 3 m2.example")), "{:#?}", f.notes);
+        assert!(f.notes.iter().any(|n| n.contains("https://m3.example:2380/version")));
+        // One refused, one timing out: a quorum of 3 without this member needs both
+        // peers, and m2 is down for certain, so no quorum exists anywhere.
+        p.peer_voters_failed = vec![failed("m2", Reach::Refused), failed("m3", Reach::TimedOut)];
+        assert_eq!(diagnose("m1", &[], &p, &Cmd).class, Class::QuorumLost);
+        // A TLS failure or an unexplained error proves nothing either.
+        p.peer_voters_failed = vec![failed("m2", Reach::Tls), failed("m3", Reach::Unknown)];
+        assert_eq!(diagnose("m1", &[], &p, &Cmd).class, Class::Partitioned);
+    }
+
+    #[test]
+    fn five_voters_need_three_positively_down_peers() {
+        let mut p = healthy_probes();
+        p.endpoint_healthy = Some(false);
+        p.peer_voters = 4;
+        p.peer_voters_healthy = 0;
+        // 2 refused, 2 timed out: the 2 that time out are 2 of 5 at best, no quorum.
+        p.peer_voters_failed = vec![
+            failed("m2", Reach::Refused),
+            failed("m3", Reach::Refused),
+            failed("m4", Reach::TimedOut),
+            failed("m5", Reach::TimedOut),
+        ];
+        assert!(p.quorum_ruled_out());
+        assert_eq!(diagnose("m1", &[], &p, &Cmd).class, Class::QuorumLost);
+        // 1 refused, 3 timed out: those 3 may be a working majority behind a partition.
+        p.peer_voters_failed[1].reach = Reach::TimedOut;
+        assert!(!p.quorum_ruled_out());
+        let f = diagnose("m1", &[], &p, &Cmd);
+        assert_eq!(f.class, Class::Partitioned);
+        assert_eq!(f.notes.iter().filter(|n| n.starts_with("check ")).count(), 3);
     }
 
     #[test]
@@ -576,6 +699,7 @@ mod tests {
         p.endpoint_healthy = Some(false);
         p.peer_voters_healthy = 1;
         p.peer_voters = 4;
+        p.peer_voters_failed = vec![failed("m2", Reach::Refused), failed("m4", Reach::Refused), failed("m5", Reach::Refused)];
         let lines = parse_text(&fixture("3.5.1", "data-lost"));
         let f = diagnose("m3", newest_run(&lines), &p, &Cmd);
         assert_eq!(f.class, Class::QuorumLost);

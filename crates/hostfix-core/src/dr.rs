@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::status::Reach;
+
 /// One other member as the local configuration names it, and what probing it showed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerFact {
@@ -16,6 +18,19 @@ pub struct PeerFact {
     pub quorum_read: bool,
     pub raft_index: Option<u64>,
     pub revision: Option<i64>,
+    /// How it answered, or how it failed to.
+    #[serde(default)]
+    pub reach: Reach,
+    /// The operator vouched that it is down (`--peers-down`), although it may only time out.
+    #[serde(default)]
+    pub vouched_down: bool,
+}
+
+impl PeerFact {
+    /// Whether it may be part of a quorum that this master cannot see.
+    fn may_be_up(&self) -> bool {
+        self.quorum_read || !(self.reach.positively_down() || self.vouched_down)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,6 +64,8 @@ pub enum RecoveryRefusal {
         local_index: Option<u64>,
         local_revision: Option<i64>,
     },
+    #[error("{} of the other voters may still form a quorum that this master cannot see: {}. A timeout is either a host that is off or this master cut off by a partition, and rebuilding or restoring here while the others have quorum splits the cluster in two. Check from another master whether they answer; if you know they are down, say so with --peers-down {} (--force does not cover this)", .could, .peers.join("; "), .names.join(","))]
+    PeersUnreachable { could: usize, peers: Vec<String>, names: Vec<String> },
     #[error("there is no local data to rebuild from ({path} does not exist); restore from a snapshot instead (`etcd-hostfix restore --snapshot FILE`)")]
     NoLocalData { path: String },
 }
@@ -115,12 +132,52 @@ pub struct RecoveryPlan {
     pub others: Vec<String>,
     /// What `--force` overrode, said again in the plan.
     pub overridden: Vec<String>,
+    /// Peers the operator vouched are down (`--peers-down`), said again in the plan.
+    #[serde(default)]
+    pub vouched_down: Vec<String>,
 }
 
 fn has_quorum(f: &RecoveryFacts) -> Result<(), RecoveryRefusal> {
     let healthy = f.peers.iter().filter(|p| p.quorum_read).count() + usize::from(f.local_quorum_read);
     if f.voters > 0 && healthy >= crate::rejoin::quorum(f.voters) {
         return Err(RecoveryRefusal::HasQuorum { healthy, voters: f.voters });
+    }
+    Ok(())
+}
+
+/// No quorum answers here, but could one exist where this master cannot see it? Only peers
+/// that are positively down (refused, never started, no leader) or vouched down by the
+/// operator are ruled out; voters the local configuration does not name were not probed
+/// and may be up too. Never covered by `--force`: that is how split brain is made.
+fn quorum_ruled_out(f: &RecoveryFacts) -> Result<(), RecoveryRefusal> {
+    let unprobed = f.voters.saturating_sub(f.peers.len() + 1);
+    let could = f.peers.iter().filter(|p| p.may_be_up()).count() + unprobed;
+    if f.voters == 0 || could < crate::rejoin::quorum(f.voters) {
+        return Ok(());
+    }
+    let suspects: Vec<&PeerFact> = f.peers.iter().filter(|p| p.may_be_up() && !p.quorum_read).collect();
+    let mut peers: Vec<String> = suspects
+        .iter()
+        .map(|p| {
+            let how = if p.reach == Reach::Answers { "answers with a leader but serves no quorum read" } else { p.reach.as_str() };
+            format!("{} ({}) {how}", p.name, p.client_url)
+        })
+        .collect();
+    if unprobed > 0 {
+        peers.push(format!("{unprobed} voter(s) not named in --initial-cluster, not probed"));
+    }
+    Err(RecoveryRefusal::PeersUnreachable { could, peers, names: suspects.iter().map(|p| p.name.clone()).collect() })
+}
+
+/// The quorum checks both playbooks share: refuse while a quorum answers (unless
+/// `--force`) or may exist out of sight (unless the operator vouched for those peers).
+fn quorum_checks(f: &RecoveryFacts, overridden: &mut Vec<String>) -> Result<(), RecoveryRefusal> {
+    match has_quorum(f) {
+        Err(r) if f.force => overridden.push(r.to_string()),
+        r => r?,
+    }
+    if overridden.is_empty() {
+        quorum_ruled_out(f)?;
     }
     Ok(())
 }
@@ -136,6 +193,7 @@ fn finish(f: &RecoveryFacts, kind: RecoveryKind, mut steps: Vec<RecoveryStep>, o
         steps,
         others: f.peers.iter().map(|p| p.name.clone()).collect(),
         overridden,
+        vouched_down: f.peers.iter().filter(|p| p.vouched_down).map(|p| p.name.clone()).collect(),
     }
 }
 
@@ -145,10 +203,7 @@ pub fn plan_rebuild(f: &RecoveryFacts, data_path: &str) -> Result<RecoveryPlan, 
     if !f.local_has_data {
         return Err(RecoveryRefusal::NoLocalData { path: data_path.into() });
     }
-    match has_quorum(f) {
-        Err(r) if f.force => overridden.push(r.to_string()),
-        r => r?,
-    }
+    quorum_checks(f, &mut overridden)?;
     // The progenitor must hold the newest data of everyone reachable: compare the raft
     // index first (it counts every committed entry), then the revision. A stopped local
     // member has no raft index to show (only its db file's revision), so then revisions
@@ -186,10 +241,7 @@ pub fn plan_rebuild(f: &RecoveryFacts, data_path: &str) -> Result<RecoveryPlan, 
 /// `restore --snapshot FILE` on the chosen master.
 pub fn plan_restore(f: &RecoveryFacts) -> Result<RecoveryPlan, RecoveryRefusal> {
     let mut overridden = vec![];
-    match has_quorum(f) {
-        Err(r) if f.force => overridden.push(r.to_string()),
-        r => r?,
-    }
+    quorum_checks(f, &mut overridden)?;
     let steps = vec![
         RecoveryStep::VerifySnapshot,
         RecoveryStep::Stop,
@@ -224,7 +276,18 @@ mod tests {
             quorum_read: quorum,
             raft_index: reachable.then_some(index),
             revision: reachable.then_some(rev),
+            // A lost master refuses connections; a survivor without quorum has no leader.
+            reach: match (reachable, quorum) {
+                (false, _) => Reach::Refused,
+                (true, true) => Reach::Answers,
+                (true, false) => Reach::NoLeader,
+            },
+            vouched_down: false,
         }
+    }
+
+    fn timing_out(name: &str) -> PeerFact {
+        PeerFact { reach: Reach::TimedOut, ..peer(name, false, false, 0, 0) }
     }
 
     fn facts(peers: Vec<PeerFact>) -> RecoveryFacts {
@@ -277,6 +340,60 @@ mod tests {
         // Behind or equal: fine.
         let f = facts(vec![peer("m2", true, false, 100, 50), peer("m3", true, false, 90, 40)]);
         assert!(plan_rebuild(&f, "/d").is_ok());
+    }
+
+    /// A master cut off from two healthy peers sees them time out: rebuilding it would
+    /// make a second cluster. Refused for both playbooks, and `--force` does not cover it.
+    #[test]
+    fn peers_that_time_out_refuse_even_with_force() {
+        let mut f = facts(vec![timing_out("m2"), timing_out("m3")]);
+        for forced in [false, true] {
+            f.force = forced;
+            match plan_rebuild(&f, "/d") {
+                Err(RecoveryRefusal::PeersUnreachable { names, peers, .. }) => {
+                    assert_eq!(names, ["m2", "m3"]);
+                    assert!(peers[0].contains("m2") && peers[0].contains("timed out"), "{peers:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(plan_restore(&f), Err(RecoveryRefusal::PeersUnreachable { .. })));
+        }
+        let msg = plan_rebuild(&f, "/d").unwrap_err().to_string();
+        assert!(msg.contains("--peers-down m2,m3"), "{msg}");
+    }
+
+    #[test]
+    fn the_operator_may_vouch_for_peers_that_time_out() {
+        let mut f = facts(vec![timing_out("m2"), timing_out("m3")]);
+        f.peers[0].vouched_down = true;
+        // One vouched, one still ambiguous: m3 alone is no quorum of 3 without this member.
+        let p = plan_rebuild(&f, "/d").unwrap();
+        assert_eq!(p.vouched_down, ["m2"]);
+        f.peers[1].vouched_down = true;
+        assert_eq!(plan_restore(&f).unwrap().vouched_down, ["m2", "m3"]);
+        // Five voters: one refused, three timing out may be a majority behind a partition.
+        let mut f = facts(vec![peer("m2", false, false, 0, 0), timing_out("m3"), timing_out("m4"), timing_out("m5")]);
+        f.voters = 5;
+        match plan_rebuild(&f, "/d") {
+            Err(RecoveryRefusal::PeersUnreachable { names, .. }) => assert_eq!(names, ["m3", "m4", "m5"]),
+            other => panic!("{other:?}"),
+        }
+        // Two refused, two timing out: those two are no majority of five.
+        f.peers[1] = peer("m3", false, false, 0, 0);
+        assert!(plan_rebuild(&f, "/d").is_ok());
+    }
+
+    #[test]
+    fn voters_not_in_the_configuration_count_as_possibly_up() {
+        // The member list says 5 voters but --initial-cluster names only 2 others.
+        let mut f = facts(vec![peer("m2", false, false, 0, 0), timing_out("m3")]);
+        f.voters = 5;
+        match plan_rebuild(&f, "/d") {
+            Err(RecoveryRefusal::PeersUnreachable { peers, .. }) => {
+                assert!(peers.iter().any(|p| p.contains("2 voter(s) not named")), "{peers:?}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

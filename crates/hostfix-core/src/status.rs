@@ -35,6 +35,58 @@ pub struct MemberStatus {
     pub alarms: Vec<String>,
     /// Why it is unreachable or unhealthy, verbatim from the client.
     pub error: Option<String>,
+    /// How it answered, or how it failed to: what quorum reasoning may conclude from it.
+    #[serde(default)]
+    pub reach: Reach,
+}
+
+/// How a member answered a probe, or how it failed to. From one master, "unreachable" has
+/// two causes that look alike: the peer is down, or this master is cut off. Only some
+/// failures say which.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reach {
+    /// It answered and sees a leader.
+    Answers,
+    /// It answered but has no leader: it is up and itself cut off from a quorum.
+    NoLeader,
+    /// Connection refused: its host answers but nothing listens. Its etcd is down.
+    Refused,
+    /// The member list has it, but it never started (no client URL published).
+    NotStarted,
+    /// Timed out: a partition, or a host that is off. Nobody can tell which from here.
+    TimedOut,
+    /// TLS failed: something answers, but it cannot be asked.
+    Tls,
+    /// Any other failure (no route, reset, a failed call): nothing can be concluded.
+    #[default]
+    Unknown,
+}
+
+impl Reach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Answers => "answers",
+            Reach::NoLeader => "answers without a leader",
+            Reach::Refused => "connection refused",
+            Reach::NotStarted => "never started",
+            Reach::TimedOut => "timed out",
+            Reach::Tls => "TLS error",
+            Reach::Unknown => "failed",
+        }
+    }
+
+    /// The member is known not to be part of any quorum: either it is down for certain
+    /// (refused, never started) or it says itself that it has no leader.
+    pub fn positively_down(self) -> bool {
+        matches!(self, Reach::Refused | Reach::NoLeader | Reach::NotStarted)
+    }
+
+    /// It did not answer, and from here it cannot be told whether it is down or this
+    /// master is cut off from it.
+    pub fn ambiguous(self) -> bool {
+        matches!(self, Reach::TimedOut | Reach::Tls | Reach::Unknown)
+    }
 }
 
 /// Where the local member's manifest is.
