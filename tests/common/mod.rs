@@ -37,12 +37,19 @@ pub fn hostfix(args: &[&str]) -> Out {
 
 /// Run the binary with extra environment and no stdin (so it never sees a terminal).
 pub fn hostfix_env(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let o = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run etcd-hostfix");
+    run_out(Command::new(BIN).args(args).envs(env.iter().copied()))
+}
+
+/// Run the binary on the cut-off side of a partition: it can reach that master and no other.
+pub fn hostfix_in(p: &hostfix_lab::fault::Partition, args: &[&str]) -> Out {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    p.enter(&mut c);
+    run_out(&mut c)
+}
+
+fn run_out(c: &mut Command) -> Out {
+    let o = c.stdin(std::process::Stdio::null()).output().expect("run etcd-hostfix");
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

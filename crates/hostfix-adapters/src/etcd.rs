@@ -469,6 +469,13 @@ impl Endpoint {
         Ok(LockAttempt::HeldBy(current))
     }
 
+    /// The value of one key, if it exists (serializable: it answers from this member alone).
+    pub async fn get_value(&mut self, key: &str) -> Result<Option<String>, EtcdError> {
+        let opts = etcd_client::GetOptions::new().with_serializable();
+        let r = self.client.get(key, Some(opts)).await.map_err(|e| self.call_err("get", e))?;
+        Ok(r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
     /// Keep a lease alive until the returned task is aborted.
     pub async fn keep_alive(&mut self, lease: i64, every: Duration) -> Result<tokio::task::JoinHandle<()>, EtcdError> {
         let (mut keeper, mut stream) = self.client.lease_keep_alive(lease).await.map_err(|e| self.call_err("lease keep-alive", e))?;

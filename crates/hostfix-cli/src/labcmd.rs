@@ -211,7 +211,7 @@ async fn demo(g: &Global, mut o: UpOpts) -> Result<i32> {
 
 async fn wait_crashloop(g: &Global, lab: &Lab, i: usize) -> Result<()> {
     for _ in 0..120 {
-        let r = crate::status::gather(&lab_global(g, lab, i)).await?;
+        let r = hostfix_playbooks::probe::gather(&lab_global(g, lab, i).settings()).await?;
         if r.local.state == hostfix_core::status::RunState::Crashlooping {
             return Ok(());
         }

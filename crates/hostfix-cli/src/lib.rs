@@ -1,11 +1,9 @@
 //! The `etcd-hostfix` command line. `main` only calls [`main`]; each command lives in its
 //! own module and returns the process exit code (see `hostfix_core::exit`).
 
-mod actions;
 pub(crate) mod diagnose;
 mod dockerrun;
 mod recover;
-mod local;
 pub(crate) mod rejoin;
 mod status;
 mod labcmd;
@@ -15,6 +13,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use hostfix_adapters::HostRoot;
 use hostfix_core::exit;
+use hostfix_playbooks::{RuntimeChoice, Settings};
 
 /// Repairs the local etcd member of a Kubernetes master, without the Kubernetes API.
 ///
@@ -85,6 +84,27 @@ pub enum Output {
 }
 
 impl Global {
+    /// The plain settings the playbooks library takes: clap stops here.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            host_root: self.host_root.clone(),
+            runtime: match self.runtime {
+                RuntimeArg::Auto => RuntimeChoice::Auto,
+                RuntimeArg::StaticPod => RuntimeChoice::StaticPod,
+                RuntimeArg::Docker => RuntimeChoice::Docker,
+            },
+            manifest: self.manifest.clone(),
+            container: self.container.clone(),
+            docker_host: self.docker_host.clone(),
+            state_dir: self.state_dir.clone(),
+            endpoints: self.endpoints.clone(),
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout),
+        }
+    }
+
     pub fn root(&self) -> HostRoot {
         HostRoot::new(&self.host_root)
     }

@@ -18,9 +18,12 @@ use hostfix_core::dr::{plan_rebuild, plan_restore, single_member_edits, PeerFact
 use hostfix_core::exit;
 use tracing::{info, info_span, Instrument};
 
-use crate::actions::{free_name, Actions};
-use crate::local::{configured, Local};
-use crate::rejoin::{confirmed, crash_point, file_lock_holder, lock_path, refused, run_id, FileLock};
+use hostfix_playbooks::actions::{free_name, Actions};
+use hostfix_playbooks::local::{configured, Local};
+use hostfix_playbooks::lock::{file_lock_holder, lock_path, FileLock};
+use hostfix_playbooks::{crash_point, run_id, Settings};
+
+use crate::rejoin::{confirmed, refused};
 use crate::Global;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -160,12 +163,12 @@ impl Offline {
     }
 }
 
-async fn gather(g: &Global, local: &Local, o: &RecoverOpts) -> Result<RecoveryFacts> {
+async fn gather(g: &Settings, local: &Local, o: &RecoverOpts) -> Result<RecoveryFacts> {
     let conn = local.connector(g)?;
     let name = local.config.flags.name().to_string();
     let peer_url = local.local_peer_url().context("the local member has no --initial-advertise-peer-urls")?;
     let local_url = local.local_client_url().context("the local member has no client URL")?;
-    let me = crate::status::probe_member(&conn, &configured(&name, &peer_url, &local_url)).await;
+    let me = hostfix_playbooks::probe::probe_member(&conn, &configured(&name, &peer_url, &local_url)).await;
     let entries = local.config.flags.initial_cluster();
     let probes = local.probe_configured_peers(&conn).await;
     // `--peers-down` must name configured members: a typo must not vouch for nobody.
@@ -181,7 +184,7 @@ async fn gather(g: &Global, local: &Local, o: &RecoverOpts) -> Result<RecoveryFa
         Err(_) => entries.len(),
     };
     let data = local.data_dir().join("member");
-    let local_revision = me.revision.or_else(|| crate::rejoin::local_data_revision(local, None));
+    let local_revision = me.revision.or_else(|| hostfix_playbooks::rejoin::local_data_revision(local, None));
     Ok(RecoveryFacts {
         name,
         peer_url,
@@ -208,7 +211,7 @@ async fn gather(g: &Global, local: &Local, o: &RecoverOpts) -> Result<RecoveryFa
     })
 }
 
-fn describe(g: &Global, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Path>) -> Vec<String> {
+fn describe(g: &Settings, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Path>) -> Vec<String> {
     let data = local.data_dir().join("member");
     let archive = g.state_dir().join("archive");
     let how = |what: &str| match local.config.runtime {
@@ -246,7 +249,7 @@ fn describe(g: &Global, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Pa
         .collect()
 }
 
-fn print_plan(g: &Global, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Path>) {
+fn print_plan(g: &Settings, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Path>) {
     let what = kind_word(plan.kind);
     println!("{what} plan: {} ({}) becomes a one-member cluster:", plan.name, plan.peer_url);
     for o in &plan.overridden {
@@ -275,10 +278,11 @@ fn print_next(plan: &RecoveryPlan) {
 }
 
 pub async fn rebuild(g: &Global, o: &RecoverOpts) -> Result<i32> {
-    run(g, o, RecoveryKind::Rebuild, None).await
+    run(&g.settings(), o, RecoveryKind::Rebuild, None).await
 }
 
 pub async fn restore(g: &Global, o: &RestoreOpts) -> Result<i32> {
+    let g = &g.settings();
     // Bad input is an error before anything else happens.
     let meta = std::fs::metadata(&o.snapshot).with_context(|| format!("snapshot {}", o.snapshot.display()))?;
     if !meta.is_file() {
@@ -288,7 +292,7 @@ pub async fn restore(g: &Global, o: &RestoreOpts) -> Result<i32> {
     run(g, &o.common, RecoveryKind::Restore, Some(snapshot)).await
 }
 
-async fn run(g: &Global, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<PathBuf>) -> Result<i32> {
+async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<PathBuf>) -> Result<i32> {
     let local = Local::discover(g).await?;
     let state_dir = g.state_dir();
     let name = local.config.flags.name().to_string();
@@ -560,6 +564,7 @@ fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
 
 /// `snapshot save`: from a healthy member, verified, with its checksum and status beside it.
 pub async fn snapshot_save(g: &Global, o: &SaveOpts) -> Result<i32> {
+    let g = &g.settings();
     let local = Local::discover(g).await?;
     let conn = local.connector(g)?;
     let (_, probed) = local.cluster_view(g, &conn).await.ok_or_else(|| anyhow!("no member answers at {}", local.candidate_endpoints(g).join(", ")))?;

@@ -1,27 +1,16 @@
-//! `etcd-hostfix rejoin`: replace the local member, whose data is lost or bad, with a fresh
-//! learner fed by the rest of the cluster, then promote it.
-//!
-//! Order of business: gather facts, plan (pure, may refuse), print the plan, confirm, lock,
-//! then run the steps through a journal. Nothing is written before the confirmation, so a
-//! refusal or a dry run leaves every file byte-identical.
+//! `etcd-hostfix rejoin`: the terminal driver of the rejoin playbook. The playbook itself
+//! (facts, plan, steps, locks) is `hostfix_playbooks::rejoin`; this shows the plan, asks,
+//! and renders progress.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use hostfix_adapters::etcd::{hex_id, verify_snapshot, Connector, Endpoint, LockAttempt, Member};
-use hostfix_adapters::etcdtool::EtcdTool;
-use hostfix_adapters::journal::Journal;
-use hostfix_adapters::runtime::{LocalConfig, RuntimeKind, ASIDE_INFIX};
+use anyhow::Result;
 use hostfix_core::exit;
-use hostfix_core::manifest::rejoin_edits;
-use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, Refusal, RejoinFacts, RejoinPlan, Step};
-use hostfix_core::status::MemberStatus;
-use tracing::{info, info_span, Instrument};
+use hostfix_playbooks::local::Local;
+use hostfix_playbooks::rejoin::{self as playbook, Outcome, Prepared, RejoinOptions};
+use hostfix_playbooks::Reporter;
 
-use crate::actions::{free_name, wait_for, Actions};
-use crate::local::Local;
 use crate::Global;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -44,585 +33,52 @@ pub struct RejoinOpts {
     pub wait_timeout: u64,
 }
 
-/// How long a learner may lag before rejoin checks that it is running at all.
-const LEARNER_PATIENCE: Duration = Duration::from_secs(30);
+/// Renders a playbook's progress on the terminal: the plan as a numbered list, notes as
+/// lines of their own. Steps are quiet; the plan said what they do.
+pub struct Terminal;
 
-/// The key of the cluster-wide lock that serialises repairs across masters.
-pub const LOCK_KEY: &str = "/etcd-hostfix/lock/membership";
-const LOCK_TTL: i64 = 30;
+impl Reporter for Terminal {
+    fn plan(&self, _playbook: &str, header: &str, steps: &[(String, String)]) {
+        println!("{header}");
+        for (i, (name, what)) in steps.iter().enumerate() {
+            println!("  {:>2}. {name:<13} {what}", i + 1);
+        }
+    }
+    fn note(&self, msg: &str) {
+        println!("{msg}");
+    }
+}
 
 pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
-    let local = Local::discover(g).await?;
-    let conn = local.connector(g)?;
-    let state_dir = g.state_dir();
-    let name = local.config.flags.name().to_string();
-    let span = info_span!("rejoin", member = %name, host_root = %g.host_root.display());
-    async move {
-        if let Some(holder) = file_lock_holder(&state_dir) {
-            eprintln!(
-                "refused: another etcd-hostfix run (pid {holder}) holds {}; nothing was changed",
-                lock_path(&state_dir).display()
-            );
-            return Ok(exit::REFUSED);
-        }
-        let resumed = Journal::<RejoinPlan>::load(&state_dir, "rejoin")?;
-        let plan = match &resumed {
-            Some(j) => {
-                println!("resuming rejoin run {} ({} of {} steps done)", j.run_id, j.done.len(), j.plan.steps.len());
-                j.plan.clone()
-            }
-            None => {
-                let mut facts = gather_facts(g, &local, &conn).await?;
-                let mut planned = plan_rejoin(&facts);
-                if let (Err(r @ Refusal::LocalDataNewer { .. }), true) = (&planned, o.force) {
-                    println!("--force overrides: {r}; the local data is archived, not deleted");
-                    facts.local_data_revision = None;
-                    planned = plan_rejoin(&facts);
-                }
-                match planned {
-                    Ok(p) => p,
-                    Err(refusal) => return Ok(refused(refusal)),
-                }
-            }
-        };
-        print_plan(g, &local, &plan);
-        if o.dry_run {
-            println!("dry run: nothing was changed");
-            return Ok(exit::OK);
-        }
-        if !confirmed(o.yes)? {
-            return Ok(exit::REFUSED);
-        }
-        let _flock = match FileLock::take(&state_dir)? {
-            Some(l) => l,
-            None => {
-                eprintln!("refused: another etcd-hostfix run holds {}; nothing was changed", lock_path(&state_dir).display());
-                return Ok(exit::REFUSED);
-            }
-        };
-        let mut peer = conn.connect(plan.peer.client_urls.first().context("peer has no client URL")?).await?;
-        let Some((lease, keeper)) = cluster_lock(&mut peer, &name, Duration::from_secs(o.lock_timeout)).await? else {
-            // Leave the host as it was: undo the local lock this run created.
-            _flock.undo();
-            return Ok(exit::REFUSED);
-        };
-        let mut journal = match resumed {
-            Some(j) => j,
-            None => Journal::create(&state_dir, "rejoin", run_id(), plan.clone())?,
-        };
-        let result = Runner { g, local: &local, conn: &conn, plan: &plan, wait: Duration::from_secs(o.wait_timeout) }
-            .run(&mut journal)
-            .await;
-        keeper.abort();
-        match result {
-            Ok(()) => {
-                let _ = peer.unlock(LOCK_KEY, lease).await;
-                let history = journal.finish()?;
-                println!("rejoin complete: {name} is a healthy voter again (journal kept at {})", history.display());
-                Ok(exit::OK)
-            }
-            Err(e) => {
-                // The lease expires by itself; the journal stays so that a rerun resumes.
-                Err(e.context(format!(
-                    "rejoin stopped; run `etcd-hostfix rejoin` again to resume from {}",
-                    Journal::<RejoinPlan>::path_for(&state_dir, "rejoin").display()
-                )))
-            }
-        }
-    }
-    .instrument(span)
-    .await
-}
-
-pub(crate) fn run_id() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{}-{}", t.as_secs(), std::process::id())
-}
-
-fn to_fact(m: &Member, probed: Option<&MemberStatus>) -> MemberFact {
-    MemberFact {
-        id: m.id,
-        name: m.name.clone(),
-        peer_urls: m.peer_urls.clone(),
-        client_urls: m.client_urls.clone(),
-        is_learner: m.is_learner,
-        quorum_read: probed.map(|p| p.quorum_read).unwrap_or(false),
-        sees_leader: probed.map(|p| p.has_leader).unwrap_or(false),
-        revision: probed.and_then(|p| p.revision),
-    }
-}
-
-/// Everything the planner needs, from the peers first: a member with a foreign or rolled-back
-/// data dir cannot be trusted to describe the cluster.
-async fn gather_facts(g: &Global, local: &Local, conn: &Connector) -> Result<RejoinFacts> {
-    let name = local.config.flags.name().to_string();
-    let peer_url = local.local_peer_url().context("the local member has no --initial-advertise-peer-urls")?;
-    let members: Vec<MemberFact> = match local.cluster_view(g, conn).await {
-        Some((list, probed)) => list.members.iter().zip(probed.iter()).map(|(m, p)| to_fact(m, Some(p))).collect(),
-        // Nobody answers: the planner sees no healthy voter and refuses for want of quorum.
-        None => local
-            .config
-            .flags
-            .initial_cluster()
-            .iter()
-            .enumerate()
-            .map(|(i, e)| MemberFact {
-                id: i as u64 + 1,
-                name: e.name.clone(),
-                peer_urls: vec![e.peer_url.clone()],
-                client_urls: vec![],
-                is_learner: false,
-                quorum_read: false,
-                sees_leader: false,
-                revision: None,
-            })
-            .collect(),
+    let s = g.settings();
+    let local = Local::discover(&s).await?;
+    let conn = local.connector(&s)?;
+    let opts = RejoinOptions {
+        force: o.force,
+        lock_timeout: Duration::from_secs(o.lock_timeout),
+        wait: Duration::from_secs(o.wait_timeout),
     };
-    let me = members.iter().find(|m: &&MemberFact| m.peer_urls.contains(&peer_url) || m.name == name);
-    let cluster_rev = members.iter().filter(|m| m.quorum_read).filter_map(|m| m.revision).max();
-    let local_healthy_caught_up = me
-        .map(|m| !m.is_learner && m.quorum_read && m.revision.is_some() && m.revision == cluster_rev)
-        .unwrap_or(false);
-    Ok(RejoinFacts {
-        name,
-        peer_url,
-        local_healthy_caught_up,
-        local_data_revision: local_data_revision(local, me),
-        members,
-        container: (local.config.runtime == RuntimeKind::Docker).then(|| g.container.clone()),
-    })
-}
-
-/// The local data's revision, when knowable: from the member itself if it answers in the
-/// same cluster, else from its db file via `etcdutl`/`etcdctl snapshot status` on a copy.
-pub(crate) fn local_data_revision(local: &Local, me: Option<&MemberFact>) -> Option<i64> {
-    if let Some(r) = me.and_then(|m| m.revision) {
-        return Some(r);
+    let rep = Terminal;
+    let (plan, resumed) = match playbook::prepare(&s, &local, &conn, &opts, &rep).await? {
+        Prepared::Refused(why) => return Ok(refused(why)),
+        Prepared::Plan { plan, resumed } => (plan, resumed),
+    };
+    let (header, steps) = playbook::describe(&s, &local, &plan);
+    rep.plan("rejoin", &header, &steps);
+    if o.dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(exit::OK);
     }
-    let db = local.data_dir().join("member/snap/db");
-    if !db.is_file() {
-        return None;
+    if !confirmed(o.yes)? {
+        return Ok(exit::REFUSED);
     }
-    // Reading needs no version match: any tool will do.
-    let want = hostfix_adapters::etcdtool::parse_version(&local.config.image);
-    let tool = EtcdTool::for_reading(want).ok()?;
-    hostfix_adapters::etcdtool::db_revision(&tool, &db)
-}
-
-fn print_plan(g: &Global, local: &Local, plan: &RejoinPlan) {
-    let data = local.data_dir().join("member");
-    let state = g.state_dir();
-    println!("rejoin plan for member {} ({}), through peer {} ({}):", plan.name, plan.peer_url, plan.peer.name, plan.peer.client_urls.join(","));
-    for (i, s) in plan.steps.iter().enumerate() {
-        let what = match s {
-            Step::Snapshot { peer } => format!("save a snapshot from {peer} to {} and verify its SHA-256", state.join("snapshots").display()),
-            Step::Stop => match local.config.runtime {
-                RuntimeKind::StaticPod => format!(
-                    "park {} in {} and wait for etcd to exit",
-                    local.config.manifest.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                    state.join("parked").display()
-                ),
-                RuntimeKind::Docker => format!("stop container {}", g.container),
-            },
-            Step::Remove { id } => format!("member remove {}", hex_id(*id)),
-            Step::RemoveDown { id, name } => format!(
-                "member remove {} ({name}, down: etcd refuses any member add while a voter is unreachable; its master's rejoin re-adds it)",
-                hex_id(*id)
-            ),
-            Step::Archive => format!("move {} to {}/<run>/member (kept, not deleted)", data.display(), state.join("archive").display()),
-            Step::AddLearner { name, peer_url, reuse: Some(id) } => {
-                format!("reuse the unstarted member {} for {name} at {peer_url}", hex_id(*id))
-            }
-            Step::AddLearner { name, peer_url, reuse: None } => format!("member add {name} --peer-urls={peer_url} --learner"),
-            Step::Configure => match local.config.runtime {
-                RuntimeKind::StaticPod => "set --initial-cluster (from the member list after the add) and --initial-cluster-state=existing; no other line changes".into(),
-                RuntimeKind::Docker => format!(
-                    "save `docker inspect {}` and its docker run command to {}/<run>/; the recreate sets --initial-cluster (from the member list after the add) and --initial-cluster-state=existing, nothing else",
-                    g.container,
-                    state.join("archive").display()
-                ),
-            },
-            Step::Start => match local.config.runtime {
-                RuntimeKind::StaticPod => "move the manifest back into manifests/".into(),
-                RuntimeKind::Docker => format!(
-                    "rename container {c} to {c}{ASIDE_INFIX}<run>, create {c} again with the same spec and only those flags changed, start it (rolled back if it cannot start)",
-                    c = g.container
-                ),
-            },
-            Step::Promote => "wait until the learner has caught up, then member promote".into(),
-            Step::WaitHealthy => "wait until every member is healthy and the local revision equals the leader's".into(),
-            Step::RemoveOldContainer { name } => {
-                format!("remove the old container, renamed {name}{ASIDE_INFIX}<run> by the recreate (its volumes stay)")
-            }
-        };
-        println!("  {:>2}. {:<13} {what}", i + 1, s.name());
-    }
-}
-
-struct Runner<'a> {
-    g: &'a Global,
-    local: &'a Local,
-    conn: &'a Connector,
-    plan: &'a RejoinPlan,
-    wait: Duration,
-}
-
-/// Test hook: `HOSTFIX_CRASH_AT=<step>` kills the process with SIGKILL right after that
-/// step's work is done and before the journal records it, the worst moment to die.
-pub(crate) fn crash_point(step: &str) {
-    if std::env::var("HOSTFIX_CRASH_AT").map(|s| s == step).unwrap_or(false) {
-        eprintln!("HOSTFIX_CRASH_AT={step}: killing myself");
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
+    match playbook::execute(&s, &local, &conn, &plan, resumed, &opts, &rep).await? {
+        Outcome::Refused(why) => Ok(refused(why)),
+        Outcome::Done { history } => {
+            println!("rejoin complete: {} is a healthy voter again (journal kept at {})", plan.name, history.display());
+            Ok(exit::OK)
         }
     }
-}
-
-impl Runner<'_> {
-    fn cfg(&self) -> &LocalConfig {
-        &self.local.config
-    }
-
-    fn state(&self) -> PathBuf {
-        self.g.state_dir()
-    }
-
-    async fn peer(&self) -> Result<Endpoint> {
-        // Any healthy voter will do; the planned one first.
-        let mut urls: Vec<String> = self.plan.peer.client_urls.clone();
-        urls.extend(self.local.candidate_endpoints(self.g));
-        let mine = self.local.local_client_url();
-        let mut last = None;
-        for u in urls.iter().filter(|u| Some(*u) != mine.as_ref()) {
-            match self.conn.connect(u).await {
-                Ok(ep) => return Ok(ep),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(anyhow!("no peer answers: {}", last.map(|e| e.to_string()).unwrap_or_default()))
-    }
-
-    async fn run(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
-        let steps = self.plan.steps.clone();
-        let mut i = 0;
-        while i < steps.len() {
-            let key = format!("{i}:{}", steps[i].name());
-            if j.is_done(&key) {
-                i += 1;
-                continue;
-            }
-            // The snapshot and stopping the broken member are independent: overlap them.
-            if let (Step::Snapshot { .. }, Some(Step::Stop)) = (&steps[i], steps.get(i + 1)) {
-                let stop_key = format!("{}:stop", i + 1);
-                if !j.is_done(&stop_key) {
-                    let started = Instant::now();
-                    let (a, b) = tokio::join!(self.snapshot(j.run_id.clone()), self.stop());
-                    let path = a?;
-                    b?;
-                    info!(elapsed_ms = started.elapsed().as_millis() as u64, "snapshot and stop done");
-                    crash_point("snapshot");
-                    j.set("snapshot", path.display().to_string())?;
-                    j.mark_done(&key)?;
-                    crash_point("stop");
-                    j.mark_done(&stop_key)?;
-                    i += 2;
-                    continue;
-                }
-            }
-            let span = info_span!("step", n = i + 1, step = steps[i].name());
-            let started = Instant::now();
-            self.step(&steps[i], j).instrument(span).await.with_context(|| format!("step {} ({})", i + 1, steps[i].name()))?;
-            info!(step = steps[i].name(), elapsed_ms = started.elapsed().as_millis() as u64, "step done");
-            crash_point(steps[i].name());
-            j.mark_done(&key)?;
-            i += 1;
-        }
-        Ok(())
-    }
-
-    async fn step(&self, s: &Step, j: &mut Journal<RejoinPlan>) -> Result<()> {
-        match s {
-            Step::Snapshot { .. } => {
-                let p = self.snapshot(j.run_id.clone()).await?;
-                j.set("snapshot", p.display().to_string())?;
-                Ok(())
-            }
-            Step::Stop => self.stop().await,
-            Step::Remove { id } | Step::RemoveDown { id, .. } => self.remove(*id).await,
-            Step::Archive => self.archive(j).await,
-            Step::AddLearner { peer_url, reuse, .. } => self.add_learner(peer_url, *reuse, j).await,
-            Step::Configure => self.configure(j).await,
-            Step::Start => self.start(j).await,
-            Step::RemoveOldContainer { .. } => self.remove_old(j).await,
-            Step::Promote => self.promote(j).await,
-            Step::WaitHealthy => self.wait_healthy().await,
-        }
-    }
-
-    async fn snapshot(&self, run: String) -> Result<PathBuf> {
-        let dir = self.state().join("snapshots");
-        let path = dir.join(format!("rejoin-{run}.db"));
-        if path.exists() && verify_snapshot(&path).is_ok() {
-            return Ok(path);
-        }
-        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-        let part = path.with_extension("db.part");
-        let mut ep = self.peer().await?;
-        // Verified while streaming: the SHA-256 trailer is checked before this returns.
-        ep.snapshot_to(&part).await?;
-        std::fs::rename(&part, &path)?;
-        Ok(path)
-    }
-
-    fn act(&self) -> Actions<'_> {
-        Actions { g: self.g, local: self.local, wait: self.wait }
-    }
-
-    async fn stop(&self) -> Result<()> {
-        self.act().stop().await
-    }
-
-    /// etcd refuses membership changes for a few seconds after a peer (re)connects
-    /// ("unhealthy cluster"); those errors are retried within the wait bound.
-    async fn retry_membership<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        let deadline = Instant::now() + self.wait;
-        loop {
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(e) if Instant::now() < deadline && is_transient(&e.to_string()) => {
-                    info!(what, error = %e, "retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn remove(&self, id: u64) -> Result<()> {
-        self.retry_membership("member remove", || async {
-            let mut ep = self.peer().await?;
-            let list = ep.member_list().await?;
-            if list.members.iter().any(|m| m.id == id) {
-                ep.member_remove(id).await?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn archive(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
-        let dest = match j.get::<String>("archive") {
-            Some(p) => PathBuf::from(p),
-            None => {
-                let p = self.state().join("archive").join(&j.run_id);
-                j.set("archive", p.display().to_string())?;
-                p
-            }
-        };
-        self.act().archive_data(&dest)
-    }
-
-    async fn add_learner(&self, peer_url: &str, reuse: Option<u64>, j: &mut Journal<RejoinPlan>) -> Result<()> {
-        let id = self
-            .retry_membership("member add", || async {
-                let mut ep = self.peer().await?;
-                let list = ep.member_list().await?;
-                // A previous attempt (or an operator) may have added it already.
-                if let Some(m) = list.members.iter().find(|m| m.peer_urls.iter().any(|u| u == peer_url)) {
-                    return Ok(m.id);
-                }
-                if let Some(id) = reuse {
-                    if list.members.iter().any(|m| m.id == id) {
-                        return Ok(id);
-                    }
-                }
-                Ok(ep.member_add_learner(peer_url).await?)
-            })
-            .await?;
-        let mut ep = self.peer().await?;
-        let list = ep.member_list().await?;
-        let facts: Vec<MemberFact> = list.members.iter().map(|m| to_fact(m, None)).collect();
-        let cluster = initial_cluster_after_add(&facts, &self.plan.name, peer_url);
-        j.set("new_id", id)?;
-        j.set("initial_cluster", cluster)?;
-        Ok(())
-    }
-
-    /// Static pod: edit the parked manifest now. Docker: keep the container's inspect; the
-    /// edits are applied by the recreate in `start`.
-    async fn configure(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
-        let archive = self.state().join("archive").join(&j.run_id);
-        match self.cfg().runtime {
-            RuntimeKind::StaticPod => self.act().edit_parked(&self.edits(j)?, &archive),
-            RuntimeKind::Docker => self.act().save_container(&archive, &j.run_id).await,
-        }
-    }
-
-    fn edits(&self, j: &Journal<RejoinPlan>) -> Result<Vec<hostfix_core::manifest::FlagEdit>> {
-        let cluster: String = j.get("initial_cluster").context("journal lacks initial_cluster")?;
-        Ok(rejoin_edits(&hostfix_core::flags::parse_initial_cluster(&cluster)))
-    }
-
-    async fn start(&self, j: &Journal<RejoinPlan>) -> Result<()> {
-        let archive = self.state().join("archive").join(&j.run_id);
-        let parked = self.local.static_pod.as_ref().map(|sp| sp.parked_path().exists()).unwrap_or(false);
-        if parked {
-            self.clear_stragglers(&archive).await?;
-        }
-        let crash = |phase: &str| crash_point(&format!("recreate-{phase}"));
-        self.act().start_with(&self.edits(j)?, &archive, &j.run_id, &crash).await
-    }
-
-    /// The learner must start from an empty data dir. A crashlooping pod can be restarted by
-    /// the kubelet in the instant its manifest is parked, before the kubelet notices: that
-    /// straggler, still on the old flags, writes a fresh `member` dir under its old ID after
-    /// the archive step, and the learner would then start as that ID and never catch up.
-    /// So, while the manifest is still parked: wait for any straggler to be stopped, and
-    /// archive what it wrote.
-    async fn clear_stragglers(&self, archive: &Path) -> Result<()> {
-        let url = self.local.local_client_url().unwrap_or_default();
-        wait_for("a restarted etcd to be stopped by the kubelet", self.wait, || hostfix_adapters::process::etcd_pids(&url).is_empty()).await?;
-        let member = self.local.data_dir().join("member");
-        if member.exists() {
-            let dest = free_name(archive, "member.late-");
-            std::fs::create_dir_all(archive)?;
-            println!("note: a restart raced the stop and wrote {}; archived to {}", member.display(), dest.display());
-            std::fs::rename(&member, &dest).with_context(|| member.display().to_string())?;
-        }
-        Ok(())
-    }
-
-    async fn remove_old(&self, j: &Journal<RejoinPlan>) -> Result<()> {
-        self.act().remove_asides(&[j.run_id.clone()]).await
-    }
-
-    async fn promote(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
-        let id: u64 = j.get("new_id").context("journal lacks new_id")?;
-        let started = Instant::now();
-        let deadline = started + self.wait;
-        let mut bounced = false;
-        loop {
-            let mut ep = self.peer().await?;
-            let list = ep.member_list().await?;
-            match list.members.iter().find(|m| m.id == id) {
-                Some(m) if !m.is_learner => return Ok(()),
-                Some(_) => match ep.member_promote(id).await {
-                    Ok(()) => return Ok(()),
-                    // "can only promote a learner member which is in sync with leader"
-                    Err(e) if Instant::now() < deadline => {
-                        tracing::debug!(error = %e, "learner not ready yet");
-                        // A learner that is not even running as itself will never catch up:
-                        // restart it once rather than wait out the whole bound.
-                        if !bounced && started.elapsed() > LEARNER_PATIENCE {
-                            if let Some(why) = self.learner_absent(id).await {
-                                println!("note: the learner has not caught up after {LEARNER_PATIENCE:?} and {why}; restarting it once");
-                                // Stopped, the manifest is parked again, and the restart
-                                // clears whatever the wrong member wrote (archived).
-                                self.act().stop().await?;
-                                self.start(j).await?;
-                                bounced = true;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let why = self.learner_absent(id).await.unwrap_or_else(|| "the local member runs as the learner".into());
-                        return Err(anyhow!("learner {} never caught up within {:?} ({why}): {e}", hex_id(id), self.wait));
-                    }
-                },
-                None => bail!("member {} vanished from the member list", hex_id(id)),
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Why the local member is not the learner `id`, if it is not: its endpoint does not
-    /// answer, or it answers as another member (a stale configuration).
-    async fn learner_absent(&self, id: u64) -> Option<String> {
-        let url = self.local.local_client_url()?;
-        match self.conn.connect(&url).await {
-            Err(e) => Some(format!("its endpoint does not answer ({e})")),
-            Ok(mut ep) => match ep.status().await {
-                Err(e) => Some(format!("its endpoint does not answer ({e})")),
-                Ok(st) if st.member_id != id => Some(format!("it runs as member {}, not {}", hex_id(st.member_id), hex_id(id))),
-                Ok(_) => None,
-            },
-        }
-    }
-
-    async fn wait_healthy(&self) -> Result<()> {
-        let deadline = Instant::now() + self.wait;
-        let my_url = self.local.local_client_url();
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Some((_, probed)) = self.local.cluster_view(self.g, self.conn).await {
-                let leader_rev = probed.iter().find(|m| m.is_leader).and_then(|m| m.revision);
-                let mine = probed.iter().find(|m| m.client_urls.first() == my_url.as_ref());
-                let required = |m: &&MemberStatus| {
-                    m.peer_urls.contains(&self.plan.peer_url)
-                        || m.peer_urls.iter().any(|u| self.plan.healthy_at_start.contains(u))
-                };
-                let all_healthy = probed.iter().filter(required).all(|m| m.healthy && !m.is_learner);
-                if all_healthy && leader_rev.is_some() && mine.map(|m| m.healthy) == Some(true) && mine.and_then(|m| m.revision) == leader_rev {
-                    let others: Vec<String> = probed.iter().filter(|m| !m.healthy).map(|m| m.name.clone()).collect();
-                    if !others.is_empty() {
-                        println!("note: still unhealthy, and not this run's to repair: {}", others.join(", "));
-                    }
-                    return Ok(());
-                }
-                last = probed
-                    .iter()
-                    .filter(required)
-                    .filter(|m| !m.healthy)
-                    .map(|m| format!("{}: {}", m.name, m.error.clone().unwrap_or_else(|| "not healthy".into())))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        bail!("cluster not healthy after {:?}: {last}", self.wait)
-    }
-}
-
-fn is_transient(msg: &str) -> bool {
-    // etcd derives an added member's ID from its peer URLs and the Unix second; re-adding
-    // a peer URL within the second of a removed add collides with the removed ID and is
-    // answered "member not found" / "ID removed". The next second gets a fresh ID.
-    ["member not found", "id removed", "unhealthy cluster", "too many requests", "leader changed", "no leader", "timed out", "request timed out", "deadline", "unavailable", "connection"]
-        .iter()
-        .any(|t| msg.to_lowercase().contains(t))
-}
-
-/// The cluster-wide lock, waited for while another master holds it.
-async fn cluster_lock(peer: &mut Endpoint, holder: &str, timeout: Duration) -> Result<Option<(i64, tokio::task::JoinHandle<()>)>> {
-    let deadline = Instant::now() + timeout;
-    let mut said = false;
-    loop {
-        match peer.try_lock(LOCK_KEY, holder, LOCK_TTL).await? {
-            LockAttempt::Acquired(lease) => {
-                let keeper = peer.keep_alive(lease, Duration::from_secs(LOCK_TTL as u64 / 3)).await?;
-                return Ok(Some((lease, keeper)));
-            }
-            LockAttempt::HeldBy(other) => {
-                if Instant::now() > deadline {
-                    eprintln!("refused: member {other} holds the repair lock {LOCK_KEY} (waited {timeout:?}); nothing was changed");
-                    return Ok(None);
-                }
-                if !said {
-                    println!("waiting for member {other} to finish its repair (lock {LOCK_KEY})");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-}
-
-pub(crate) fn lock_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("lock")
 }
 
 /// Say why a playbook will not act, and that nothing changed; the exit code for it.
@@ -651,60 +107,4 @@ pub(crate) fn confirmed(yes: bool) -> Result<bool> {
         return Ok(false);
     }
     Ok(true)
-}
-
-/// A local `flock`: one repair per host at a time, even before the cluster lock can be had.
-pub(crate) struct FileLock {
-    file: std::fs::File,
-    path: PathBuf,
-    /// What taking the lock created, so a refusal after it can leave the host as it was.
-    created_file: bool,
-    created_dir: Option<PathBuf>,
-}
-
-impl FileLock {
-    pub(crate) fn take(state_dir: &Path) -> Result<Option<FileLock>> {
-        use std::os::unix::io::AsRawFd;
-        let created_dir = (!state_dir.exists()).then(|| state_dir.to_path_buf());
-        std::fs::create_dir_all(state_dir).with_context(|| state_dir.display().to_string())?;
-        let path = lock_path(state_dir);
-        let created_file = !path.exists();
-        let mut file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Ok(None);
-        }
-        file.set_len(0)?;
-        write!(file, "{}", std::process::id())?;
-        Ok(Some(FileLock { file, path, created_file, created_dir }))
-    }
-
-    /// Remove what `take` created: only our own lock file, and the state dir only if this
-    /// run created it and nothing else is in it.
-    pub(crate) fn undo(&self) {
-        if self.created_file {
-            let _ = std::fs::remove_file(&self.path);
-        }
-        if let Some(d) = &self.created_dir {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
-/// Who holds the file lock, without creating anything.
-pub(crate) fn file_lock_holder(state_dir: &Path) -> Option<String> {
-    use std::os::unix::io::AsRawFd;
-    let p = lock_path(state_dir);
-    let f = std::fs::File::open(&p).ok()?;
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
-        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
-        return None;
-    }
-    Some(std::fs::read_to_string(&p).unwrap_or_default().trim().to_string())
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        use std::os::unix::io::AsRawFd;
-        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
-    }
 }

@@ -3,6 +3,7 @@
 
 pub mod benchutil;
 pub mod certs;
+pub mod fault;
 pub mod image;
 pub mod kubelet;
 pub mod lab;

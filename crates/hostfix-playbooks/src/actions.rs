@@ -10,10 +10,10 @@ use hostfix_adapters::runtime::{DockerRuntime, RuntimeError, RuntimeKind, ASIDE_
 use hostfix_core::manifest::{edit_manifest_flags, FlagEdit};
 
 use crate::local::Local;
-use crate::Global;
+use crate::Settings;
 
 pub struct Actions<'a> {
-    pub g: &'a Global,
+    pub g: &'a Settings,
     pub local: &'a Local,
     pub wait: Duration,
 }

@@ -3,7 +3,6 @@
 //! should present, and which endpoints to ask.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hostfix_adapters::etcd::{ClientTls, Connector, Member, MemberList};
@@ -13,7 +12,7 @@ use hostfix_adapters::runtime::{DockerRuntime, LocalConfig, RuntimeError, Static
 use hostfix_adapters::HostRoot;
 use hostfix_core::status::{ManifestState, RunState};
 
-use crate::{Global, RuntimeArg};
+use crate::{RuntimeChoice, Settings};
 
 pub struct Local {
     pub config: LocalConfig,
@@ -23,7 +22,7 @@ pub struct Local {
 }
 
 impl Local {
-    pub async fn discover(g: &Global) -> Result<Local, RuntimeError> {
+    pub async fn discover(g: &Settings) -> Result<Local, RuntimeError> {
         let root = g.root();
         let sp = StaticPod { root: root.clone(), manifest: g.manifest_path(), state_dir: g.state_dir() };
         let docker_local = |docker: DockerRuntime| async {
@@ -38,11 +37,11 @@ impl Local {
             Ok::<_, RuntimeError>(Local { config, root: root.clone(), static_pod: None, docker: Some(docker) })
         };
         match g.runtime {
-            RuntimeArg::StaticPod => {
+            RuntimeChoice::StaticPod => {
                 Ok(Local { config: sp.load()?, root: root.clone(), static_pod: Some(sp), docker: None })
             }
-            RuntimeArg::Docker => docker_local(DockerRuntime::connect(g.docker_host.as_deref()).await?).await,
-            RuntimeArg::Auto => match sp.load() {
+            RuntimeChoice::Docker => docker_local(DockerRuntime::connect(g.docker_host.as_deref()).await?).await,
+            RuntimeChoice::Auto => match sp.load() {
                 Ok(config) => Ok(Local { config, root: root.clone(), static_pod: Some(sp), docker: None }),
                 // A manifest that exists but is broken is the answer, not a reason to look
                 // elsewhere: the operator must see what is wrong with it.
@@ -71,7 +70,7 @@ impl Local {
     /// The client TLS files: explicit overrides first, else the member's own. kubeadm
     /// keeps a client-only `healthcheck-client` pair beside the CA, which is what a health
     /// checker should present; without one (RKE), the server pair is used, as the seeds do.
-    pub fn tls_files(&self, g: &Global) -> (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) {
+    pub fn tls_files(&self, g: &Settings) -> (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) {
         let f = self.config.flags.server_tls();
         let host = |p: &Option<String>| p.as_ref().map(|p| self.config.host_path(&self.root, p));
         let ca = g.cacert.clone().or_else(|| host(&f.ca));
@@ -87,7 +86,7 @@ impl Local {
         (ca, g.cert.clone().or(cert), g.key.clone().or(key))
     }
 
-    pub fn connector(&self, g: &Global) -> Result<Connector> {
+    pub fn connector(&self, g: &Settings) -> Result<Connector> {
         let (ca, cert, key) = self.tls_files(g);
         let uses_tls = self.local_client_url().map(|u| u.starts_with("https")).unwrap_or(true)
             || g.endpoints.iter().any(|e| e.starts_with("https"));
@@ -98,7 +97,7 @@ impl Local {
             ),
             _ => None,
         };
-        Ok(Connector::new(tls, Duration::from_secs(g.timeout)))
+        Ok(Connector::new(tls, g.timeout))
     }
 
     /// The member's data dir (`--data-dir`) as a host path.
@@ -121,14 +120,14 @@ impl Local {
     /// The member list and a probe of every member, asked of the peers first and of the
     /// local member last: a member with a foreign or rolled-back data dir lists its own idea
     /// of the cluster. `None` when nobody answers.
-    pub async fn cluster_view(&self, g: &Global, conn: &Connector) -> Option<(MemberList, Vec<MemberStatus>)> {
+    pub async fn cluster_view(&self, g: &Settings, conn: &Connector) -> Option<(MemberList, Vec<MemberStatus>)> {
         let mut endpoints = self.candidate_endpoints(g);
         if let Some(u) = self.local_client_url() {
             endpoints.retain(|e| *e != u);
             endpoints.push(u);
         }
-        let (_, list) = crate::status::member_list(conn, &endpoints).await.ok()?;
-        let probed = futures_util::future::join_all(list.members.iter().map(|m| crate::status::probe_member(conn, m))).await;
+        let (_, list) = crate::probe::member_list(conn, &endpoints).await.ok()?;
+        let probed = futures_util::future::join_all(list.members.iter().map(|m| crate::probe::probe_member(conn, m))).await;
         Some((list, probed))
     }
 
@@ -148,13 +147,13 @@ impl Local {
         futures_util::future::join_all(others.into_iter().map(|e| async move {
             let url = self.client_url_for_peer(&e.peer_url).unwrap_or_default();
             let m = configured(&e.name, &e.peer_url, &url);
-            let s = crate::status::probe_member(conn, &m).await;
+            let s = crate::probe::probe_member(conn, &m).await;
             (e, s)
         }))
         .await
     }
 
-    pub fn candidate_endpoints(&self, g: &Global) -> Vec<String> {
+    pub fn candidate_endpoints(&self, g: &Settings) -> Vec<String> {
         if !g.endpoints.is_empty() {
             return g.endpoints.clone();
         }
@@ -204,7 +203,7 @@ impl Local {
     /// Running, crashlooping or stopped, from the runtime plus whether the member's own
     /// endpoint answers. For a static pod the kubelet is not asked (it may be down with the
     /// API): its CRI log files tell the restart count.
-    pub async fn runtime_view(&self, g: &Global, endpoint_answers: bool) -> Result<RuntimeView, RuntimeError> {
+    pub async fn runtime_view(&self, g: &Settings, endpoint_answers: bool) -> Result<RuntimeView, RuntimeError> {
         match (&self.static_pod, &self.docker) {
             (Some(sp), _) => {
                 let logs = sp.pod_logs(LOG_TAIL_BYTES);

@@ -1,0 +1,96 @@
+//! The playbook runner, one for a person at a terminal and for the daemon at 3 a.m.
+//!
+//! It finds the local member ([`local`]), gathers the cluster's facts ([`probe`],
+//! [`diagnose`]), and runs the core's plans step by step through the journal and the locks
+//! ([`rejoin`], [`lock`]). It prints nothing: progress goes to a [`Reporter`], which the CLI
+//! renders on a terminal and the daemon to journald, metrics, incident records and
+//! sd_notify `STATUS=`. Its input is a plain [`Settings`] value; clap stops at the CLI.
+
+pub mod actions;
+pub mod diagnose;
+pub mod local;
+pub mod lock;
+pub mod probe;
+pub mod rejoin;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hostfix_adapters::HostRoot;
+
+/// Which runtime runs the local etcd member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeChoice {
+    /// A static-pod manifest if there is one, else the Docker container.
+    Auto,
+    StaticPod,
+    Docker,
+}
+
+/// Where the local member and etcd-hostfix's own state are, and how to reach etcd.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Root of the master's filesystem; every host path resolves under it.
+    pub host_root: PathBuf,
+    pub runtime: RuntimeChoice,
+    /// The static-pod manifest; `None` is `<host-root>/etc/kubernetes/manifests/etcd.yaml`.
+    pub manifest: Option<PathBuf>,
+    /// The Docker container running etcd (RKE names it `etcd`).
+    pub container: String,
+    pub docker_host: Option<String>,
+    /// `None` is `<host-root>/var/lib/etcd-hostfix`.
+    pub state_dir: Option<PathBuf>,
+    /// Client URLs to use instead of those from the local configuration.
+    pub endpoints: Vec<String>,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Per-endpoint timeout.
+    pub timeout: Duration,
+}
+
+impl Settings {
+    pub fn root(&self) -> HostRoot {
+        HostRoot::new(&self.host_root)
+    }
+    pub fn manifest_path(&self) -> PathBuf {
+        self.manifest.clone().unwrap_or_else(|| self.root().default_manifest())
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| self.root().default_state_dir())
+    }
+}
+
+/// Where a playbook's progress goes. Every method has a quiet default, so a driver renders
+/// only what it cares about.
+pub trait Reporter: Send + Sync {
+    /// The plan, as numbered human-readable lines, before anything is done.
+    fn plan(&self, _playbook: &str, _header: &str, _steps: &[(String, String)]) {}
+    /// Step `n` of `total` (1-based) begins.
+    fn step_started(&self, _n: usize, _total: usize, _step: &str) {}
+    /// Step `n` of `total` is done and journaled.
+    fn step_done(&self, _n: usize, _total: usize, _step: &str, _elapsed: Duration) {}
+    /// Something worth saying that is neither a step nor an error.
+    fn note(&self, _msg: &str) {}
+}
+
+/// A reporter that says nothing (tests, and callers that only want the outcome).
+pub struct Quiet;
+impl Reporter for Quiet {}
+
+/// A run's ID: the Unix second and the pid, unique per host.
+pub fn run_id() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{}", t.as_secs(), std::process::id())
+}
+
+/// Test hook: `HOSTFIX_CRASH_AT=<step>` kills the process with SIGKILL right after that
+/// step's work is done and before the journal records it, the worst moment to die.
+pub fn crash_point(step: &str) {
+    if std::env::var("HOSTFIX_CRASH_AT").map(|s| s == step).unwrap_or(false) {
+        eprintln!("HOSTFIX_CRASH_AT={step}: killing myself");
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
