@@ -6,7 +6,7 @@
 //! member's "cluster ID mismatch"). When the two point at different playbooks, the finding
 //! says so and recommends `manual`, the safest.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::logs::LogLine;
 use crate::status::Reach;
@@ -26,7 +26,7 @@ impl PeerFailure {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
     Healthy,
@@ -81,7 +81,7 @@ impl Class {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Playbook {
     Rejoin,

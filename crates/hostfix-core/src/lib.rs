@@ -11,6 +11,7 @@ pub mod exit;
 pub mod logs;
 pub mod flags;
 pub mod manifest;
+pub mod policy;
 pub mod rejoin;
 pub mod status;
 
