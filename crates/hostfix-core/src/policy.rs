@@ -86,7 +86,7 @@ pub struct Observation {
     /// The other voters have a quorum without this member.
     pub peers_quorum: bool,
     /// The leader the peers agree on, if they agree.
-    pub peers_leader: Option<u64>,
+    pub peers_leader: Option<String>,
     /// The peers see the local member as not serving (not a healthy voter).
     pub peers_see_local_down: bool,
     /// The member was removed by another master's rejoin (recorded in etcd), not by a person.
@@ -160,7 +160,7 @@ pub struct PolicyState {
     /// The class last seen, and since when.
     pub class_since: Option<(Class, Duration)>,
     /// The leader the peers agree on, and since when they have.
-    pub leader_since: Option<(u64, Duration)>,
+    pub leader_since: Option<(String, Duration)>,
     /// When each recent repair started.
     pub repairs: Vec<Duration>,
     /// Failed repairs in a row, and when the last one ended.
@@ -254,9 +254,9 @@ fn track(st: &mut PolicyState, o: &Observation, now: Duration) {
             st.class_since = Some((o.class, now));
         }
     }
-    match (o.peers_quorum, o.peers_leader) {
-        (true, Some(l)) if st.leader_since.map(|(x, _)| x) == Some(l) => {}
-        (true, Some(l)) => st.leader_since = Some((l, now)),
+    match (o.peers_quorum, &o.peers_leader) {
+        (true, Some(l)) if st.leader_since.as_ref().map(|(x, _)| x) == Some(l) => {}
+        (true, Some(l)) => st.leader_since = Some((l.clone(), now)),
         _ => st.leader_since = None,
     }
 }
@@ -318,9 +318,9 @@ fn decide_inner(cfg: &PolicyConfig, st: &mut PolicyState, o: &Observation, now: 
     if !o.peers_quorum {
         return Decision::Wait { reason: "the other voters have no quorum to rejoin through".into(), deadline: now + Duration::from_secs(1) };
     }
-    match st.leader_since {
-        Some((_, t)) if now >= t + cfg.corroborate => {}
-        Some((_, t)) => {
+    match st.leader_since.as_ref().map(|(_, t)| *t) {
+        Some(t) if now >= t + cfg.corroborate => {}
+        Some(t) => {
             return Decision::Wait {
                 reason: format!("the peers' leader must hold for {:?} before they corroborate", cfg.corroborate),
                 deadline: t + cfg.corroborate,
@@ -402,7 +402,7 @@ mod tests {
             etcd_running: false,
             placement: Placement::InPlace,
             peers_quorum: true,
-            peers_leader: Some(7),
+            peers_leader: Some("7".into()),
             peers_see_local_down: true,
             removed_by_hostfix: false,
             cluster_lock_holder: None,
@@ -445,7 +445,7 @@ mod tests {
         assert!(is_heal(&decide(&cfg, &mut st, &obs(Class::DataLost), 102 * S)));
         // A leader change starts the wait again.
         let mut o = obs(Class::DataLost);
-        o.peers_leader = Some(8);
+        o.peers_leader = Some("8".into());
         assert!(matches!(decide(&cfg, &mut st, &o, 103 * S), Decision::Wait { .. }));
         // No quorum among the peers: nothing to rejoin through.
         o.peers_quorum = false;

@@ -6,7 +6,8 @@ use anyhow::Result;
 use hostfix_adapters::etcd::hex_id;
 use hostfix_core::diagnose::{diagnose_log, CommandFor, Finding, PeerFailure, Probes};
 use hostfix_core::logs::parse_text;
-use hostfix_core::status::RunState;
+use hostfix_adapters::etcd::Connector;
+use hostfix_core::status::{MemberStatus, RunState};
 
 use crate::local::Local;
 use crate::Settings;
@@ -16,10 +17,14 @@ pub struct Diagnosis {
     pub finding: Finding,
     pub log_source: String,
     pub probes: Probes,
+    /// Every listed member as probed, when a member list could be had.
+    pub members: Vec<MemberStatus>,
+    /// The local member's ID in that list.
+    pub local_id: Option<String>,
 }
 
-pub async fn diagnose_local(g: &Settings, local: &Local, cmds: &dyn CommandFor) -> Result<Diagnosis> {
-    let conn = local.connector(g)?;
+/// `conn` is kept by the caller, so a daemon probing every second reuses its connections.
+pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds: &dyn CommandFor) -> Result<Diagnosis> {
     let name = local.config.flags.name().to_string();
     let local_url = local.local_client_url();
     let peer_url = local.local_peer_url();
@@ -46,7 +51,7 @@ pub async fn diagnose_local(g: &Settings, local: &Local, cmds: &dyn CommandFor) 
         }
     }
 
-    let view = local.cluster_view(g, &conn).await;
+    let view = local.cluster_view(g, conn).await;
     p.member_list = Some(view.is_some());
     if let Some((list, all)) = &view {
         let me = list.members.iter().find(|m| {
@@ -86,23 +91,34 @@ pub async fn diagnose_local(g: &Settings, local: &Local, cmds: &dyn CommandFor) 
     if view.is_none() {
         // Nobody lists the members: what is known of the peers is the configuration, and
         // how each of them fails to answer is what tells a quorum loss from a partition.
-        let peers = local.probe_configured_peers(&conn).await;
+        let peers = local.probe_configured_peers(conn).await;
         p.local_is_voter = true;
         p.peer_voters = peers.len();
         p.peer_voters_healthy = peers.iter().filter(|(_, s)| s.quorum_read).count();
         p.peer_voters_failed = peers.iter().filter(|(_, s)| !s.quorum_read).map(|(e, s)| failure(s, &e.name)).collect();
     }
 
-    let view = local.runtime_view(g, p.endpoint_answers == Some(true)).await?;
-    p.crashlooping = Some(view.state == RunState::Crashlooping);
-    let source = match (&view.log, &local.config.container) {
+    let rtv = local.runtime_view(g, p.endpoint_answers == Some(true)).await?;
+    p.crashlooping = Some(rtv.state == RunState::Crashlooping);
+    let source = match (&rtv.log, &local.config.container) {
         (Some(f), _) => f.display().to_string(),
         (None, Some(c)) => format!("docker logs {c} (last {} lines)", crate::local::DOCKER_LOG_LINES),
         (None, None) => "no log found".into(),
     };
-    let lines = parse_text(&view.log_tail);
+    let lines = parse_text(&rtv.log_tail);
     let f = diagnose_log(&name, &lines, &p, cmds);
-    Ok(Diagnosis { finding: f, log_source: source, probes: p })
+    let (members, local_id) = match view {
+        Some((list, probed)) => {
+            let id = list
+                .members
+                .iter()
+                .find(|m| (!m.name.is_empty() && m.name == name) || peer_url.as_ref().map(|u| m.peer_urls.contains(u)).unwrap_or(false))
+                .map(|m| hex_id(m.id));
+            (probed, id)
+        }
+        None => (vec![], None),
+    };
+    Ok(Diagnosis { finding: f, log_source: source, probes: p, members, local_id })
 }
 
 pub fn failure(m: &hostfix_core::status::MemberStatus, name: &str) -> PeerFailure {
