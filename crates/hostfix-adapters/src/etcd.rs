@@ -476,6 +476,16 @@ impl Endpoint {
         Ok(r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
+    pub async fn put_value(&mut self, key: &str, value: &str) -> Result<(), EtcdError> {
+        self.client.put(key, value, None).await.map_err(|e| self.call_err("put", e))?;
+        Ok(())
+    }
+
+    pub async fn delete_key(&mut self, key: &str) -> Result<(), EtcdError> {
+        self.client.delete(key, None).await.map_err(|e| self.call_err("delete", e))?;
+        Ok(())
+    }
+
     /// Keep a lease alive until the returned task is aborted.
     pub async fn keep_alive(&mut self, lease: i64, every: Duration) -> Result<tokio::task::JoinHandle<()>, EtcdError> {
         let (mut keeper, mut stream) = self.client.lease_keep_alive(lease).await.map_err(|e| self.call_err("lease keep-alive", e))?;

@@ -1,6 +1,7 @@
 //! The `etcd-hostfix` command line. `main` only calls [`main`]; each command lives in its
 //! own module and returns the process exit code (see `hostfix_core::exit`).
 
+mod daemoncmd;
 pub(crate) mod diagnose;
 mod dockerrun;
 mod recover;
@@ -146,11 +147,38 @@ pub enum Cmd {
     /// Print the `docker run` command that recreates a container exactly as it is, every
     /// word shell-quoted, with etcd flags optionally edited. Changes nothing.
     DockerRun(dockerrun::DockerRunOpts),
+    /// Run in the foreground as the systemd service: watch the local member and heal it by
+    /// itself with the same playbooks, within budgets, never touching a member that is
+    /// only restarting or being worked on by a person. See `status` for why it is not
+    /// acting. Exit codes: 0 stopped by SIGTERM, 1 bad configuration or cannot start.
+    Daemon(daemoncmd::DaemonOpts),
+    /// Stop the daemon from acting (it keeps observing and reporting). Kept in the state
+    /// dir, so it survives a restart.
+    Pause(daemoncmd::PauseOpts),
+    /// Lift a pause, and close the daemon's circuit breaker.
+    Resume,
     /// A lab of real etcd clusters laid out like kubeadm or RKE masters.
     Lab {
         #[command(subcommand)]
         cmd: labcmd::LabCmd,
     },
+}
+
+/// Commands log warnings to stderr. The daemon logs at info, to journald with structured
+/// fields (member, class, decision, playbook, step) when journald is there, else to
+/// stderr; `RUST_LOG` overrides either.
+fn init_tracing(daemon: bool) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" }));
+    let journald = if daemon { tracing_journald::layer().ok() } else { None };
+    match journald {
+        Some(j) => tracing_subscriber::registry().with(filter).with(j).init(),
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
 }
 
 /// Parse, run, and map errors to exit codes. Kept here so `main` stays one line.
@@ -163,13 +191,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing(matches!(cli.command, Cmd::Daemon(_)));
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -187,6 +209,9 @@ pub fn main() -> i32 {
             Cmd::Snapshot { cmd: recover::SnapshotCmd::Save(o) } => recover::snapshot_save(&cli.global, &o).await,
             Cmd::DockerRun(o) => dockerrun::run(&cli.global, &o).await,
             Cmd::Lab { cmd } => labcmd::run(&cli.global, cmd).await,
+            Cmd::Daemon(o) => daemoncmd::run(&cli.global, &o).await,
+            Cmd::Pause(o) => daemoncmd::pause(&cli.global, &o),
+            Cmd::Resume => daemoncmd::resume(&cli.global),
         }
     });
     match result {

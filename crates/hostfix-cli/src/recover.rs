@@ -567,61 +567,13 @@ pub async fn snapshot_save(g: &Global, o: &SaveOpts) -> Result<i32> {
     let g = &g.settings();
     let local = Local::discover(g).await?;
     let conn = local.connector(g)?;
-    let (_, probed) = local.cluster_view(g, &conn).await.ok_or_else(|| anyhow!("no member answers at {}", local.candidate_endpoints(g).join(", ")))?;
-    let mine = local.local_client_url();
-    // A healthy member, the local one first; without quorum, any member that answers (its
-    // data may be behind, and the status file says whose it is).
-    let pick = probed
-        .iter()
-        .filter(|m| m.quorum_read)
-        .max_by_key(|m| (m.client_urls.first() == mine.as_ref(), m.revision))
-        .or_else(|| probed.iter().filter(|m| m.reachable).max_by_key(|m| m.revision))
-        .ok_or_else(|| anyhow!("no member answers a status call"))?;
-    if !pick.quorum_read {
-        eprintln!("warning: the cluster has no quorum; saving {}'s own data, which may be behind", pick.name);
+    let out = o.out.clone().unwrap_or_else(|| hostfix_playbooks::snapshot::default_path(g, "snapshot"));
+    let saved = hostfix_playbooks::snapshot::save(g, &local, &conn, &out, hostfix_playbooks::snapshot::Source::Best).await?;
+    if !saved.member.quorum_read {
+        eprintln!("warning: the cluster has no quorum; saved {}'s own data, which may be behind", saved.member.name);
     }
-    let url = pick.client_urls.first().context("member without client URL")?;
-    let out = match &o.out {
-        Some(p) => p.clone(),
-        None => {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-            g.state_dir().join("snapshots").join(format!("snapshot-{t}.db"))
-        }
-    };
-    if out.exists() {
-        bail!("{} exists; choose another --out (nothing is overwritten)", out.display());
-    }
-    if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
-    }
-    let part = PathBuf::from(format!("{}.part", out.display()));
-    let mut ep = conn.connect(url).await?;
-    let bytes = ep.snapshot_to(&part).await?;
-    std::fs::rename(&part, &out)?;
-    let sha = etcdtool::file_sha256(&out)?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    std::fs::write(format!("{}.sha256", out.display()), format!("{sha}  {name}\n"))?;
-    let status = EtcdTool::for_reading(etcdtool::parse_version(&local.config.image))
-        .map_err(anyhow::Error::from)
-        .and_then(|t| t.status(&out).map_err(anyhow::Error::from));
-    let record = serde_json::json!({
-        "file": out.display().to_string(),
-        "bytes": bytes,
-        "sha256": sha,
-        "member": pick.name,
-        "endpoint": url,
-        "cluster_id": pick.cluster_id,
-        "etcd_version": pick.version,
-        "member_revision": pick.revision,
-        "member_raft_index": pick.raft_index,
-        "had_quorum": pick.quorum_read,
-        "saved_at_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs(),
-        "status": status.as_ref().ok(),
-        "status_error": status.as_ref().err().map(|e| e.to_string()),
-    });
-    std::fs::write(format!("{}.json", out.display()), serde_json::to_string_pretty(&record)? + "\n")?;
-    println!("saved {} ({bytes} bytes) from {} ({url}), SHA-256 {sha}", out.display(), pick.name);
-    match &status {
+    println!("saved {} ({} bytes) from {} ({}), SHA-256 {}", saved.path.display(), saved.bytes, saved.member.name, saved.endpoint, saved.sha256);
+    match &saved.status {
         Ok(s) => println!("status: revision {}, {} keys, hash {}", s["revision"], s["totalKey"], s["hash"]),
         Err(e) => println!("status: not read ({e})"),
     }

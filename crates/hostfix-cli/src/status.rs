@@ -1,6 +1,8 @@
-//! `etcd-hostfix status`: the report is gathered by the playbooks library; this renders it.
+//! `etcd-hostfix status`: the report is gathered by the playbooks library; this renders it,
+//! with the daemon's own account of itself (from the state dir) when one has run here.
 
 use anyhow::Result;
+use hostfix_daemon::files::{self, DaemonStatus};
 use tracing::Instrument;
 
 use crate::{Global, Output};
@@ -9,9 +11,51 @@ pub async fn run(g: &Global) -> Result<i32> {
     let report = hostfix_playbooks::probe::gather(&g.settings())
         .instrument(tracing::info_span!("status", host_root = %g.host_root.display()))
         .await?;
+    let daemon: Option<DaemonStatus> = files::read_json(&files::status_path(&g.state_dir())).ok().flatten();
     match g.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Table => print!("{}", report.render_table()),
+        Output::Json => {
+            let mut v = serde_json::to_value(&report)?;
+            if let Some(d) = &daemon {
+                let mut dv = serde_json::to_value(d)?;
+                dv["running"] = serde_json::Value::Bool(alive(d.pid));
+                v["daemon"] = dv;
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Output::Table => {
+            print!("{}", report.render_table());
+            if let Some(d) = &daemon {
+                print!("{}", render_daemon(d));
+            }
+        }
     }
     Ok(report.exit_code())
+}
+
+fn alive(pid: u32) -> bool {
+    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+}
+
+fn render_daemon(d: &DaemonStatus) -> String {
+    let mut s = format!(
+        "\ndaemon: pid {} ({}), mode {}{}, updated {}\n",
+        d.pid,
+        if alive(d.pid) { "running" } else { "not running" },
+        d.mode,
+        match &d.paused {
+            Some(p) => format!(", PAUSED since {}: {}", p.since, p.reason),
+            None => String::new(),
+        },
+        d.updated_at
+    );
+    s.push_str(&format!("  condition: {} is {}\n", d.member, d.class));
+    s.push_str(&format!("  decision:  {}\n", d.why));
+    if let Some(r) = &d.repairing {
+        s.push_str(&format!("  repairing: {r}\n"));
+    }
+    s.push_str(&format!("  budget:    {} repairs left in the window{}\n", d.budget_left, if d.circuit_open { "; CIRCUIT OPEN until `etcd-hostfix resume`" } else { "" }));
+    if let Some(l) = &d.last_repair {
+        s.push_str(&format!("  last repair: {} {} at {} ({})\n", l.playbook, l.result, l.ended_at, l.incident));
+    }
+    s
 }

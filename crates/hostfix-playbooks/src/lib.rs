@@ -12,6 +12,7 @@ pub mod local;
 pub mod lock;
 pub mod probe;
 pub mod rejoin;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::time::Duration;

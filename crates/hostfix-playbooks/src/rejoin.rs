@@ -47,6 +47,12 @@ pub enum Outcome {
     Refused(String),
 }
 
+/// Where a rejoin records that it removed another master's member (down, so that a
+/// learner could be added): `/etcd-hostfix/removed/<name>`, holding the remover's name.
+pub fn removed_key(name: &str) -> String {
+    format!("/etcd-hostfix/removed/{name}")
+}
+
 /// How long a learner may lag before rejoin checks that it is running at all.
 const LEARNER_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -342,14 +348,28 @@ impl Runner<'_> {
                 Ok(())
             }
             Step::Stop => self.stop().await,
-            Step::Remove { id } | Step::RemoveDown { id, .. } => self.remove(*id).await,
+            Step::Remove { id } => self.remove(*id).await,
+            Step::RemoveDown { id, name } => {
+                // Said in etcd before it is done, so that the removed member's own daemon
+                // knows a repair removed it (and heals at once) rather than a person.
+                let mut ep = self.peer().await?;
+                ep.put_value(&removed_key(name), &self.plan.name).await?;
+                self.remove(*id).await
+            }
             Step::Archive => self.archive(j).await,
             Step::AddLearner { peer_url, reuse, .. } => self.add_learner(peer_url, *reuse, j).await,
             Step::Configure => self.configure(j).await,
             Step::Start => self.start(j).await,
             Step::RemoveOldContainer { .. } => self.remove_old(j).await,
             Step::Promote => self.promote(j).await,
-            Step::WaitHealthy => self.wait_healthy().await,
+            Step::WaitHealthy => {
+                self.wait_healthy().await?;
+                // Back as a voter: a removal record for this member no longer applies.
+                if let Ok(mut ep) = self.peer().await {
+                    let _ = ep.delete_key(&removed_key(&self.plan.name)).await;
+                }
+                Ok(())
+            }
         }
     }
 

@@ -1,0 +1,159 @@
+//! One observation of the world, for the policy: `diagnose`'s classification of the local
+//! member (the same code a person runs), plus what the policy needs beyond it: where the
+//! manifest is, whether the peers agree on a leader, who holds the locks, whether a repair
+//! is unfinished, whether the daemon is paused.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use hostfix_adapters::etcd::Connector;
+use hostfix_adapters::journal::Journal;
+use hostfix_adapters::runtime::RuntimeError;
+use hostfix_core::diagnose::{Class, CommandFor, Finding, Playbook};
+use hostfix_core::policy::{Observation, Placement};
+use hostfix_core::rejoin::RejoinPlan;
+use hostfix_core::status::ManifestState;
+use hostfix_playbooks::diagnose::{diagnose_local, Diagnosis};
+use hostfix_playbooks::local::Local;
+use hostfix_playbooks::{lock, Settings};
+
+use crate::files;
+
+/// The commands the daemon names in its alerts: the ones a person types on that master.
+struct Commands;
+impl CommandFor for Commands {
+    fn command(&self, p: Playbook, _: hostfix_core::diagnose::Class) -> String {
+        match p {
+            Playbook::None => String::new(),
+            Playbook::Manual => "sudo etcd-hostfix diagnose".into(),
+            p => format!("sudo etcd-hostfix {}", p.as_str()),
+        }
+    }
+}
+
+/// What the daemon keeps between observations: the connector (so connections are reused,
+/// not reopened every second) and the last configuration that could be read.
+pub struct World {
+    pub settings: Settings,
+    conn: Option<(PathBuf, Connector)>,
+    /// The member's name from the last configuration read, for when it cannot be read now.
+    pub last_name: Option<String>,
+}
+
+pub struct Seen {
+    pub obs: Observation,
+    pub finding: Finding,
+    pub log_source: String,
+}
+
+impl World {
+    pub fn new(settings: Settings) -> World {
+        World { settings, conn: None, last_name: None }
+    }
+
+    fn connector(&mut self, local: &Local) -> Result<Connector> {
+        // Rebuilt only when the member's configuration names other certificates.
+        let key = local.tls_files(&self.settings).0.unwrap_or_default();
+        if let Some((k, c)) = &self.conn {
+            if *k == key {
+                return Ok(c.clone());
+            }
+        }
+        let c = local.connector(&self.settings)?;
+        self.conn = Some((key, c.clone()));
+        Ok(c)
+    }
+
+    pub async fn observe(&mut self) -> Result<Seen> {
+        let s = self.settings.clone();
+        let state = s.state_dir();
+        let paused = files::read_json::<files::Pause>(&files::pause_path(&state)).ok().flatten().map(|p| p.reason);
+        let local_lock_holder = lock::file_lock_holder(&state).filter(|pid| *pid != std::process::id().to_string());
+        let unfinished_journal = Journal::<RejoinPlan>::load(&state, "rejoin").ok().flatten().is_some();
+        let local = match Local::discover(&s).await {
+            Ok(l) => l,
+            // The manifest (or container) is gone, and not parked by us: a person took it.
+            Err(e @ (RuntimeError::NoManifest { .. } | RuntimeError::NoContainer { .. } | RuntimeError::NothingFound { .. })) => {
+                let member = self.last_name.clone().unwrap_or_else(|| "-".into());
+                let obs = Observation {
+                    member: member.clone(),
+                    class: Class::NotRunning,
+                    etcd_running: false,
+                    placement: Placement::MovedOut,
+                    peers_quorum: false,
+                    peers_leader: None,
+                    peers_see_local_down: true,
+                    removed_by_hostfix: false,
+                    cluster_lock_holder: None,
+                    local_lock_holder,
+                    unfinished_journal,
+                    paused,
+                    progenitor: None,
+                };
+                let finding = Finding {
+                    class: Class::NotRunning,
+                    member,
+                    playbook: Playbook::Manual,
+                    command: String::new(),
+                    evidence: vec![e.to_string()],
+                    notes: vec![],
+                    log_class: None,
+                };
+                return Ok(Seen { obs, finding, log_source: "-".into() });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let name = local.config.flags.name().to_string();
+        self.last_name = Some(name.clone());
+        let conn = self.connector(&local)?;
+        let Diagnosis { finding, log_source, probes, members, local_id } = diagnose_local(&s, &local, &conn, &Commands).await?;
+
+        let placement = match local.config.manifest_state {
+            Some(ManifestState::Parked) => Placement::ParkedByUs,
+            Some(ManifestState::Missing) => Placement::MovedOut,
+            _ => Placement::InPlace,
+        };
+        let peers: Vec<_> = members.iter().filter(|m| Some(&m.id) != local_id.as_ref()).collect();
+        // The leader the answering peers agree on: exactly one member says it leads.
+        let leaders: Vec<&String> = members.iter().filter(|m| m.is_leader).map(|m| &m.id).collect();
+        let peers_leader = (leaders.len() == 1 && Some(leaders[0]) != local_id.as_ref()).then(|| leaders[0].clone());
+        let peers_quorum = probes.rest_has_quorum() == Some(true);
+        // Ask one healthy peer about the cluster-wide lock and a removal record.
+        let mut cluster_lock_holder = None;
+        let mut removed_by_hostfix = false;
+        if let Some(url) = peers.iter().find(|m| m.quorum_read).and_then(|m| m.client_urls.first()) {
+            if let Ok(mut ep) = conn.connect(url).await {
+                cluster_lock_holder = lock::cluster_lock_holder(&mut ep).await.ok().flatten().filter(|h| *h != name);
+                if finding.class == Class::MemberRemoved {
+                    removed_by_hostfix = ep
+                        .get_value(&hostfix_playbooks::rejoin::removed_key(&name))
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some();
+                }
+            }
+        }
+        // For quorum loss, the member that answers with the newest data is the progenitor.
+        let progenitor = (finding.class == Class::QuorumLost)
+            .then(|| members.iter().filter(|m| m.reachable).max_by_key(|m| m.raft_index.unwrap_or(0)))
+            .flatten()
+            .map(|m| (m.name.clone(), format!("sudo etcd-hostfix rebuild   # on {}'s master ({})", m.name, m.client_urls.join(","))));
+        let obs = Observation {
+            member: name,
+            class: finding.class,
+            etcd_running: probes.process_up == Some(true),
+            placement,
+            peers_quorum,
+            peers_leader,
+            peers_see_local_down: probes.endpoint_healthy != Some(true),
+            removed_by_hostfix,
+            cluster_lock_holder,
+            local_lock_holder,
+            unfinished_journal,
+            paused,
+            progenitor,
+        };
+        Ok(Seen { obs, finding, log_source })
+    }
+}
