@@ -194,3 +194,98 @@ pub fn docker_ok(args: &[&str]) -> String {
 pub fn asides_left(name: &str) -> String {
     docker_ok(&["ps", "-a", "--filter", &format!("name={name}-hostfix-aside"), "--format", "{{.Names}}"]).trim().to_string()
 }
+
+/// An `etcd-hostfix daemon` process for lab master `i`, killed (by its PID) when dropped.
+pub struct DaemonProc {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    pub metrics: String,
+    pub state_dir: PathBuf,
+}
+
+/// The config file every test daemon starts from: quick probes, no snapshots, metrics on
+/// the master's own loopback address.
+pub fn daemon_config(lab: &Lab, i: usize, extra: &str) -> String {
+    format!("probe_interval: 500ms\nsnapshot_interval: 0\nmetrics_listen: {}:9379\n{extra}", lab.node(i).ip)
+}
+
+impl DaemonProc {
+    pub fn start(lab: &Lab, i: usize, config: &str, env: &[(&str, &str)]) -> DaemonProc {
+        let n = lab.node(i);
+        let cfg = n.host_root.join("etc/etcd-hostfix/config.yaml");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        std::fs::write(&cfg, config).unwrap();
+        let log = n.host_root.join(format!("daemon-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut args = node_args(lab, i);
+        args.push("daemon".into());
+        let child = Command::new(BIN)
+            .args(&args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", std::env::var("HOSTFIX_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start the daemon");
+        DaemonProc {
+            child,
+            log,
+            metrics: format!("{}:9379", n.ip),
+            state_dir: n.host_root.join("var/lib/etcd-hostfix"),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's own status file, as `status` reads it.
+    pub fn status(&self) -> serde_json::Value {
+        std::fs::read_to_string(self.state_dir.join("daemon/status.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// GET /metrics over plain HTTP/1.1.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&self.metrics) else { return String::new() };
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok();
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.metrics);
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default()
+    }
+
+    /// The incident records written so far.
+    pub fn incidents(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.state_dir.join("incidents"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
+            .collect();
+        files.sort();
+        files.iter().filter_map(|p| serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()).collect()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for it to exit.
+    pub fn stop(&mut self) -> Option<i32> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -253,6 +253,10 @@ pub struct Alarm {
 pub struct Endpoint {
     pub url: String,
     client: Client,
+    /// Every short call is bounded by this, whatever the transport does: a member that
+    /// accepts connections but does not serve yet (etcd 3.5 before it has joined a
+    /// cluster) must cost a timeout, not a hang.
+    timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -277,7 +281,7 @@ impl Connector {
 
     pub async fn connect(&self, url: &str) -> Result<Endpoint, EtcdError> {
         if let Some(c) = self.cache.lock().expect("cache lock").get(url) {
-            return Ok(Endpoint { url: url.to_string(), client: c.clone() });
+            return Ok(Endpoint { url: url.to_string(), client: c.clone(), timeout: self.timeout });
         }
         let ep = self.connect_fresh(url).await?;
         self.cache.lock().expect("cache lock").insert(url.to_string(), ep.client.clone());
@@ -293,10 +297,16 @@ impl Connector {
         if let Some(t) = &self.tls {
             opts = opts.with_tls(t.options());
         }
-        let client = Client::connect([url], Some(opts))
-            .await
-            .map_err(|e| EtcdError::Unreachable { endpoint: url.into(), reason: error_chain(&e) })?;
-        Ok(Endpoint { url: url.to_string(), client })
+        let client = match tokio::time::timeout(self.timeout, Client::connect([url], Some(opts))).await {
+            Ok(r) => r.map_err(|e| EtcdError::Unreachable { endpoint: url.into(), reason: error_chain(&e) })?,
+            Err(_) => {
+                return Err(EtcdError::Unreachable {
+                    endpoint: url.into(),
+                    reason: format!("connection timed out after {:?} (it accepts, but does not serve)", self.timeout),
+                })
+            }
+        };
+        Ok(Endpoint { url: url.to_string(), client, timeout: self.timeout })
     }
 }
 
@@ -316,12 +326,27 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Endpoint {
+    fn timed_out(&self, op: &'static str) -> EtcdError {
+        EtcdError::Call { endpoint: self.url.clone(), op, reason: format!("timed out after {:?}", self.timeout) }
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, EtcdError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r.map_err(|e| self.call_err(op, e)),
+            Err(_) => Err(self.timed_out(op)),
+        }
+    }
+
     fn call_err(&self, op: &'static str, e: etcd_client::Error) -> EtcdError {
         EtcdError::Call { endpoint: self.url.clone(), op, reason: error_chain(&e) }
     }
 
     pub async fn member_list(&mut self) -> Result<MemberList, EtcdError> {
-        let r = self.client.member_list().await.map_err(|e| self.call_err("member list", e))?;
+        let r = self.bounded("member list", self.client.clone().member_list()).await?;
         let h = r.header();
         Ok(MemberList {
             cluster_id: h.map(|h| h.cluster_id()).unwrap_or_default(),
@@ -335,7 +360,7 @@ impl Endpoint {
     }
 
     pub async fn status(&mut self) -> Result<EndpointStatus, EtcdError> {
-        let r = self.client.status().await.map_err(|e| self.call_err("status", e))?;
+        let r = self.bounded("status", self.client.clone().status()).await?;
         let h = r.header();
         Ok(EndpointStatus {
             member_id: h.map(|h| h.member_id()).unwrap_or_default(),
@@ -356,19 +381,19 @@ impl Endpoint {
     /// etcdctl's `endpoint health`: a quorum read of the key `health`. Permission denied
     /// still proves the read went through raft, so it counts as healthy, as in etcdctl.
     pub async fn health(&mut self) -> Result<(), EtcdError> {
-        match self.client.get("health", None).await {
-            Ok(_) => Ok(()),
-            Err(e) if error_chain(&e).contains("permission denied") => Ok(()),
-            Err(e) => Err(self.call_err("health check", e)),
+        let mut c = self.client.clone();
+        let r = tokio::time::timeout(self.timeout, async move { c.get("health", None).await }).await;
+        match r {
+            Err(_) => Err(self.timed_out("health check")),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if error_chain(&e).contains("permission denied") => Ok(()),
+            Ok(Err(e)) => Err(self.call_err("health check", e)),
         }
     }
 
     pub async fn alarms(&mut self) -> Result<Vec<Alarm>, EtcdError> {
-        let r = self
-            .client
-            .alarm(AlarmAction::Get, AlarmType::None, None)
-            .await
-            .map_err(|e| self.call_err("alarm list", e))?;
+        let mut c = self.client.clone();
+        let r = self.bounded("alarm list", async move { c.alarm(AlarmAction::Get, AlarmType::None, None).await }).await?;
         Ok(r.alarms()
             .iter()
             .map(|a| Alarm {
@@ -472,7 +497,9 @@ impl Endpoint {
     /// The value of one key, if it exists (serializable: it answers from this member alone).
     pub async fn get_value(&mut self, key: &str) -> Result<Option<String>, EtcdError> {
         let opts = etcd_client::GetOptions::new().with_serializable();
-        let r = self.client.get(key, Some(opts)).await.map_err(|e| self.call_err("get", e))?;
+        let mut c = self.client.clone();
+        let key = key.to_string();
+        let r = self.bounded("get", async move { c.get(key, Some(opts)).await }).await?;
         Ok(r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 

@@ -169,8 +169,14 @@ impl StaticPod {
         files.sort();
         let (_, restart, file) = files.pop()?;
         // The previous run's file too: a pod that just restarted has not said yet why it will
-        // die again, and its predecessor has.
-        let mut tail = files.pop().and_then(|(_, _, p)| read_tail(&p, max_bytes / 2).ok()).unwrap_or_default();
+        // die again, and its predecessor has. Only the same pod's: a pod re-created from an
+        // edited manifest is a new configuration, and what an older one died of says nothing
+        // about it.
+        let mut tail = files
+            .pop()
+            .filter(|(_, _, p)| p.parent() == file.parent())
+            .and_then(|(_, _, p)| read_tail(&p, max_bytes / 2).ok())
+            .unwrap_or_default();
         tail.push_str(&read_tail(&file, max_bytes).unwrap_or_default());
         let last_line = tail.lines().rev().map(cri_message).find(|l| !l.trim().is_empty()).map(str::to_string);
         Some(PodLogs { file, restarts: restart, last_line, tail })

@@ -177,6 +177,9 @@ pub struct Finding {
     pub notes: Vec<String>,
     /// What the newest log run alone says, when it says anything.
     pub log_class: Option<Class>,
+    /// The verdict rests on the run before the newest: the member restarted and has not
+    /// failed (yet). A person may have fixed it; only its newest run can tell.
+    pub from_previous_run: bool,
 }
 
 pub const MAX_EVIDENCE: usize = 8;
@@ -323,6 +326,7 @@ pub fn diagnose_log(member: &str, lines: &[LogLine], p: &Probes, cmds: &dyn Comm
         let prev = runs[runs.len() - 2];
         if classify_log(prev).is_some() {
             f = diagnose(member, prev, p, cmds);
+            f.from_previous_run = true;
             f.notes.push("the newest run has not failed yet; this is what the previous run died of".into());
         }
     }
@@ -451,6 +455,7 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
         evidence,
         notes,
         log_class,
+        from_previous_run: false,
     }
 }
 

@@ -99,6 +99,9 @@ pub struct Observation {
     pub unfinished_journal: bool,
     /// Paused by `etcd-hostfix pause`, with the reason given.
     pub paused: Option<String>,
+    /// The class comes from the run before the newest: the member restarted and its newest
+    /// run has not failed yet.
+    pub previous_run_only: bool,
     /// For quorum loss: the reachable member with the highest raft index, and the exact
     /// `rebuild` command for its master. `None` when the missing peers only time out.
     pub progenitor: Option<(String, String)>,
@@ -254,6 +257,11 @@ fn track(st: &mut PolicyState, o: &Observation, now: Duration) {
             st.class_since = Some((o.class, now));
         }
     }
+    // With the manifest moved out the daemon knows nothing of the peers: that is not
+    // news of a leader change, so the leader's steadiness is left as it was.
+    if o.placement == Placement::MovedOut {
+        return;
+    }
     match (o.peers_quorum, &o.peers_leader) {
         (true, Some(l)) if st.leader_since.as_ref().map(|(x, _)| x) == Some(l) => {}
         (true, Some(l)) => st.leader_since = Some((l.clone(), now)),
@@ -291,6 +299,12 @@ fn decide_inner(cfg: &PolicyConfig, st: &mut PolicyState, o: &Observation, now: 
     if let Some(holder) = &o.cluster_lock_holder {
         return Decision::Wait {
             reason: format!("member {holder} holds the cluster-wide repair lock; one repair at a time"),
+            deadline: now + Duration::from_secs(1),
+        };
+    }
+    if definitive(o.class) && o.previous_run_only {
+        return Decision::Wait {
+            reason: format!("{m} restarted after dying of {}; its newest run has not failed yet", o.class.as_str()),
             deadline: now + Duration::from_secs(1),
         };
     }
@@ -410,6 +424,7 @@ mod tests {
             unfinished_journal: false,
             paused: None,
             progenitor: None,
+            previous_run_only: false,
         }
     }
 
@@ -505,6 +520,17 @@ mod tests {
         // The grace starts again from the next fault, not from the first.
         let d = decide(&cfg, &mut st, &obs(Class::NotRunning), 400 * S);
         assert!(matches!(d, Decision::Wait { deadline, .. } if deadline == 700 * S), "{d:?}");
+    }
+
+    #[test]
+    fn a_restarted_member_is_judged_by_its_newest_run() {
+        let cfg = PolicyConfig::default();
+        let mut st = after_healthy(&cfg);
+        let mut o = obs(Class::DbCorrupt);
+        o.previous_run_only = true;
+        assert!(matches!(decide(&cfg, &mut st, &o, 10 * S), Decision::Wait { reason, .. } if reason.contains("newest run")));
+        o.previous_run_only = false;
+        assert!(is_heal(&decide(&cfg, &mut st, &o, 11 * S)));
     }
 
     #[test]

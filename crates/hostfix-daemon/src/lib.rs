@@ -185,6 +185,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
                 started_at: files::now_rfc3339(),
                 observed: Observed {
                     class: seen.finding.class.as_str().into(),
+                    from_previous_run: seen.finding.from_previous_run,
                     evidence: seen.finding.evidence.clone(),
                     notes: seen.finding.notes.clone(),
                     log_source: seen.log_source.clone(),

@@ -19,9 +19,18 @@ impl Notifier {
         }
     }
 
+    /// `sd_notify::notify` sends with a blocking socket: a manager that does not drain its
+    /// queue would then stall the decision loop, which must never wait on its reporting.
+    /// So the message is formatted by the crate and sent here without blocking; one that
+    /// does not fit is dropped (the next turn sends a newer one).
     fn send(&self, s: &[sd_notify::NotifyState]) {
-        if self.enabled {
-            if let Err(e) = sd_notify::notify(s) {
+        if !self.enabled {
+            return;
+        }
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+        let msg: String = s.iter().map(|x| format!("{x}\n")).collect();
+        if let Err(e) = send_nonblocking(&path, msg.as_bytes()) {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
                 tracing::warn!(error = %e, "sd_notify failed");
             }
         }
@@ -44,4 +53,22 @@ impl Notifier {
     pub fn stopping(&self) {
         self.send(&[sd_notify::NotifyState::Stopping]);
     }
+}
+
+fn send_nonblocking(path: &std::ffi::OsStr, msg: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    let bytes = path.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        // An abstract socket, as systemd may hand out.
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None => SocketAddr::from_pathname(std::path::Path::new(path))?,
+    };
+    sock.send_to_addr(msg, &addr)?;
+    Ok(())
 }

@@ -51,6 +51,12 @@ impl World {
         World { settings, conn: None, last_name: None }
     }
 
+    /// How long one part of an observation may take: a few endpoint timeouts (the member
+    /// list is asked of the peers one after another).
+    fn budget(&self) -> std::time::Duration {
+        self.settings.timeout * 4
+    }
+
     fn connector(&mut self, local: &Local) -> Result<Connector> {
         // Rebuilt only when the member's configuration names other certificates.
         let key = local.tls_files(&self.settings).0.unwrap_or_default();
@@ -89,6 +95,7 @@ impl World {
                     unfinished_journal,
                     paused,
                     progenitor: None,
+                    previous_run_only: false,
                 };
                 let finding = Finding {
                     class: Class::NotRunning,
@@ -98,6 +105,7 @@ impl World {
                     evidence: vec![e.to_string()],
                     notes: vec![],
                     log_class: None,
+                    from_previous_run: false,
                 };
                 return Ok(Seen { obs, finding, log_source: "-".into() });
             }
@@ -106,7 +114,8 @@ impl World {
         let name = local.config.flags.name().to_string();
         self.last_name = Some(name.clone());
         let conn = self.connector(&local)?;
-        let Diagnosis { finding, log_source, probes, members, local_id } = diagnose_local(&s, &local, &conn, &Commands).await?;
+        let Diagnosis { finding, log_source, probes, members, local_id } =
+            bounded("diagnose", self.budget(), diagnose_local(&s, &local, &conn, &Commands)).await??;
 
         let placement = match local.config.manifest_state {
             Some(ManifestState::Parked) => Placement::ParkedByUs,
@@ -122,13 +131,18 @@ impl World {
         let mut cluster_lock_holder = None;
         let mut removed_by_hostfix = false;
         if let Some(url) = peers.iter().find(|m| m.quorum_read).and_then(|m| m.client_urls.first()) {
-            if let Ok(mut ep) = conn.connect(url).await {
-                cluster_lock_holder = lock::cluster_lock_holder(&mut ep).await.ok().flatten().filter(|h| *h != name);
+            if let Ok(Ok(mut ep)) = bounded("connect to a peer", self.budget(), conn.connect(url)).await {
+                cluster_lock_holder = bounded("read the repair lock", self.budget(), lock::cluster_lock_holder(&mut ep))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .flatten()
+                    .filter(|h| *h != name);
                 if finding.class == Class::MemberRemoved {
-                    removed_by_hostfix = ep
-                        .get_value(&hostfix_playbooks::rejoin::removed_key(&name))
+                    removed_by_hostfix = bounded("read the removal record", self.budget(), ep.get_value(&hostfix_playbooks::rejoin::removed_key(&name)))
                         .await
                         .ok()
+                        .and_then(|r| r.ok())
                         .flatten()
                         .is_some();
                 }
@@ -153,7 +167,20 @@ impl World {
             unfinished_journal,
             paused,
             progenitor,
+            previous_run_only: finding.from_previous_run,
         };
         Ok(Seen { obs, finding, log_source })
+    }
+}
+
+/// Every await of an observation is bounded: a call that never returns must not stop the
+/// loop that feeds the watchdog and reports why it is not acting.
+async fn bounded<T>(what: &'static str, limit: std::time::Duration, f: impl std::future::Future<Output = T>) -> Result<T> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            tracing::warn!(what, limit_ms = limit.as_millis() as u64, "observation step timed out");
+            Err(anyhow::anyhow!("{what} took longer than {limit:?}"))
+        }
     }
 }

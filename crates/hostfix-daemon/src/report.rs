@@ -39,6 +39,9 @@ pub struct Incident {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observed {
     pub class: String,
+    /// The class is what the run before the newest died of.
+    #[serde(default)]
+    pub from_previous_run: bool,
     pub evidence: Vec<String>,
     pub notes: Vec<String>,
     pub log_source: String,

@@ -51,7 +51,9 @@ pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds:
         }
     }
 
+    tracing::debug!(endpoint_answers = ?p.endpoint_answers, "local member probed");
     let view = local.cluster_view(g, conn).await;
+    tracing::debug!(listed = view.is_some(), "cluster view");
     p.member_list = Some(view.is_some());
     if let Some((list, all)) = &view {
         let me = list.members.iter().find(|m| {
@@ -98,6 +100,7 @@ pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds:
         p.peer_voters_failed = peers.iter().filter(|(_, s)| !s.quorum_read).map(|(e, s)| failure(s, &e.name)).collect();
     }
 
+    tracing::debug!(alarms = ?p.alarms, "alarms read");
     let rtv = local.runtime_view(g, p.endpoint_answers == Some(true)).await?;
     p.crashlooping = Some(rtv.state == RunState::Crashlooping);
     let source = match (&rtv.log, &local.config.container) {

@@ -127,6 +127,7 @@ impl Local {
             endpoints.push(u);
         }
         let (_, list) = crate::probe::member_list(conn, &endpoints).await.ok()?;
+        tracing::debug!(members = list.members.len(), "member list");
         let probed = futures_util::future::join_all(list.members.iter().map(|m| crate::probe::probe_member(conn, m))).await;
         Some((list, probed))
     }

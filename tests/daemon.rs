@@ -1,0 +1,377 @@
+//! `etcd-hostfix daemon` on real mTLS static-pod labs, one daemon per master, both etcd
+//! versions: each definitive class healed with no command typed; two broken members of
+//! five healed one at a time; no repair when none is due (restarts, a person's hand,
+//! quorum loss, observe, pause, healthy writes); the circuit breaker; kill -9 of the daemon
+//! at every step; sd_notify and /metrics; a bad config refused.
+
+mod common;
+mod failures;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hostfix_lab::{EtcdVersion, Lab, LabRuntime};
+
+fn manifest(lab: &Lab, i: usize) -> String {
+    let parked = lab.node(i).host_root.join("var/lib/etcd-hostfix/parked/etcd.yaml");
+    std::fs::read_to_string(lab.node(i).manifest()).or_else(|_| std::fs::read_to_string(parked)).unwrap()
+}
+
+fn changed_lines(before: &str, after: &str) -> Vec<String> {
+    let a: Vec<&str> = before.lines().collect();
+    let b: Vec<&str> = after.lines().collect();
+    assert_eq!(a.len(), b.len(), "lines added or removed:\n{before}\n---\n{after}");
+    a.iter().zip(b.iter()).filter(|(x, y)| x != y).map(|(_, y)| y.trim().to_string()).collect()
+}
+
+/// Wait until `d` has written `n` incident records and the last one is finished.
+async fn wait_incidents(d: &DaemonProc, n: usize, secs: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let all = d.incidents();
+        if all.len() == n && !all[n - 1]["outcome"].is_null() {
+            return all[n - 1].clone();
+        }
+        if Instant::now() > deadline {
+            panic!("no finished incident #{n} after {secs}s; have {all:#?}\ndaemon log:\n{}", tail(&d.log_text(), 60));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let l: Vec<&str> = s.lines().collect();
+    l[l.len().saturating_sub(n)..].join("\n")
+}
+
+async fn all_healthy(lab: &Lab) {
+    let n = lab.nodes().len();
+    lab.wait_healthy(&(0..n).collect::<Vec<_>>(), n, Duration::from_secs(90)).await.unwrap();
+}
+
+fn daemons(lab: &Lab, extra: &str) -> Vec<DaemonProc> {
+    (0..lab.nodes().len()).map(|i| DaemonProc::start(lab, i, &daemon_config(lab, i, extra), &[])).collect()
+}
+
+async fn break_as(lab: &Lab, t: usize, class: &str) {
+    match class {
+        "already-bootstrapped" => failures::already_bootstrapped(lab, t).await,
+        "data-lost" => failures::data_lost(lab, t).await,
+        "db-corrupt" => failures::db_corrupt(lab, t).await,
+        "cluster-id-mismatch" => failures::cluster_id_mismatch(lab, t).await,
+        other => unreachable!("{other}"),
+    };
+}
+
+/// Every definitive class, healed by the broken master's own daemon with no command typed:
+/// every key on the member, exactly one incident per break, only the flags that had to
+/// change changed. The daemon with a test NOTIFY_SOCKET reports READY, WATCHDOG and STATUS;
+/// /metrics shows the repairs.
+async fn heals_every_definitive_class(v: EtcdVersion) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = failures::TARGET;
+    let sock_path = d.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    // Drained all along, as systemd does.
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let h = heard.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(n) => {
+                    let mut g = h.lock().unwrap();
+                    g.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    g.push('\n');
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+    });
+    let extra = "max_repairs: 10\n";
+    let mut ds: Vec<DaemonProc> = (0..3)
+        .map(|i| {
+            let env: Vec<(&str, &str)> =
+                if i == t { vec![("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "2000000")] } else { vec![] };
+            DaemonProc::start(&lab, i, &daemon_config(&lab, i, extra), &env)
+        })
+        .collect();
+
+    // READY=1 after the first observation, then WATCHDOG=1 and STATUS= lines.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got = heard.lock().unwrap().clone();
+        if Instant::now() > deadline || (got.contains("READY=1") && got.contains("WATCHDOG=1") && got.contains("STATUS=")) {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(got.contains("READY=1") && got.contains("WATCHDOG=1"), "{got}\n{}", ds[t].log_text());
+    assert!(got.contains(&format!("STATUS={} healthy", lab.node(t).name)), "{got}");
+
+    for (k, class) in ["already-bootstrapped", "data-lost", "db-corrupt", "cluster-id-mismatch"].iter().enumerate() {
+        break_as(&lab, t, class).await;
+        let before = manifest(&lab, t);
+        let inc = wait_incidents(&ds[t], k + 1, 240).await;
+        assert_eq!(inc["outcome"]["result"], "healed", "{class}: {inc:#}\n{}", tail(&ds[t].log_text(), 40));
+        assert_eq!(inc["observed"]["class"], *class, "{class}: {inc:#}");
+        assert!(!inc["steps"].as_array().unwrap().is_empty());
+        assert!(inc["why"].as_str().unwrap().contains(class), "{inc:#}");
+        all_healthy(&lab).await;
+        assert_all_keys(&lab, t);
+        for l in changed_lines(&before, &manifest(&lab, t)) {
+            assert!(l.starts_with("- --initial-cluster=") || l.starts_with("- --initial-cluster-state="), "{class}: unexpected change {l}");
+        }
+        // Nobody else repaired anything.
+        for (i, other) in ds.iter().enumerate() {
+            if i != t {
+                assert!(other.incidents().is_empty(), "{} repaired something", lab.node(i).name);
+            }
+        }
+    }
+    // The repairs show in the metrics, and STATUS= spoke of the healing.
+    let m = ds[t].scrape();
+    assert!(m.contains("etcd_hostfix_repairs_total{playbook=\"rejoin\",result=\"healed\"} 4"), "{m}");
+    assert!(m.contains("etcd_hostfix_member_healthy 1"), "{m}");
+    assert!(m.contains("# EOF"), "OpenMetrics text ends with # EOF:\n{m}");
+    let got = heard.lock().unwrap().clone();
+    assert!(got.contains("STATUS=healing"), "{got}");
+    // READY once, then the watchdog every second or so (half of WATCHDOG_USEC).
+    assert_eq!(got.matches("READY=1").count(), 1, "{got}");
+    assert!(got.matches("WATCHDOG=1").count() >= 5, "{got}");
+    // `status` shows the daemon's section.
+    let s = status(&lab, t, &[]);
+    assert!(s.stdout.contains("daemon: pid") && s.stdout.contains("last repair: rejoin healed"), "{}", s.stdout);
+    for d in ds.iter_mut() {
+        assert_eq!(d.stop(), Some(0), "SIGTERM stops the daemon cleanly");
+    }
+    lab.down().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heals_every_definitive_class_v3_4() {
+    heals_every_definitive_class(EtcdVersion::V3_4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heals_every_definitive_class_v3_5() {
+    heals_every_definitive_class(EtcdVersion::V3_5).await;
+}
+
+/// Watch `d` for `secs` and fail on any incident record.
+async fn no_repair_for(ds: &[DaemonProc], secs: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        for d in ds {
+            assert!(d.incidents().is_empty(), "{what}: a repair happened:\n{}", tail(&d.log_text(), 40));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// None of these is a reason to repair: healthy writes, a manifest edit that restarts
+/// etcd, etcd killed once, a person parking the manifest, quorum lost (alerted, with the
+/// progenitor named), observe mode, and pause (then resume heals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calm_when_no_repair_is_due() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    let t = failures::TARGET;
+    let mut ds = daemons(&lab, "");
+
+    // Healthy, under writes.
+    for k in 0..40 {
+        lab.etcdctl(k % 3, &["put", &format!("/w/{k}"), "x"]).unwrap();
+    }
+    no_repair_for(&ds, 5, "healthy writes").await;
+
+    // A manifest edit restarts etcd (a kubeadm upgrade does the same).
+    let m = lab.node(t).manifest();
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, text.replace("- --snapshot-count=10000", "- --snapshot-count=10001")).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    all_healthy(&lab).await;
+    no_repair_for(&ds, 5, "manifest edit").await;
+
+    // etcd killed once with kill -9: the kubelet restarts it.
+    let url = lab.node(t).client_url();
+    for pid in hostfix_adapters::process::etcd_pids(&url) {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    all_healthy(&lab).await;
+    no_repair_for(&ds, 5, "kill -9 once").await;
+
+    // A person moves the manifest out (seed 002's first step) and wipes the data: the
+    // daemon keeps its hands off while the manifest is out.
+    lab.stop_member(t).await.unwrap();
+    Lab::lose_data(lab.node(t)).unwrap();
+    no_repair_for(&ds, 8, "a person parked the manifest").await;
+    let st = ds[t].status();
+    assert!(st["why"].as_str().unwrap_or_default().contains("moved out"), "{st:#}");
+
+    // Paused: the wiped member comes back broken; the daemon sees it and does not act.
+    let o = hostfix(&[&node_args(&lab, t)[..], &["pause".to_string(), "--reason".into(), "kubeadm upgrade".into()]].concat().iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    lab.start_member(t).await.unwrap();
+    no_repair_for(&ds, 10, "paused").await;
+    let st = ds[t].status();
+    assert!(st["why"].as_str().unwrap_or_default().contains("paused: kubeadm upgrade"), "{st:#}");
+    assert!(st["why"].as_str().unwrap_or_default().contains("would be healing"), "{st:#}");
+    let s = status(&lab, t, &[]);
+    assert!(s.stdout.contains("PAUSED since") && s.stdout.contains("kubeadm upgrade"), "{}", s.stdout);
+    assert!(ds[t].scrape().contains("etcd_hostfix_paused 1"));
+
+    // Observe mode decides the same and says so, but never acts.
+    ds[t].kill();
+    ds[t] = DaemonProc::start(&lab, t, &daemon_config(&lab, t, "mode: observe\n"), &[]);
+    let o = hostfix(&[&node_args(&lab, t)[..], &["resume".to_string()]].concat().iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    no_repair_for(&ds, 8, "observe mode").await;
+    let st = ds[t].status();
+    assert!(st["why"].as_str().unwrap_or_default().contains("observe mode"), "{st:#}");
+
+    // Back in heal mode, the same break is healed at once.
+    ds[t].kill();
+    ds[t] = DaemonProc::start(&lab, t, &daemon_config(&lab, t, ""), &[]);
+    let inc = wait_incidents(&ds[t], 1, 240).await;
+    assert_eq!(inc["outcome"]["result"], "healed", "{inc:#}");
+    all_healthy(&lab).await;
+
+    // Quorum lost: two masters stopped (their connections refused). No repair anywhere;
+    // the survivor's daemon alerts and names the progenitor with the command.
+    for i in [0, 1] {
+        lab.stop_member(i).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = ds[t].status();
+        let why = st["why"].as_str().unwrap_or_default().to_string();
+        if why.contains("quorum is lost") {
+            assert!(why.contains("rebuild"), "{why}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no quorum-loss alert: {st:#}\n{}", tail(&ds[t].log_text(), 30));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(ds[t].incidents().len(), 1, "quorum loss is never repaired automatically");
+    assert!(ds[t].log_text().contains("ERROR"), "the alert is logged at error level");
+    for i in [0, 1] {
+        lab.start_member(i).await.unwrap();
+    }
+    all_healthy(&lab).await;
+    drop(ds);
+    lab.down().await.unwrap();
+}
+
+/// A member re-broken after every heal is healed `max_repairs` times; then the circuit
+/// opens, shows in /metrics and `status`, and only `resume` closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flapping_opens_the_circuit() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_4, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = failures::TARGET;
+    let ds = daemons(&lab, "max_repairs: 2\n");
+    for k in 1..=2 {
+        failures::already_bootstrapped(&lab, t).await;
+        let inc = wait_incidents(&ds[t], k, 240).await;
+        assert_eq!(inc["outcome"]["result"], "healed");
+        all_healthy(&lab).await;
+    }
+    failures::already_bootstrapped(&lab, t).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ds[t].status()["circuit_open"].as_bool().unwrap_or(false) {
+        assert!(Instant::now() < deadline, "circuit never opened: {:#}", ds[t].status());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    no_repair_for(&ds[t..=t], 5, "circuit open").await;
+    assert_eq!(ds[t].incidents().len(), 2);
+    let m = ds[t].scrape();
+    assert!(m.contains("etcd_hostfix_circuit_open 1") && m.contains("etcd_hostfix_repair_budget_left 0"), "{m}");
+    let s = status(&lab, t, &[]);
+    assert!(s.stdout.contains("CIRCUIT OPEN"), "{}", s.stdout);
+    drop(ds);
+    lab.down().await.unwrap();
+}
+
+/// kill -9 of the daemon right after each step of a repair, then a fresh daemon: the
+/// journal is resumed, the member converges with every key, one incident per break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_killed_at_every_step_converges() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = failures::TARGET;
+    let cfg = daemon_config(&lab, t, "max_repairs: 20\n");
+    let steps = ["snapshot", "stop", "remove", "archive", "add-learner", "configure", "start", "promote", "wait-healthy"];
+    for (k, step) in steps.iter().enumerate() {
+        failures::already_bootstrapped(&lab, t).await;
+        let mut dying = DaemonProc::start(&lab, t, &cfg, &[("HOSTFIX_CRASH_AT", step)]);
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while dying.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the daemon never reached {step}:\n{}", tail(&dying.log_text(), 40));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(dying.log_text().contains(&format!("HOSTFIX_CRASH_AT={step}")), "{}", tail(&dying.log_text(), 20));
+        let again = DaemonProc::start(&lab, t, &cfg, &[]);
+        let inc = wait_incidents(&again, k + 1, 240).await;
+        assert_eq!(inc["outcome"]["result"], "healed", "after a kill at {step}: {inc:#}\n{}", tail(&again.log_text(), 40));
+        assert!(inc["resumed"].as_u64().unwrap() >= 1, "{step}: the same incident was taken up again: {inc:#}");
+        all_healthy(&lab).await;
+        assert_all_keys(&lab, t);
+    }
+    lab.down().await.unwrap();
+}
+
+/// Two broken members of five, each healed by its own daemon, one at a time (the
+/// cluster lock), with no double repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_five_healed_one_at_a_time() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 5, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let ds = daemons(&lab, "");
+    let (a, b) = (3, 4);
+    let (ra, rb) = tokio::join!(failures::already_bootstrapped(&lab, a), failures::data_lost(&lab, b));
+    let _ = (ra, rb);
+    let ia = wait_incidents(&ds[a], 1, 300).await;
+    let ib = wait_incidents(&ds[b], 1, 300).await;
+    assert_eq!((ia["outcome"]["result"].as_str(), ib["outcome"]["result"].as_str()), (Some("healed"), Some("healed")), "{ia:#}\n{ib:#}");
+    all_healthy(&lab).await;
+    for i in [a, b] {
+        assert_all_keys(&lab, i);
+        assert_eq!(ds[i].incidents().len(), 1, "exactly one repair on {}", lab.node(i).name);
+    }
+    for i in 0..3 {
+        assert!(ds[i].incidents().is_empty());
+    }
+    drop(ds);
+    lab.down().await.unwrap();
+}
+
+/// A bad config file is refused with its line and key; nothing starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_is_refused_and_nothing_starts() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("m1");
+    let cfg = root.join("etc/etcd-hostfix/config.yaml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(&cfg, "mode: heal\ngrace: 5 minutes\n").unwrap();
+    let before = snapshot(&root);
+    let o = hostfix(&["--runtime", "static-pod", "--host-root", root.to_str().unwrap(), "daemon"]);
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains(&format!("{}:2: grace:", cfg.display())), "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "one clear error:\n{}", o.stderr);
+    assert_eq!(before, snapshot(&root), "nothing was written");
+    let o = hostfix(&["--runtime", "static-pod", "--host-root", root.to_str().unwrap(), "daemon", "--metrics-listen", "nowhere"]);
+    assert_eq!(o.code, 1);
+    std::fs::write(&cfg, "mode: heal\nmax_repairs: lots\n").unwrap();
+    let o = hostfix(&["--runtime", "static-pod", "--host-root", root.to_str().unwrap(), "daemon"]);
+    assert!(o.stderr.contains(":2: max_repairs:"), "{}", o.stderr);
+}
