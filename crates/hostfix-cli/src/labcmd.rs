@@ -19,6 +19,15 @@ pub struct LabOpts {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+pub struct DemoOpts {
+    #[command(flatten)]
+    pub up: UpOpts,
+    /// Heal with a typed `rejoin` (status, diagnose, rejoin), as before the daemon.
+    #[arg(long)]
+    pub manual: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct UpOpts {
     #[command(flatten)]
     pub lab: LabOpts,
@@ -54,9 +63,11 @@ pub enum LabCmd {
     Status(LabOpts),
     /// Stop everything the lab started (by PID and container ID) and remove nothing else.
     Down(LabOpts),
-    /// Bring a lab up, write keys, break a member (seed 000's crashloop), show status and
-    /// diagnose, heal it with rejoin, show every key served, and tear it down.
-    Demo(UpOpts),
+    /// The product as it is used: bring a lab up, start an `etcd-hostfix daemon` on every
+    /// master, write keys, break a member (seed 000's crashloop), and print what the daemons
+    /// saw and did until it is healed, with the incident record; then tear it all down.
+    /// With --manual, heal it by typing `rejoin` instead.
+    Demo(DemoOpts),
     /// The lab's stand-in for the kubelet (internal).
     #[command(hide = true)]
     Kubelet {
@@ -73,7 +84,7 @@ pub enum LabCmd {
 
 pub async fn run(g: &Global, mut cmd: LabCmd) -> Result<i32> {
     // `lab demo --runtime docker` reads naturally; the global option picks the lab's kind.
-    if let LabCmd::Up(o) | LabCmd::Demo(o) = &mut cmd {
+    if let LabCmd::Up(o) | LabCmd::Demo(DemoOpts { up: o, .. }) = &mut cmd {
         match g.runtime {
             RuntimeArg::Docker => o.lab_runtime = LabRuntime::Docker,
             RuntimeArg::StaticPod => o.lab_runtime = LabRuntime::StaticPod,
@@ -103,7 +114,8 @@ pub async fn run(g: &Global, mut cmd: LabCmd) -> Result<i32> {
             println!("lab in {} is down", o.dir.display());
             Ok(exit::OK)
         }
-        LabCmd::Demo(o) => demo(g, o).await,
+        LabCmd::Demo(o) if o.manual => demo(g, o.up).await,
+        LabCmd::Demo(o) => demo_daemons(g, o.up).await,
         LabCmd::Kubelet { host_root, node, images, backoff_base_ms } => {
             let cfg = KubeletConfig {
                 host_root,
@@ -205,6 +217,163 @@ async fn demo(g: &Global, mut o: UpOpts) -> Result<i32> {
     }
     .await;
     step("tearing the lab down");
+    lab.down().await?;
+    result
+}
+
+/// One `etcd-hostfix daemon` per master, as the systemd unit would run it.
+struct Daemons {
+    children: Vec<std::process::Child>,
+    logs: Vec<PathBuf>,
+}
+
+impl Daemons {
+    fn start(exe: &std::path::Path, lab: &Lab) -> Result<Daemons> {
+        let mut d = Daemons { children: vec![], logs: vec![] };
+        for i in all(lab) {
+            let n = lab.node(i);
+            let cfg = n.host_root.join("etc/etcd-hostfix/config.yaml");
+            std::fs::create_dir_all(cfg.parent().unwrap())?;
+            std::fs::write(&cfg, format!("probe_interval: 500ms\nsnapshot_interval: 0\nmetrics_listen: {}:9379\n", n.ip))?;
+            let log = n.host_root.join("daemon.log");
+            let out = std::fs::File::create(&log)?;
+            let mut args: Vec<String> = match &n.container {
+                Some(c) => vec!["--runtime".into(), "docker".into(), "--container".into(), c.clone()],
+                None => vec!["--runtime".into(), "static-pod".into()],
+            };
+            args.extend(["--host-root".into(), n.host_root.display().to_string(), "daemon".into()]);
+            let child = std::process::Command::new(exe)
+                .args(&args)
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "info")
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()?;
+            d.children.push(child);
+            d.logs.push(log);
+        }
+        Ok(d)
+    }
+
+    /// SIGTERM each daemon we started, by PID, and wait for it.
+    fn stop(&mut self) {
+        for c in &mut self.children {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The daemon's log lines worth showing, shortened for a terminal.
+fn daemon_lines(text: &str, from: usize) -> Vec<String> {
+    text.lines()
+        .skip(from)
+        .filter(|l| !l.contains("step done"))
+        .map(|l| {
+            // Timestamp (time of day), level, and the message with its fields.
+            let (ts, rest) = l.split_once(' ').unwrap_or(("", l));
+            let t = ts.get(11..23).unwrap_or(ts);
+            let rest = rest.trim_start();
+            let rest = match rest.find(": ") {
+                Some(i) if rest[..i].contains("hostfix") || rest[..i].contains('{') => rest[i + 2..].to_string(),
+                _ => rest.to_string(),
+            };
+            let short: String = rest.chars().take(200).collect();
+            format!("  {t} {short}")
+        })
+        .collect()
+}
+
+async fn demo_daemons(g: &Global, mut o: UpOpts) -> Result<i32> {
+    let exe = std::env::current_exe()?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    o.lab.dir = o.lab.dir.join(format!("demo-{stamp}"));
+    let step = |s: &str| println!("\n==> {s}");
+    step(&format!(
+        "bringing up a {}-member etcd {} lab ({}) in {}",
+        o.members,
+        o.version.tag(),
+        match o.lab_runtime {
+            LabRuntime::StaticPod => "kubeadm static pods",
+            LabRuntime::Docker => "RKE docker containers",
+        },
+        o.lab.dir.display()
+    ));
+    let mut lab = Lab::up(spec(&o), &exe, false).await?;
+    let mut daemons = None;
+    let result = async {
+        lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(60)).await?;
+        for i in 0..100 {
+            lab.etcdctl(0, &["put", &format!("/demo/key-{i:03}"), &format!("value-{i}")])?;
+        }
+        println!("wrote 100 keys through {}", lab.node(0).client_url());
+        step("starting `etcd-hostfix daemon` on every master (as systemd would: one per master)");
+        let d = daemons.insert(Daemons::start(&exe, &lab)?);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut table = g.clone();
+        table.output = Output::Table;
+        let last = lab.nodes().len() - 1;
+        step(&format!("status from {}", lab.node(last).name));
+        crate::status::run(&lab_global(&table, &lab, last)).await?;
+
+        let from = std::fs::read_to_string(&d.logs[last]).unwrap_or_default().lines().count();
+        let holder = if o.lab_runtime == LabRuntime::Docker { "container" } else { "manifest" };
+        step(&format!(
+            "breaking {}: data dir lost, its {holder} still says --initial-cluster-state=new; nobody types anything from here on",
+            lab.node(last).name
+        ));
+        let broke = std::time::Instant::now();
+        lab.crashloop_member(last).await?;
+        let incidents = lab.node(last).host_root.join("var/lib/etcd-hostfix/incidents");
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let record = loop {
+            let done = std::fs::read_dir(&incidents)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
+                .find_map(|p| {
+                    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;
+                    (!v["outcome"].is_null()).then_some((p, v))
+                });
+            if let Some(r) = done {
+                break r;
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "no repair within 300 s; see {}", d.logs[last].display());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(60)).await?;
+        let took = broke.elapsed();
+        step(&format!("what {}'s daemon saw and did ({})", lab.node(last).name, d.logs[last].display()));
+        for l in daemon_lines(&std::fs::read_to_string(&d.logs[last]).unwrap_or_default(), from) {
+            println!("{l}");
+        }
+        step(&format!("the incident record {}", record.0.display()));
+        println!("{}", serde_json::to_string_pretty(&record.1)?);
+        println!(
+            "\nhealed {:.1}s after the break, with no command typed; outcome: {}",
+            took.as_secs_f64(),
+            record.1["outcome"]["result"].as_str().unwrap_or("?")
+        );
+        let got = lab.etcdctl(last, &["get", "--prefix", "/demo/", "--keys-only", "--consistency=s"])?;
+        println!("{} serves {} demo keys", lab.node(last).name, got.lines().filter(|l| !l.is_empty()).count());
+        step(&format!("status from {} (with the daemon's own section)", lab.node(last).name));
+        crate::status::run(&lab_global(&table, &lab, last)).await
+    }
+    .await;
+    step("stopping the daemons and tearing the lab down");
+    if let Some(mut d) = daemons {
+        d.stop();
+    }
     lab.down().await?;
     result
 }
