@@ -366,6 +366,8 @@ async fn demo_daemons(g: &Global, mut o: UpOpts) -> Result<i32> {
         );
         let got = lab.etcdctl(last, &["get", "--prefix", "/demo/", "--keys-only", "--consistency=s"])?;
         println!("{} serves {} demo keys", lab.node(last).name, got.lines().filter(|l| !l.is_empty()).count());
+        // The daemon's next turn (every 500 ms here) records the repair's end.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         step(&format!("status from {} (with the daemon's own section)", lab.node(last).name));
         crate::status::run(&lab_global(&table, &lab, last)).await
     }

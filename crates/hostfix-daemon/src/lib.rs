@@ -174,6 +174,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
         if let Decision::Heal { resume, reason, .. } = &decision {
             let detection = pstate.class_since.as_ref().map(|(_, since)| t.saturating_sub(*since));
             pstate.repair_started(t);
+            st.budget_left = pstate.budget_left(&policy_cfg, t);
             let _ = files::write_json(&files::policy_path(&state_dir), &pstate);
             metrics.repairing.set(1);
             if let Some(d) = detection {
