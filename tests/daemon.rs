@@ -214,7 +214,7 @@ async fn calm_when_no_repair_is_due() {
     Lab::lose_data(lab.node(t)).unwrap();
     no_repair_for(&ds, 8, "a person parked the manifest").await;
     let st = ds[t].status();
-    assert!(st["why"].as_str().unwrap_or_default().contains("moved out"), "{st:#}");
+    assert!(st["why"].as_str().unwrap_or_default().contains("taken out of service"), "{st:#}");
 
     // Paused: the wiped member comes back broken; the daemon sees it and does not act.
     let o = hostfix(&[&node_args(&lab, t)[..], &["pause".to_string(), "--reason".into(), "kubeadm upgrade".into()]].concat().iter().map(String::as_str).collect::<Vec<_>>());
@@ -375,4 +375,34 @@ async fn bad_config_is_refused_and_nothing_starts() {
     std::fs::write(&cfg, "mode: heal\nmax_repairs: lots\n").unwrap();
     let o = hostfix(&["--runtime", "static-pod", "--host-root", root.to_str().unwrap(), "daemon"]);
     assert!(o.stderr.contains(":2: max_repairs:"), "{}", o.stderr);
+}
+
+/// RKE: a person's `docker stop` is left alone; a corrupt bbolt db in the container is healed
+/// by the node's daemon, the container recreated with only the two flags changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rke_node_is_healed_by_its_daemon() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::Docker).await;
+    write_keys(&lab, 0);
+    let t = 2;
+    let name = lab.node(t).container.clone().unwrap();
+    let ds = daemons(&lab, "");
+    let before = docker_ok(&["inspect", "--format", "{{json .Args}}", &name]);
+    lab.stop_member(t).await.unwrap();
+    Lab::scribble(&lab.node(t).data_dir().join("member/snap/db"), 0, 8192).unwrap();
+    no_repair_for(&ds, 6, "a person stopped the container").await;
+    assert!(ds[t].status()["why"].as_str().unwrap_or_default().contains("taken out of service"), "{:#}", ds[t].status());
+    lab.start_member(t).await.unwrap();
+    let inc = wait_incidents(&ds[t], 1, 240).await;
+    assert_eq!(inc["outcome"]["result"], "healed", "{inc:#}\n{}", tail(&ds[t].log_text(), 40));
+    assert_eq!(inc["observed"]["class"], "db-corrupt", "{inc:#}");
+    all_healthy(&lab).await;
+    assert_all_keys(&lab, t);
+    let after = docker_ok(&["inspect", "--format", "{{json .Args}}", &name]);
+    let (a, b): (Vec<String>, Vec<String>) = (serde_json::from_str(&before).unwrap(), serde_json::from_str(&after).unwrap());
+    let changed: Vec<&String> = b.iter().filter(|x| !a.contains(x)).collect();
+    assert!(changed.iter().all(|x| x.starts_with("--initial-cluster")), "only the two flags change: {changed:?}");
+    assert!(asides_left(&name).is_empty());
+    drop(ds);
+    lab.down().await.unwrap();
 }

@@ -70,7 +70,8 @@ pub enum Placement {
     InPlace,
     /// Parked by etcd-hostfix itself (an unfinished repair).
     ParkedByUs,
-    /// Gone from where it belongs, not by us: a person took it out (seed 002's first step).
+    /// Gone from where it belongs, not by us: a person took it out (seed 002's first step),
+    /// or stopped the container.
     MovedOut,
 }
 
@@ -285,7 +286,9 @@ fn decide_inner(cfg: &PolicyConfig, st: &mut PolicyState, o: &Observation, now: 
     }
     if o.placement == Placement::MovedOut {
         return Decision::Nothing {
-            reason: format!("the manifest of {m} was moved out of the manifests directory by someone else; a person is at work"),
+            reason: format!(
+                "{m} was taken out of service by someone else (its manifest moved out of the manifests directory, or its container stopped); a person is at work"
+            ),
         };
     }
     let since = st.class_since.map(|(_, t)| t).unwrap_or(now);
@@ -539,7 +542,7 @@ mod tests {
         let mut st = after_healthy(&cfg);
         let mut o = obs(Class::DataLost);
         o.placement = Placement::MovedOut;
-        assert!(matches!(decide(&cfg, &mut st, &o, 10 * S), Decision::Nothing { reason } if reason.contains("moved out")));
+        assert!(matches!(decide(&cfg, &mut st, &o, 10 * S), Decision::Nothing { reason } if reason.contains("taken out of service")));
         let mut o = obs(Class::DataLost);
         o.local_lock_holder = Some("4242".into());
         assert!(matches!(decide(&cfg, &mut st, &o, 10 * S), Decision::Nothing { reason } if reason.contains("4242")));

@@ -12,7 +12,8 @@ use hostfix_adapters::runtime::RuntimeError;
 use hostfix_core::diagnose::{Class, CommandFor, Finding, Playbook};
 use hostfix_core::policy::{Observation, Placement};
 use hostfix_core::rejoin::RejoinPlan;
-use hostfix_core::status::ManifestState;
+use hostfix_adapters::runtime::RuntimeKind;
+use hostfix_core::status::{ManifestState, RunState};
 use hostfix_playbooks::diagnose::{diagnose_local, Diagnosis};
 use hostfix_playbooks::local::Local;
 use hostfix_playbooks::{lock, Settings};
@@ -114,12 +115,15 @@ impl World {
         let name = local.config.flags.name().to_string();
         self.last_name = Some(name.clone());
         let conn = self.connector(&local)?;
-        let Diagnosis { finding, log_source, probes, members, local_id } =
+        let Diagnosis { finding, log_source, probes, members, local_id, run_state } =
             bounded("diagnose", self.budget(), diagnose_local(&s, &local, &conn, &Commands)).await??;
 
-        let placement = match local.config.manifest_state {
-            Some(ManifestState::Parked) => Placement::ParkedByUs,
-            Some(ManifestState::Missing) => Placement::MovedOut,
+        let placement = match (local.config.manifest_state, local.config.runtime) {
+            (Some(ManifestState::Parked), _) => Placement::ParkedByUs,
+            (Some(ManifestState::Missing), _) => Placement::MovedOut,
+            // RKE runs etcd with `--restart always`: a container that is stopped and stays
+            // stopped was stopped by someone (`docker stop`), which is a person's hand.
+            (_, RuntimeKind::Docker) if run_state == RunState::Stopped => Placement::MovedOut,
             _ => Placement::InPlace,
         };
         let peers: Vec<_> = members.iter().filter(|m| Some(&m.id) != local_id.as_ref()).collect();

@@ -21,6 +21,8 @@ pub struct Diagnosis {
     pub members: Vec<MemberStatus>,
     /// The local member's ID in that list.
     pub local_id: Option<String>,
+    /// What the runtime says of the process (a stopped container is `Stopped`).
+    pub run_state: RunState,
 }
 
 /// `conn` is kept by the caller, so a daemon probing every second reuses its connections.
@@ -103,6 +105,7 @@ pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds:
     tracing::debug!(alarms = ?p.alarms, "alarms read");
     let rtv = local.runtime_view(g, p.endpoint_answers == Some(true)).await?;
     p.crashlooping = Some(rtv.state == RunState::Crashlooping);
+    let run_state = rtv.state;
     let source = match (&rtv.log, &local.config.container) {
         (Some(f), _) => f.display().to_string(),
         (None, Some(c)) => format!("docker logs {c} (last {} lines)", crate::local::DOCKER_LOG_LINES),
@@ -121,7 +124,7 @@ pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds:
         }
         None => (vec![], None),
     };
-    Ok(Diagnosis { finding: f, log_source: source, probes: p, members, local_id })
+    Ok(Diagnosis { finding: f, log_source: source, probes: p, members, local_id, run_state })
 }
 
 pub fn failure(m: &hostfix_core::status::MemberStatus, name: &str) -> PeerFailure {

@@ -1,0 +1,241 @@
+//! The daemon's time to recovery, measured: a lab with `etcd-hostfix daemon` on every
+//! master, a member broken as in seed 000 (data lost, manifest still says `new`), nobody
+//! typing. In the same run, on the same lab, the scripted seed 000 procedure is the floor
+//! (with the broken master's daemon paused for it). Then the idle cost of one daemon.
+//! Not a test: `scripts/dev bench` (or `cargo bench --bench daemon`).
+//!
+//! Phases per round:
+//! - detection latency: from the first crash that shows the signature (the CRI timestamp of
+//!   etcd's "has already been bootstrapped" line) to the start of the playbook's first step;
+//! - time to healthy: from the break (the broken manifest is back in place) until every
+//!   member is a healthy voter and the repaired one has the leader's revision.
+//!
+//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.5"), HOSTFIX_BENCH_SIZES_MB (default
+//! "7,200"), HOSTFIX_BENCH_ROUNDS (default 3), HOSTFIX_BENCH_IDLE_SECS (default 600; 0 skips).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use hostfix_lab::benchutil::{converged, fill, median, tempdir, Matrix};
+use hostfix_lab::{Lab, LabRuntime, LabSpec};
+
+const BIN: &str = env!("CARGO_BIN_EXE_etcd-hostfix");
+
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn start_daemon(lab: &Lab, i: usize, probe: &str) -> Daemon {
+    let n = lab.node(i);
+    let cfg = n.host_root.join("etc/etcd-hostfix/config.yaml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(&cfg, format!("probe_interval: {probe}\nsnapshot_interval: 0\nmax_repairs: 100\nmetrics_listen: {}:9379\n", n.ip)).unwrap();
+    let log = std::fs::File::create(n.host_root.join("daemon.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["--runtime", "static-pod", "--host-root", n.host_root.to_str().unwrap(), "daemon"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Daemon { child }
+}
+
+fn hostfix(lab: &Lab, i: usize, args: &[&str]) {
+    let o = Command::new(BIN)
+        .args(["--runtime", "static-pod", "--host-root", lab.node(i).host_root.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+async fn break_member(lab: &Lab, i: usize) -> Instant {
+    lab.offline(i, |n| {
+        Lab::lose_data(n)?;
+        Ok(vec![("initial-cluster-state".into(), Some("new".into()))])
+    })
+    .await
+    .unwrap();
+    Instant::now()
+}
+
+fn incidents(lab: &Lab, i: usize) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(lab.node(i).host_root.join("var/lib/etcd-hostfix/incidents"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
+        .collect();
+    v.sort();
+    v
+}
+
+fn rfc3339(s: &str) -> Option<SystemTime> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(t.unix_timestamp_nanos() as u64))
+}
+
+/// The CRI timestamp of the first line, written after `since`, that shows the signature.
+fn first_signature(lab: &Lab, i: usize, since: SystemTime) -> Option<SystemTime> {
+    let pods = lab.node(i).host_root.join("var/log/pods");
+    let mut best: Option<SystemTime> = None;
+    for pod in std::fs::read_dir(pods).ok()?.flatten() {
+        for f in std::fs::read_dir(pod.path().join("etcd")).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+            for l in text.lines().filter(|l| l.contains("has already been bootstrapped")) {
+                if let Some(t) = l.split(' ').next().and_then(rfc3339) {
+                    if t >= since && best.map(|b| t < b).unwrap_or(true) {
+                        best = Some(t);
+                    }
+                }
+            }
+        }
+    }
+    best
+}
+
+/// One daemon round: (time to healthy, detection latency).
+async fn daemon_round(lab: &Lab, i: usize) -> (Duration, Duration) {
+    let before = incidents(lab, i).len();
+    let wall = SystemTime::now();
+    let t = break_member(lab, i).await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let record = loop {
+        let all = incidents(lab, i);
+        if all.len() > before {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(all.last().unwrap()).unwrap_or_default()).unwrap_or_default();
+            if !v["outcome"].is_null() {
+                break v;
+            }
+        }
+        assert!(Instant::now() < deadline, "the daemon never healed {}", lab.node(i).name);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    converged(lab, i).await;
+    let healthy = t.elapsed();
+    let started = record["steps"][0]["started_at"].as_str().and_then(rfc3339).expect("a first step");
+    let crash = first_signature(lab, i, wall).expect("the crash's log line");
+    (healthy, started.duration_since(crash).unwrap_or_default())
+}
+
+/// The floor: seed 000 scripted with zero think time, from the break, the broken master's
+/// daemon paused. A person also needs to notice; the floor does not count that.
+async fn manual_round(lab: &Lab, i: usize) -> Duration {
+    hostfix(lab, i, &["pause", "--reason", "benchmark: manual round"]);
+    let t = break_member(lab, i).await;
+    // As in the rejoin benchmark: start on a member that is already crashlooping.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t2 = Instant::now();
+    hostfix_lab::manual::seed_000_procedure(lab, i).await.unwrap();
+    converged(lab, i).await;
+    let _ = t;
+    let d = t2.elapsed();
+    hostfix(lab, i, &["resume"]);
+    d
+}
+
+/// CPU seconds (user + system) and RSS (KiB) of a process, from /proc.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|x| x.1).unwrap_or("").split_whitespace().collect();
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (fields.get(11).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0)) / tick;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()).unwrap_or(0);
+    (cpu, rss)
+}
+
+async fn idle_cost(secs: u64, out: &mut String) {
+    let dir = tempdir();
+    let spec = LabSpec::new(&dir, 3, hostfix_lab::EtcdVersion::V3_5, LabRuntime::StaticPod, [183, 99]);
+    let mut lab = Lab::up(spec, Path::new(BIN), false).await.unwrap();
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    let d = start_daemon(&lab, 2, "1s");
+    // Past start-up (first observation, connections made), then measure.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let pid = d.child.id();
+    let (cpu0, _) = usage(pid);
+    let t0 = Instant::now();
+    let mut max_rss = 0;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        max_rss = max_rss.max(usage(pid).1);
+    }
+    let (cpu1, rss) = usage(pid);
+    let share = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    out.push_str(&format!(
+        "\nIdle cost of one daemon at a 1 s probe over {secs} s (etcd 3.5.1, 3 healthy members): CPU {share:.2} % of a core, RSS {:.1} MiB at the end, {:.1} MiB at most.\n",
+        rss as f64 / 1024.0,
+        max_rss as f64 / 1024.0
+    ));
+    drop(d);
+    lab.down().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let m = Matrix::from_env("7,200");
+    let mut report = String::from(
+        "| etcd | data | db size | floor: seed 000 scripted (median) | daemon: break → healthy (median) | difference | ratio | detection (median, max) | rounds |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (k, v) in m.versions.iter().enumerate() {
+        for (s, mb) in m.sizes_mb.iter().enumerate() {
+            let dir = tempdir();
+            let spec = LabSpec::new(&dir, 3, *v, LabRuntime::StaticPod, [182, (k * 10 + s) as u8]);
+            let mut lab = Lab::up(spec, Path::new(BIN), false).await.unwrap();
+            lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+            fill(&lab, *mb).await;
+            let db = lab.connector(0).unwrap().connect(&lab.node(0).client_url()).await.unwrap().status().await.unwrap().db_size;
+            let daemons: Vec<Daemon> = (0..3).map(|i| start_daemon(&lab, i, "1s")).collect();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let (mut floor, mut healed, mut detect) = (vec![], vec![], vec![]);
+            for r in 0..m.rounds {
+                let f = manual_round(&lab, 2).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let (h, d) = daemon_round(&lab, 2).await;
+                eprintln!("etcd {} {mb} MB round {}: floor {:.2}s, daemon {:.2}s (detection {:.2}s)", v.tag(), r + 1, f.as_secs_f64(), h.as_secs_f64(), d.as_secs_f64());
+                floor.push(f);
+                healed.push(h);
+                detect.push(d);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            let max_detect = detect.iter().max().copied().unwrap_or_default();
+            let (f, h, d) = (median(floor), median(healed), median(detect));
+            report.push_str(&format!(
+                "| {} | ~{mb} MB | {:.0} MB | {:.2} s | {:.2} s | {:+.2} s | {:.2}× | {:.2} s, {:.2} s | {} |\n",
+                v.tag(),
+                db as f64 / 1e6,
+                f.as_secs_f64(),
+                h.as_secs_f64(),
+                h.as_secs_f64() - f.as_secs_f64(),
+                h.as_secs_f64() / f.as_secs_f64(),
+                d.as_secs_f64(),
+                max_detect.as_secs_f64(),
+                m.rounds
+            ));
+            drop(daemons);
+            lab.down().await.unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let idle: u64 = std::env::var("HOSTFIX_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    if idle > 0 {
+        idle_cost(idle, &mut report).await;
+    }
+    println!("{report}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-daemon.md");
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("written to {}", out.display());
+}
