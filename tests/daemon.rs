@@ -406,3 +406,95 @@ async fn rke_node_is_healed_by_its_daemon() {
     drop(ds);
     lab.down().await.unwrap();
 }
+
+/// Scheduled snapshots: from the healthy local member, written atomically with `.sha256` and
+/// `.json` beside them and checked; and a disk short of `min_free_disk` stops them with an
+/// error instead of filling it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_snapshots_and_a_full_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_4, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let cfg = |extra: &str| format!("probe_interval: 500ms\nsnapshot_interval: 1m\nmetrics_listen: {}:9379\n{extra}", lab.node(0).ip);
+    let snaps = lab.node(0).host_root.join("var/lib/etcd-hostfix/snapshots");
+    let list = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&snaps).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        v.sort();
+        v
+    };
+    // A disk that would keep less than 99 % free: no snapshot, an error in the log.
+    let mut full = DaemonProc::start(&lab, 0, &cfg("snapshot_retention:\n  min_free_disk: 99%\n"), &[]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !full.log_text().contains("scheduled snapshot skipped") {
+        assert!(Instant::now() < deadline, "no full-disk error:\n{}", tail(&full.log_text(), 20));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(full.log_text().contains("ERROR"), "{}", tail(&full.log_text(), 5));
+    assert!(list().iter().all(|p| !p.to_string_lossy().contains("scheduled-")), "{:?}", list());
+    full.kill();
+
+    let d0 = DaemonProc::start(&lab, 0, &cfg(""), &[]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let db = loop {
+        if let Some(p) = list().into_iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("scheduled-") && p.extension().map(|x| x == "db").unwrap_or(false)) {
+            if std::path::Path::new(&format!("{}.json", p.display())).exists() {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "no scheduled snapshot: {:?}\n{}", list(), tail(&d0.log_text(), 20));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(!list().iter().any(|p| p.to_string_lossy().ends_with(".part")), "no part file is left");
+    let sha = std::fs::read_to_string(format!("{}.sha256", db.display())).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!("{}.json", db.display())).unwrap()).unwrap();
+    assert_eq!(meta["member"], "m1", "from the local member: {meta:#}");
+    assert!(sha.starts_with(meta["sha256"].as_str().unwrap()), "{sha} vs {meta:#}");
+    hostfix_adapters::etcd::verify_snapshot(&db).expect("the SHA-256 trailer checks out");
+    let m = d0.scrape();
+    assert!(m.contains("etcd_hostfix_snapshot_bytes "), "{m}");
+    drop(d0);
+    lab.down().await.unwrap();
+}
+
+/// Minutes of healthy operation under writes (a put every 50 ms through every member in
+/// turn): not one decision other than "nothing", and no repair. HOSTFIX_SOAK_SECS (default
+/// 180) sets how long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minutes_of_healthy_writes_cause_nothing() {
+    let secs: u64 = std::env::var("HOSTFIX_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(180);
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    let ds = daemons(&lab, "");
+    let mut eps = vec![];
+    for i in 0..3 {
+        eps.push(lab.connector(i).unwrap().connect(&lab.node(i).client_url()).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut k = 0u64;
+    while Instant::now() < deadline {
+        let ep = &mut eps[(k % 3) as usize];
+        ep.client().put(format!("/soak/{}", k % 1000), vec![b'x'; 1024], None).await.unwrap();
+        k += 1;
+        if k % 100 == 0 {
+            for d in &ds {
+                assert!(d.incidents().is_empty(), "a repair under healthy writes:\n{}", tail(&d.log_text(), 30));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (i, d) in ds.iter().enumerate() {
+        assert!(d.incidents().is_empty());
+        let log = d.log_text();
+        let decisions: Vec<&str> = log.lines().filter(|l| l.contains("decision=")).collect();
+        assert!(
+            decisions.iter().all(|l| l.contains("decision=\"nothing\"")),
+            "{}: decisions other than nothing under healthy writes:\n{}",
+            lab.node(i).name,
+            decisions.join("\n")
+        );
+        assert!(d.scrape().contains("etcd_hostfix_member_healthy 1"));
+    }
+    eprintln!("{k} writes over {secs} s, no decision but nothing");
+    drop(ds);
+    lab.down().await.unwrap();
+}
