@@ -111,7 +111,12 @@ async fn daemon_round(lab: &Lab, i: usize) -> (Duration, Duration) {
     let wall = SystemTime::now();
     let t = break_member(lab, i).await;
     let deadline = Instant::now() + Duration::from_secs(600);
+    // Read while it lasts: the repair removes the crashlooping pod, and the kubelet its logs.
+    let mut crash: Option<SystemTime> = None;
     let record = loop {
+        if crash.is_none() {
+            crash = first_signature(lab, i, wall);
+        }
         let all = incidents(lab, i);
         if all.len() > before {
             let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(all.last().unwrap()).unwrap_or_default()).unwrap_or_default();
@@ -125,7 +130,7 @@ async fn daemon_round(lab: &Lab, i: usize) -> (Duration, Duration) {
     converged(lab, i).await;
     let healthy = t.elapsed();
     let started = record["steps"][0]["started_at"].as_str().and_then(rfc3339).expect("a first step");
-    let crash = first_signature(lab, i, wall).expect("the crash's log line");
+    let crash = crash.expect("the crash's log line was seen");
     (healthy, started.duration_since(crash).unwrap_or_default())
 }
 

@@ -11,6 +11,7 @@ pub mod diagnose;
 pub mod local;
 pub mod lock;
 pub mod probe;
+pub mod recover;
 pub mod rejoin;
 pub mod snapshot;
 

@@ -1,0 +1,487 @@
+//! The disaster-recovery playbooks, run: `rebuild` (seed 002: a survivor becomes a
+//! one-member cluster with `--force-new-cluster`, which is then removed) and `restore`
+//! (seed 003: a one-member cluster from a snapshot). Like rejoin: [`prepare`] gathers facts
+//! and plans (pure, may refuse), the driver shows the plan and decides, [`execute`] locks
+//! and runs the steps through a journal, reporting progress through a [`Reporter`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hostfix_adapters::etcd::verify_snapshot;
+use hostfix_adapters::etcdtool::{self, EtcdTool};
+use hostfix_adapters::journal::Journal;
+use hostfix_adapters::runtime::RuntimeKind;
+use hostfix_core::dr::{plan_rebuild, plan_restore, single_member_edits, PeerFact, RecoveryFacts, RecoveryKind, RecoveryPlan, RecoveryStep};
+use tracing::{info, info_span, Instrument};
+
+use crate::actions::{free_name, Actions};
+use crate::local::{configured, Local};
+use crate::lock::{file_lock_holder, lock_path, FileLock};
+use crate::{crash_point, run_id, Reporter, Settings};
+
+pub const JOURNAL: &str = "recover";
+
+/// How a rebuild or restore runs.
+#[derive(Debug, Clone)]
+pub struct RecoverOptions {
+    /// Act although the cluster still has quorum, or (rebuild) a reachable member is ahead.
+    pub force: bool,
+    /// Members the operator vouches are down, although they only time out from here.
+    pub peers_down: Vec<String>,
+    /// Upper bound for each wait.
+    pub wait: Duration,
+}
+
+/// What `prepare` found: a plan to show, or why not.
+pub enum Prepared {
+    Refused(String),
+    Plan { plan: RecoveryPlan, resumed: Option<Journal<RecoveryPlan>>, tool: Option<Offline> },
+}
+
+/// How `execute` ended, when it did not fail.
+pub enum Outcome {
+    Done { history: PathBuf },
+    Refused(String),
+}
+
+pub async fn prepare(g: &Settings, local: &Local, kind: RecoveryKind, o: &RecoverOptions, rep: &dyn Reporter) -> Result<Prepared> {
+    let state_dir = g.state_dir();
+    if let Some(holder) = file_lock_holder(&state_dir) {
+        return Ok(Prepared::Refused(format!("another etcd-hostfix run (pid {holder}) holds {}", lock_path(&state_dir).display())));
+    }
+    let resumed = Journal::<RecoveryPlan>::load(&state_dir, JOURNAL)?;
+    if let Some(j) = &resumed {
+        if j.plan.kind != kind {
+            bail!("an unfinished {:?} run is journaled at {}; finish it first (run that command again)", j.plan.kind, Journal::<RecoveryPlan>::path_for(&state_dir, JOURNAL).display());
+        }
+    }
+    // The version-matched tool is needed before anything changes.
+    let tool = match kind {
+        RecoveryKind::Restore => Some(Offline::find(local).await?),
+        RecoveryKind::Rebuild => None,
+    };
+    let plan = match &resumed {
+        Some(j) => {
+            rep.note(&format!("resuming {} run {} ({} of {} steps done)", JOURNAL, j.run_id, j.done.len(), j.plan.steps.len()));
+            j.plan.clone()
+        }
+        None => {
+            let facts = gather(g, local, o).await?;
+            let data = local.data_dir().join("member");
+            let planned = match kind {
+                RecoveryKind::Rebuild => plan_rebuild(&facts, &data.display().to_string()),
+                RecoveryKind::Restore => plan_restore(&facts),
+            };
+            match planned {
+                Ok(p) => p,
+                Err(refusal) => return Ok(Prepared::Refused(refusal.to_string())),
+            }
+        }
+    };
+    Ok(Prepared::Plan { plan, resumed, tool })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn execute(
+    g: &Settings,
+    local: &Local,
+    plan: &RecoveryPlan,
+    resumed: Option<Journal<RecoveryPlan>>,
+    tool: Option<Offline>,
+    snapshot: Option<PathBuf>,
+    o: &RecoverOptions,
+    rep: &dyn Reporter,
+) -> Result<Outcome> {
+    let state_dir = g.state_dir();
+    let span = info_span!("recover", kind = ?plan.kind, member = %plan.name);
+    async move {
+        let Some(_flock) = FileLock::take(&state_dir)? else {
+            return Ok(Outcome::Refused(format!("another etcd-hostfix run holds {}", lock_path(&state_dir).display())));
+        };
+        let mut journal = match resumed {
+            Some(j) => j,
+            None => {
+                let mut j = Journal::create(&state_dir, JOURNAL, run_id(), plan.clone())?;
+                if let Some(s) = &snapshot {
+                    j.set("snapshot", s.display().to_string())?;
+                }
+                j
+            }
+        };
+        let snapshot = journal.get::<String>("snapshot").map(PathBuf::from).or(snapshot);
+        let r = Runner { act: Actions { g, local, wait: o.wait }, plan, snapshot, tool, rep };
+        match r.run(&mut journal).await {
+            Ok(()) => Ok(Outcome::Done { history: journal.finish()? }),
+            Err(e) => Err(e.context(format!(
+                "stopped; run the same command again to resume from {}",
+                Journal::<RecoveryPlan>::path_for(&state_dir, JOURNAL).display()
+            ))),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// etcd's offline tool, from the host, or else (RKE) from the member's own image run
+/// through the Docker engine: the image always carries the right version.
+pub enum Offline {
+    Host(EtcdTool),
+    Image { docker: hostfix_adapters::runtime::DockerRuntime, image: String, bin: String },
+}
+
+impl Offline {
+    pub async fn find(local: &Local) -> Result<Offline> {
+        let want = etcdtool::parse_version(&local.config.image);
+        let host_err = match EtcdTool::find(want) {
+            Ok(t) => return Ok(Offline::Host(t)),
+            Err(e) => e,
+        };
+        let Some(docker) = local.docker.clone() else { return Err(host_err.into()) };
+        // The tools sit beside etcd in the image.
+        let etcd = local.config.argv.iter().find(|a| a.rsplit('/').next() == Some("etcd")).cloned().unwrap_or("etcd".into());
+        let dir = etcd.rsplit_once('/').map(|x| x.0.to_string());
+        let names: &[&str] = if want >= Some((3, 5)) { &["etcdutl", "etcdctl"] } else { &["etcdctl"] };
+        for n in names {
+            let bin = dir.as_ref().map(|d| format!("{d}/{n}")).unwrap_or(n.to_string());
+            if docker.run_tool(&local.config.image, &[bin.clone(), "version".into()], &[]).await.is_ok() {
+                return Ok(Offline::Image { docker, image: local.config.image.clone(), bin });
+            }
+        }
+        Err(anyhow!("{host_err}; nor does image {} carry etcdutl or etcdctl", local.config.image))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Offline::Host(t) => t.path.display().to_string(),
+            Offline::Image { image, bin, .. } => format!("{bin} in image {image}"),
+        }
+    }
+
+    fn parent_and_name(file: &Path) -> (String, String) {
+        (
+            file.parent().map(|p| p.display().to_string()).unwrap_or("/".into()),
+            file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        )
+    }
+
+    async fn status(&self, file: &Path) -> Result<serde_json::Value> {
+        match self {
+            Offline::Host(t) => Ok(t.status(file)?),
+            Offline::Image { docker, image, bin } => {
+                let (dir, name) = Self::parent_and_name(file);
+                let argv = [bin.clone(), "snapshot".into(), "status".into(), format!("/hostfix-in/{name}"), "-w".into(), "json".into()];
+                let out = docker.run_tool(image, &argv, &[format!("{dir}:/hostfix-in:ro")]).await?;
+                let line = out.lines().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
+                serde_json::from_str(line).map_err(|e| anyhow!("{} snapshot status: unexpected output ({e}): {out}", self.describe()))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn restore(&self, file: &Path, data: &Path, target: &str, name: &str, peer_url: &str, token: &str, rep: &dyn Reporter) -> Result<()> {
+        match self {
+            Offline::Host(t) => {
+                let bump = t.can_bump_revision().then_some(1_000_000_000);
+                if bump.is_none() {
+                    rep.note(&format!("note: {} {}.{} cannot bump the revision or mark it compacted; watchers that saw newer revisions must re-list", t.path.display(), t.version.0, t.version.1));
+                }
+                Ok(t.restore(file, &data.join(target), name, peer_url, token, bump)?)
+            }
+            Offline::Image { docker, image, bin } => {
+                let (dir, file_name) = Self::parent_and_name(file);
+                rep.note(&format!("note: restoring with {}; the revision is not bumped", self.describe()));
+                let argv = [
+                    bin.clone(),
+                    "snapshot".into(),
+                    "restore".into(),
+                    format!("/hostfix-in/{file_name}"),
+                    format!("--data-dir=/hostfix-out/{target}"),
+                    format!("--name={name}"),
+                    format!("--initial-cluster={name}={peer_url}"),
+                    format!("--initial-advertise-peer-urls={peer_url}"),
+                    format!("--initial-cluster-token={token}"),
+                ];
+                docker
+                    .run_tool(image, &argv, &[format!("{dir}:/hostfix-in:ro"), format!("{}:/hostfix-out", data.display())])
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+pub async fn gather(g: &Settings, local: &Local, o: &RecoverOptions) -> Result<RecoveryFacts> {
+    let conn = local.connector(g)?;
+    let name = local.config.flags.name().to_string();
+    let peer_url = local.local_peer_url().context("the local member has no --initial-advertise-peer-urls")?;
+    let local_url = local.local_client_url().context("the local member has no client URL")?;
+    let me = crate::probe::probe_member(&conn, &configured(&name, &peer_url, &local_url)).await;
+    let entries = local.config.flags.initial_cluster();
+    let probes = local.probe_configured_peers(&conn).await;
+    // `--peers-down` must name configured members: a typo must not vouch for nobody.
+    for v in &o.peers_down {
+        if !probes.iter().any(|(e, _)| &e.name == v) {
+            let known: Vec<&str> = probes.iter().map(|(e, _)| e.name.as_str()).collect();
+            bail!("--peers-down names {v}, which is not another member in --initial-cluster (those are: {})", known.join(", "));
+        }
+    }
+    // The voter count as the local member last knew it, else as configured.
+    let voters = match conn.connect(&local_url).await {
+        Ok(mut ep) => ep.member_list().await.map(|l| l.members.iter().filter(|m| !m.is_learner).count()).unwrap_or(entries.len()),
+        Err(_) => entries.len(),
+    };
+    let data = local.data_dir().join("member");
+    let local_revision = me.revision.or_else(|| crate::rejoin::local_data_revision(local, None));
+    Ok(RecoveryFacts {
+        name,
+        peer_url,
+        voters: voters.max(1),
+        peers: probes
+            .into_iter()
+            .map(|(e, p)| PeerFact {
+                vouched_down: o.peers_down.contains(&e.name),
+                name: e.name,
+                client_url: p.client_urls.first().cloned().unwrap_or_default(),
+                reachable: p.reachable,
+                reach: p.reach,
+                quorum_read: p.quorum_read,
+                raft_index: p.raft_index,
+                revision: p.revision,
+            })
+            .collect(),
+        local_quorum_read: me.quorum_read,
+        local_raft_index: me.raft_index,
+        local_revision,
+        local_has_data: data.is_dir(),
+        container: (local.config.runtime == RuntimeKind::Docker).then(|| g.container.clone()),
+        force: o.force,
+    })
+}
+
+/// The plan in words, one line per step.
+pub fn describe(g: &Settings, local: &Local, plan: &RecoveryPlan, snapshot: Option<&Path>) -> Vec<String> {
+    let data = local.data_dir().join("member");
+    let archive = g.state_dir().join("archive");
+    let how = |what: &str| match local.config.runtime {
+        RuntimeKind::StaticPod => format!("park the manifest if it is back, edit it ({what}; no other line changes), and move it back"),
+        RuntimeKind::Docker => format!(
+            "recreate container {c} with {what} and nothing else changed (the old one renamed {c}-hostfix-aside-<run>-<phase>)",
+            c = g.container
+        ),
+    };
+    plan.steps
+        .iter()
+        .map(|s| match s {
+            RecoveryStep::VerifySnapshot => format!(
+                "check the SHA-256 trailer of {} and read its `snapshot status`",
+                snapshot.map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            RecoveryStep::Stop => match local.config.runtime {
+                RuntimeKind::StaticPod => format!("park the manifest in {} and wait for etcd to exit", g.state_dir().join("parked").display()),
+                RuntimeKind::Docker => format!("stop container {} and wait for etcd to exit", g.container),
+            },
+            RecoveryStep::ArchiveCopy => format!("copy {} to {}/<run>/member (the original stays in use)", data.display(), archive.display()),
+            RecoveryStep::Archive => format!("move {} to {}/<run>/member (kept, not deleted)", data.display(), archive.display()),
+            RecoveryStep::RestoreSnapshot => format!(
+                "restore the snapshot into a fresh dir beside {} as a one-member cluster {}={} with a new cluster token, then move it into place",
+                data.display(),
+                plan.name,
+                plan.peer_url
+            ),
+            RecoveryStep::StartForced => how("--force-new-cluster added"),
+            RecoveryStep::StartSingle => how(&format!("--initial-cluster={}={} and --initial-cluster-state=new", plan.name, plan.peer_url)),
+            RecoveryStep::WaitSingle => format!("wait until {} serves quorum reads as the only member", plan.name),
+            RecoveryStep::Unforce => how("--force-new-cluster removed, so no restart cuts the others off again"),
+            RecoveryStep::RemoveOldContainers => "remove the old containers renamed aside (their volumes stay)".into(),
+        })
+        .collect()
+}
+
+pub fn kind_word(kind: RecoveryKind) -> &'static str {
+    match kind {
+        RecoveryKind::Rebuild => "rebuild",
+        RecoveryKind::Restore => "restore",
+    }
+}
+
+struct Runner<'a> {
+    act: Actions<'a>,
+    plan: &'a RecoveryPlan,
+    snapshot: Option<PathBuf>,
+    tool: Option<Offline>,
+    rep: &'a dyn Reporter,
+}
+
+impl Runner<'_> {
+    fn data_dir(&self) -> PathBuf {
+        self.act.local.data_dir()
+    }
+
+    fn archive(&self, run: &str) -> PathBuf {
+        self.act.g.state_dir().join("archive").join(run)
+    }
+
+    async fn run(&self, j: &mut Journal<RecoveryPlan>) -> Result<()> {
+        let mut waits = 0;
+        for (i, s) in self.plan.steps.iter().enumerate() {
+            let key = format!("{i}:{}", s.name());
+            // `unforce` runs between two waits; the crash hook names them apart.
+            let hook = if *s == RecoveryStep::WaitSingle {
+                waits += 1;
+                format!("wait-single-{waits}")
+            } else {
+                s.name().to_string()
+            };
+            if j.is_done(&key) {
+                continue;
+            }
+            let started = Instant::now();
+            self.rep.step_started(i + 1, self.plan.steps.len(), s.name());
+            self.step(s, j)
+                .instrument(info_span!("step", n = i + 1, step = s.name()))
+                .await
+                .with_context(|| format!("step {} ({})", i + 1, s.name()))?;
+            info!(step = s.name(), elapsed_ms = started.elapsed().as_millis() as u64, "step done");
+            crash_point(&hook);
+            j.mark_done(&key)?;
+            self.rep.step_done(i + 1, self.plan.steps.len(), s.name(), started.elapsed());
+        }
+        Ok(())
+    }
+
+    async fn step(&self, s: &RecoveryStep, j: &mut Journal<RecoveryPlan>) -> Result<()> {
+        let run = j.run_id.clone();
+        let crash = |phase: &str| crash_point(&format!("recreate-{phase}"));
+        match s {
+            RecoveryStep::VerifySnapshot => self.verify(j).await,
+            RecoveryStep::Stop => self.act.stop().await,
+            RecoveryStep::ArchiveCopy => self.archive_copy(&run),
+            RecoveryStep::Archive => self.act.archive_data(&self.archive(&run)),
+            RecoveryStep::RestoreSnapshot => self.restore(&run).await,
+            RecoveryStep::StartForced => {
+                let edits = single_member_edits(&self.plan.name, &self.plan.peer_url, true);
+                self.act.start_with(&edits, &self.archive(&run), &format!("{run}-forced"), &crash).await
+            }
+            RecoveryStep::StartSingle => {
+                let edits = single_member_edits(&self.plan.name, &self.plan.peer_url, false);
+                self.act.start_with(&edits, &self.archive(&run), &format!("{run}-restore"), &crash).await
+            }
+            RecoveryStep::Unforce => {
+                let edits = vec![("force-new-cluster".to_string(), None)];
+                self.act.start_with(&edits, &self.archive(&run), &format!("{run}-unforced"), &crash).await
+            }
+            RecoveryStep::WaitSingle => self.wait_single().await,
+            RecoveryStep::RemoveOldContainers => {
+                let tags: Vec<String> = match self.plan.kind {
+                    RecoveryKind::Rebuild => vec![format!("{run}-forced"), format!("{run}-unforced")],
+                    RecoveryKind::Restore => vec![format!("{run}-restore")],
+                };
+                self.act.remove_asides(&tags).await
+            }
+        }
+    }
+
+    async fn verify(&self, j: &mut Journal<RecoveryPlan>) -> Result<()> {
+        let snap = self.snapshot.as_ref().context("no snapshot given")?;
+        verify_snapshot(snap).map_err(|e| anyhow!("snapshot {} fails its integrity check: {e}", snap.display()))?;
+        // A checksum recorded beside the file by `snapshot save` must match too.
+        let sum_file = PathBuf::from(format!("{}.sha256", snap.display()));
+        if let Ok(text) = std::fs::read_to_string(&sum_file) {
+            let want = text.split_whitespace().next().unwrap_or_default().to_string();
+            let got = etcdtool::file_sha256(snap)?;
+            if want != got {
+                bail!("snapshot {} has SHA-256 {got}, but {} records {want}", snap.display(), sum_file.display());
+            }
+        }
+        let tool = self.tool.as_ref().context("no etcd tool")?;
+        let status = tool.status(snap).await?;
+        self.rep.note(&format!(
+            "snapshot {}: revision {}, {} keys, {} bytes (read by {})",
+            snap.display(),
+            status["revision"],
+            status["totalKey"],
+            status["totalSize"],
+            tool.describe()
+        ));
+        j.set("snapshot_status", status)?;
+        Ok(())
+    }
+
+    fn archive_copy(&self, run: &str) -> Result<()> {
+        let src = self.data_dir().join("member");
+        let dest = self.archive(run).join("member");
+        if dest.exists() {
+            return Ok(());
+        }
+        // Copied to a temporary name and renamed when whole, so a killed copy is never
+        // mistaken for an archive. A partial copy from a killed run is ours to replace.
+        let part = self.archive(run).join("member.partial");
+        if part.exists() {
+            std::fs::remove_dir_all(&part).with_context(|| part.display().to_string())?;
+        }
+        copy_dir(&src, &part)?;
+        std::fs::rename(&part, &dest)?;
+        Ok(())
+    }
+
+    async fn restore(&self, run: &str) -> Result<()> {
+        let data = self.data_dir();
+        // The archive step moved the old member away, so a member here is this run's
+        // restore, finished before a kill.
+        if data.join("member").exists() {
+            return Ok(());
+        }
+        let snap = self.snapshot.as_ref().context("no snapshot given")?;
+        let tool = self.tool.as_ref().context("no etcd tool")?;
+        // Restored beside the data dir (same filesystem, so moving it in is a rename). A
+        // failed attempt leaves its target behind and etcd's restore refuses an existing
+        // dir: that leftover is archived, never reused or deleted.
+        let target_name = format!(".hostfix-restore-{run}");
+        let target = data.join(&target_name);
+        if target.exists() {
+            let aside = free_name(&self.archive(run), "failed-restore-");
+            std::fs::create_dir_all(self.archive(run))?;
+            std::fs::rename(&target, &aside)?;
+        }
+        std::fs::create_dir_all(&data)?;
+        tool.restore(snap, &data, &target_name, &self.plan.name, &self.plan.peer_url, &format!("etcd-hostfix-{run}"), self.rep).await?;
+        std::fs::rename(target.join("member"), data.join("member"))?;
+        // Now empty: removing it deletes nothing.
+        std::fs::remove_dir(&target)?;
+        Ok(())
+    }
+
+    async fn wait_single(&self) -> Result<()> {
+        let url = self.act.local.local_client_url().context("no client URL")?;
+        let conn = self.act.local.connector(self.act.g)?;
+        let deadline = Instant::now() + self.act.wait;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match conn.connect(&url).await {
+                Ok(mut ep) => match (ep.member_list().await, ep.health().await) {
+                    (Ok(l), Ok(())) if l.members.len() == 1 => return Ok(()),
+                    (Ok(l), Ok(())) => last = format!("{} members listed", l.members.len()),
+                    (Err(e), _) | (_, Err(e)) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{} did not serve as a one-member cluster within {:?}: {last}", self.plan.name, self.act.wait)
+    }
+}
+
+fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest).with_context(|| dest.display().to_string())?;
+    for e in std::fs::read_dir(src).with_context(|| src.display().to_string())? {
+        let e = e?;
+        let to = dest.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to)?;
+        } else {
+            std::fs::copy(e.path(), &to).with_context(|| e.path().display().to_string())?;
+        }
+    }
+    Ok(())
+}
