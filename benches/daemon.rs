@@ -5,8 +5,9 @@
 //! Not a test: `scripts/dev bench` (or `cargo bench --bench daemon`).
 //!
 //! Phases per round:
-//! - detection latency: from the first crash that shows the signature (the CRI timestamp of
-//!   etcd's "has already been bootstrapped" line) to the start of the playbook's first step;
+//! - detection latency: from the first crash that shows a definitive signature (the CRI
+//!   timestamp of etcd's "has already been bootstrapped" or "tocommit(N) is out of range"
+//!   line) to the start of the playbook's first step;
 //! - time to healthy: from the break (the broken manifest is back in place) until every
 //!   member is a healthy voter and the repaired one has the leader's revision.
 //!
@@ -86,14 +87,16 @@ fn rfc3339(s: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(t.unix_timestamp_nanos() as u64))
 }
 
-/// The CRI timestamp of the first line, written after `since`, that shows the signature.
+/// The CRI timestamp of the first line, written after `since`, that shows a signature.
 fn first_signature(lab: &Lab, i: usize, since: SystemTime) -> Option<SystemTime> {
     let pods = lab.node(i).host_root.join("var/log/pods");
     let mut best: Option<SystemTime> = None;
     for pod in std::fs::read_dir(pods).ok()?.flatten() {
         for f in std::fs::read_dir(pod.path().join("etcd")).into_iter().flatten().flatten() {
             let text = std::fs::read_to_string(f.path()).unwrap_or_default();
-            for l in text.lines().filter(|l| l.contains("has already been bootstrapped")) {
+            // The definitive signatures this break shows: `already bootstrapped` with `new`,
+            // or (once a manual round has set `existing`) the raft log out of range.
+            for l in text.lines().filter(|l| l.contains("has already been bootstrapped") || l.contains("is out of range [lastIndex")) {
                 if let Some(t) = l.split(' ').next().and_then(rfc3339) {
                     if t >= since && best.map(|b| t < b).unwrap_or(true) {
                         best = Some(t);

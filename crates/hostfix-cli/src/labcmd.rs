@@ -165,12 +165,15 @@ fn status_args(lab: &Lab, i: usize) -> Vec<String> {
     }
 }
 
-async fn demo(g: &Global, mut o: UpOpts) -> Result<i32> {
-    let exe = std::env::current_exe()?;
-    // Each demo gets a fresh directory; what it leaves (archives, logs) stays for reading.
+fn step(s: &str) {
+    println!("\n==> {s}");
+}
+
+/// A demo's lab, in a fresh directory each time: what it leaves (archives, logs, incident
+/// records) stays there for reading.
+async fn demo_lab(exe: &std::path::Path, mut o: UpOpts) -> Result<(Lab, UpOpts)> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     o.lab.dir = o.lab.dir.join(format!("demo-{stamp}"));
-    let step = |s: &str| println!("\n==> {s}");
     step(&format!(
         "bringing up a {}-member etcd {} lab ({}) in {}",
         o.members,
@@ -181,7 +184,13 @@ async fn demo(g: &Global, mut o: UpOpts) -> Result<i32> {
         },
         o.lab.dir.display()
     ));
-    let mut lab = Lab::up(spec(&o), &exe, false).await?;
+    let lab = Lab::up(spec(&o), exe, false).await?;
+    Ok((lab, o))
+}
+
+async fn demo(g: &Global, o: UpOpts) -> Result<i32> {
+    let exe = std::env::current_exe()?;
+    let (mut lab, o) = demo_lab(&exe, o).await?;
     let result = async {
         lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(60)).await?;
         for i in 0..100 {
@@ -292,22 +301,9 @@ fn daemon_lines(text: &str, from: usize) -> Vec<String> {
         .collect()
 }
 
-async fn demo_daemons(g: &Global, mut o: UpOpts) -> Result<i32> {
+async fn demo_daemons(g: &Global, o: UpOpts) -> Result<i32> {
     let exe = std::env::current_exe()?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    o.lab.dir = o.lab.dir.join(format!("demo-{stamp}"));
-    let step = |s: &str| println!("\n==> {s}");
-    step(&format!(
-        "bringing up a {}-member etcd {} lab ({}) in {}",
-        o.members,
-        o.version.tag(),
-        match o.lab_runtime {
-            LabRuntime::StaticPod => "kubeadm static pods",
-            LabRuntime::Docker => "RKE docker containers",
-        },
-        o.lab.dir.display()
-    ));
-    let mut lab = Lab::up(spec(&o), &exe, false).await?;
+    let (mut lab, o) = demo_lab(&exe, o).await?;
     let mut daemons = None;
     let result = async {
         lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(60)).await?;

@@ -109,11 +109,8 @@ impl Global {
     pub fn root(&self) -> HostRoot {
         HostRoot::new(&self.host_root)
     }
-    pub fn manifest_path(&self) -> PathBuf {
-        self.manifest.clone().unwrap_or_else(|| self.root().default_manifest())
-    }
     pub fn state_dir(&self) -> PathBuf {
-        self.state_dir.clone().unwrap_or_else(|| self.root().default_state_dir())
+        self.settings().state_dir()
     }
 }
 
