@@ -12,7 +12,8 @@
 //!   member is a healthy voter and the repaired one has the leader's revision.
 //!
 //! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.5"), HOSTFIX_BENCH_SIZES_MB (default
-//! "7,200"), HOSTFIX_BENCH_ROUNDS (default 3), HOSTFIX_BENCH_IDLE_SECS (default 600; 0 skips).
+//! "7,200"), HOSTFIX_BENCH_ROUNDS (default 3), HOSTFIX_BENCH_IDLE_SECS (default 600; 0 skips),
+//! HOSTFIX_BENCH_MATRIX=0 (the idle cost alone).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -198,7 +199,9 @@ async fn main() {
     let mut report = String::from(
         "| etcd | data | db size | floor: seed 000 scripted (median) | daemon: break → healthy (median) | difference | ratio | detection (median, max) | rounds |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
-    for (k, v) in m.versions.iter().enumerate() {
+    // HOSTFIX_BENCH_MATRIX=0 measures the idle cost alone.
+    let matrix = std::env::var("HOSTFIX_BENCH_MATRIX").map(|v| v != "0").unwrap_or(true);
+    for (k, v) in m.versions.iter().enumerate().filter(|_| matrix) {
         for (s, mb) in m.sizes_mb.iter().enumerate() {
             let dir = tempdir();
             let spec = LabSpec::new(&dir, 3, *v, LabRuntime::StaticPod, [182, (k * 10 + s) as u8]);

@@ -156,6 +156,6 @@ async fn gather(g: &Global, o: &DiagnoseOpts) -> Result<(Finding, String, Option
     let s = g.settings();
     let local = Local::discover(&s).await?;
     let conn = local.connector(&s)?;
-    let d = hostfix_playbooks::diagnose::diagnose_local(&s, &local, &conn, &commands(g, Some(&local))).await?;
+    let d = hostfix_playbooks::diagnose::diagnose_local(&s, &local, &conn, &commands(g, Some(&local)), hostfix_playbooks::diagnose::Logs::Always).await?;
     Ok((d.finding, d.log_source, Some(d.probes)))
 }

@@ -29,6 +29,16 @@ pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), FilesError> {
     std::fs::rename(&part, path).map_err(io)
 }
 
+/// Write only when the content differs from what the file holds: a daemon probing every
+/// second must not rewrite its files every second.
+pub fn write_json_if_changed<T: Serialize>(path: &Path, v: &T) -> Result<(), FilesError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| FilesError::Json { path: path.to_path_buf(), reason: e.to_string() })? + "\n";
+    if std::fs::read_to_string(path).map(|t| t == text).unwrap_or(false) {
+        return Ok(());
+    }
+    write_json(path, v)
+}
+
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, FilesError> {
     match std::fs::read_to_string(path) {
         Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| FilesError::Json { path: path.to_path_buf(), reason: e.to_string() }),

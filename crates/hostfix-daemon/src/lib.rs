@@ -85,6 +85,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
         .flatten()
         .and_then(|s| s.last_repair);
     let mut next_tick = Instant::now();
+    let mut last_status = (String::new(), Instant::now());
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let woke_by = tokio::select! {
@@ -145,7 +146,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
         };
         let t = now();
         let decision = decide(&policy_cfg, &mut pstate, &seen.obs, t);
-        let _ = files::write_json(&files::policy_path(&state_dir), &pstate);
+        let _ = files::write_json_if_changed(&files::policy_path(&state_dir), &pstate);
         report_decision(&metrics, &seen, &decision, &pstate, &policy_cfg, t, &mut last_said);
         let summary = decision.summary();
         let status_line = status_line(&seen, &decision, last_repair.as_ref());
@@ -204,7 +205,13 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
         } else if seen.obs.class == Class::Healthy && seen.obs.paused.is_none() {
             snaps.tick(&world, &metrics).await;
         }
-        let _ = files::write_json(&files::status_path(&state_dir), &st);
+        // Rewritten when it says something new, and every 10 s so that `updated_at` shows
+        // the daemon is alive; not every probe.
+        let body = serde_json::to_string(&DaemonStatus { updated_at: String::new(), ..st.clone() }).unwrap_or_default();
+        if body != last_status.0 || last_status.1.elapsed() >= Duration::from_secs(10) {
+            let _ = files::write_json(&files::status_path(&state_dir), &st);
+            last_status = (body, Instant::now());
+        }
     }
 
     notifier.stopping();

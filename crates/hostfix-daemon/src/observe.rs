@@ -14,7 +14,7 @@ use hostfix_core::policy::{Observation, Placement};
 use hostfix_core::rejoin::RejoinPlan;
 use hostfix_adapters::runtime::RuntimeKind;
 use hostfix_core::status::{ManifestState, RunState};
-use hostfix_playbooks::diagnose::{diagnose_local, Diagnosis};
+use hostfix_playbooks::diagnose::{diagnose_local, Diagnosis, Logs};
 use hostfix_playbooks::local::Local;
 use hostfix_playbooks::{lock, Settings};
 
@@ -116,7 +116,7 @@ impl World {
         self.last_name = Some(name.clone());
         let conn = self.connector(&local)?;
         let Diagnosis { finding, log_source, probes, members, local_id, run_state } =
-            bounded("diagnose", self.budget(), diagnose_local(&s, &local, &conn, &Commands)).await??;
+            bounded("diagnose", self.budget(), diagnose_local(&s, &local, &conn, &Commands, Logs::WhenUnhealthy)).await??;
 
         let placement = match (local.config.manifest_state, local.config.runtime) {
             (Some(ManifestState::Parked), _) => Placement::ParkedByUs,

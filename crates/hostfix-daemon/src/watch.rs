@@ -24,8 +24,16 @@ impl Drop for Watchers {
 
 pub fn start(s: &Settings, wake: Sender<&'static str>) -> Watchers {
     let fs_wake = wake.clone();
-    let fs = notify_debouncer_mini::new_debouncer(Duration::from_millis(200), move |_res| {
-        let _ = fs_wake.try_send("file");
+    let pods_dir = s.root().resolve("/var/log/pods");
+    // A running etcd appends to its log all the time; only a new file (a restart) or a
+    // new pod is news. Anything in the manifests directory is.
+    let mut known: std::collections::HashSet<std::path::PathBuf> = std::collections::HashSet::new();
+    let fs = notify_debouncer_mini::new_debouncer(Duration::from_millis(200), move |res: notify_debouncer_mini::DebounceEventResult| {
+        let Ok(events) = res else { return };
+        let news = events.iter().any(|e| !e.path.starts_with(&pods_dir) || known.insert(e.path.clone()));
+        if news {
+            let _ = fs_wake.try_send("file");
+        }
     })
     .ok()
     .map(|mut d| {

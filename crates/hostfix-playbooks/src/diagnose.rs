@@ -25,8 +25,19 @@ pub struct Diagnosis {
     pub run_state: RunState,
 }
 
+/// When the member's logs are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logs {
+    /// Always (`diagnose`: a person wants the notes, even on a healthy member).
+    Always,
+    /// Only when the member does not serve a quorum read. A healthy member's class comes
+    /// from the probes anyway (they win over the log), and a daemon probing every second
+    /// must not parse a 256 KiB tail each time.
+    WhenUnhealthy,
+}
+
 /// `conn` is kept by the caller, so a daemon probing every second reuses its connections.
-pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds: &dyn CommandFor) -> Result<Diagnosis> {
+pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds: &dyn CommandFor, logs: Logs) -> Result<Diagnosis> {
     let name = local.config.flags.name().to_string();
     let local_url = local.local_client_url();
     let peer_url = local.local_peer_url();
@@ -103,15 +114,19 @@ pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds:
     }
 
     tracing::debug!(alarms = ?p.alarms, "alarms read");
-    let rtv = local.runtime_view(g, p.endpoint_answers == Some(true)).await?;
-    p.crashlooping = Some(rtv.state == RunState::Crashlooping);
-    let run_state = rtv.state;
-    let source = match (&rtv.log, &local.config.container) {
-        (Some(f), _) => f.display().to_string(),
-        (None, Some(c)) => format!("docker logs {c} (last {} lines)", crate::local::DOCKER_LOG_LINES),
-        (None, None) => "no log found".into(),
+    let (run_state, source, lines) = if logs == Logs::WhenUnhealthy && p.endpoint_healthy == Some(true) {
+        p.crashlooping = Some(false);
+        (RunState::Running, "not read: the member serves quorum reads".to_string(), vec![])
+    } else {
+        let rtv = local.runtime_view(g, p.endpoint_answers == Some(true)).await?;
+        p.crashlooping = Some(rtv.state == RunState::Crashlooping);
+        let source = match (&rtv.log, &local.config.container) {
+            (Some(f), _) => f.display().to_string(),
+            (None, Some(c)) => format!("docker logs {c} (last {} lines)", crate::local::DOCKER_LOG_LINES),
+            (None, None) => "no log found".into(),
+        };
+        (rtv.state, source, parse_text(&rtv.log_tail))
     };
-    let lines = parse_text(&rtv.log_tail);
     let f = diagnose_log(&name, &lines, &p, cmds);
     let (members, local_id) = match view {
         Some((list, probed)) => {
