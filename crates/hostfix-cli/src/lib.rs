@@ -189,6 +189,12 @@ pub fn main() -> i32 {
         }
     };
     init_tracing(matches!(cli.command, Cmd::Daemon(_)));
+    // What etcd-hostfix writes under its state dir (journals, parked manifests, archives,
+    // snapshots, incidents) holds cluster data and secrets' whereabouts: 0600 files in 0700
+    // dirs. The lab is exempt: its files are read by the processes it starts.
+    if !matches!(cli.command, Cmd::Lab { .. }) {
+        unsafe { libc::umask(0o077) };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
