@@ -73,8 +73,8 @@ async fn time_tool(lab: &Lab) -> Duration {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-rebuild.md");
-    run_matrix(&Matrix::from_env("7"), Path::new(BIN), 181, ("seed 002", "rebuild + 2 rejoins"), &out, |lab| {
-        Box::pin(async move { (time_manual(lab).await, time_tool(lab).await) })
+    run_matrix(&Matrix::from_env("7"), Path::new(BIN), 181, &["seed 002", "rebuild + 2 rejoins"], &out, |lab| {
+        Box::pin(async move { vec![time_manual(lab).await, time_tool(lab).await] })
     })
     .await;
 }

@@ -1,6 +1,8 @@
 //! Time to recovery: `etcd-hostfix rejoin` against seed 000's manual procedure scripted with
-//! zero think time, on the same lab in the same run, alternating, at ~7 MB and ~200 MB, with
-//! both etcd versions. Not a test: run `scripts/dev bench` (or `cargo bench --bench rejoin`).
+//! zero think time, on the same lab in the same run, alternating, at ~7 MB and ~200 MB (and
+//! ~1 GB with HOSTFIX_BENCH_SIZES_MB=7,200,1024), with both etcd versions. Two rejoin columns:
+//! with a recent snapshot present (the daemon's steady state: `--backup auto` reuses it) and
+//! with `--backup fresh`. Not a test: run `scripts/dev bench rejoin`.
 //!
 //! Both clocks start when the repair starts on an already crashlooping member and stop when
 //! every member is healthy and the repaired member's revision equals the leader's.
@@ -34,23 +36,46 @@ async fn time_manual(lab: &Lab, i: usize) -> Duration {
     t.elapsed()
 }
 
-async fn time_rejoin(lab: &Lab, i: usize) -> Duration {
-    break_member(lab, i).await;
-    let t = Instant::now();
+fn snapshots(lab: &Lab, i: usize) -> std::path::PathBuf {
+    lab.node(i).host_root.join("var/lib/etcd-hostfix/snapshots")
+}
+
+/// Untimed: the snapshot a daemon's schedule would have taken of its healthy member.
+fn recent_snapshot(lab: &Lab, i: usize) {
+    let _ = std::fs::remove_dir_all(snapshots(lab, i));
     let out = std::process::Command::new(BIN)
-        .args(["--host-root", lab.node(i).host_root.to_str().unwrap(), "rejoin", "--yes"])
+        .args(["--host-root", lab.node(i).host_root.to_str().unwrap(), "snapshot", "save"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn time_rejoin(lab: &Lab, i: usize, backup: &str) -> Duration {
+    if backup == "auto" {
+        recent_snapshot(lab, i);
+    }
+    break_member(lab, i).await;
+    let t = Instant::now();
+    let out = std::process::Command::new(BIN)
+        .args(["--host-root", lab.node(i).host_root.to_str().unwrap(), "rejoin", "--yes", "--backup", backup])
+        .output()
+        .unwrap();
+    if backup == "auto" {
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("SHA-256 trailer verified"), "the recent snapshot was not reused:\n{said}");
+    }
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     converged(lab, i).await;
-    t.elapsed()
+    let took = t.elapsed();
+    let _ = std::fs::remove_dir_all(snapshots(lab, i));
+    took
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-rejoin.md");
-    run_matrix(&Matrix::from_env("7,200"), Path::new(BIN), 180, ("manual", "rejoin"), &out, |lab| {
-        Box::pin(async move { (time_manual(lab, 2).await, time_rejoin(lab, 2).await) })
+    run_matrix(&Matrix::from_env("7,200"), Path::new(BIN), 180, &["manual", "rejoin, recent snapshot", "rejoin --backup fresh"], &out, |lab| {
+        Box::pin(async move { vec![time_manual(lab, 2).await, time_rejoin(lab, 2, "auto").await, time_rejoin(lab, 2, "fresh").await] })
     })
     .await;
 }

@@ -408,8 +408,8 @@ async fn rke_node_is_healed_by_its_daemon() {
 }
 
 /// Scheduled snapshots: from the healthy local member, written atomically with `.sha256` and
-/// `.json` beside them and checked; and a disk short of `min_free_disk` stops them with an
-/// error instead of filling it.
+/// `.json` beside them and checked; a disk short of `min_free_disk` stops them with an
+/// error instead of filling it; and a repair reuses the newest as its backup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_snapshots_and_a_full_disk() {
     let d = tempfile::tempdir().unwrap();
@@ -452,6 +452,18 @@ async fn scheduled_snapshots_and_a_full_disk() {
     hostfix_adapters::etcd::verify_snapshot(&db).expect("the SHA-256 trailer checks out");
     let m = d0.scrape();
     assert!(m.contains("etcd_hostfix_snapshot_bytes "), "{m}");
+
+    // The daemon's steady state: its repair relies on that scheduled snapshot as the backup
+    // (`--backup auto`), and streams none of its own.
+    failures::already_bootstrapped(&lab, 0).await;
+    let inc = wait_incidents(&d0, 1, 240).await;
+    assert_eq!(inc["outcome"]["result"], "healed", "{inc:#}");
+    let header = inc["plan_header"].to_string();
+    assert!(header.contains(&format!("backup: {}, saved ", db.display())), "{inc:#}");
+    assert!(inc["plan"][0].as_str().unwrap().contains(&format!("rely on {}", db.display())), "{inc:#}");
+    assert!(!list().iter().any(|p| p.file_name().unwrap().to_string_lossy().starts_with("rejoin-")), "a fresh backup was taken: {:?}", list());
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    assert_all_keys(&lab, 0);
     drop(d0);
     lab.down().await.unwrap();
 }

@@ -123,9 +123,14 @@ async fn restore_round_trip(v: EtcdVersion, rt: LabRuntime, hide_tools: bool) {
         if hide_tools { &[("PATH", "/nonexistent"), ("HOSTFIX_ETCD35_DIR", "/nonexistent"), ("HOSTFIX_ETCD34_DIR", "/nonexistent")] } else { &[] };
     write_keys(&lab, 0, "/k/");
     let snap = d.path().join("before.db");
-    ok(&cmd(&lab, 0, &["snapshot", "save", "--out", snap.to_str().unwrap()], &[]), "snapshot save");
+    ok(&cmd(&lab, 0, &["snapshot", "save", "--status", "--out", snap.to_str().unwrap()], &[]), "snapshot save");
     let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("before.db.json")).unwrap()).unwrap();
     assert!(record["sha256"].as_str().unwrap().len() == 64 && record["status"]["revision"].as_i64().is_some(), "{record:#}");
+    // The whole-file digest, computed while streaming, is what sha256sum says of the file.
+    let sum = std::process::Command::new("sha256sum").arg(&snap).output().unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap().to_string();
+    assert_eq!(record["sha256"].as_str().unwrap(), sum);
+    assert!(std::fs::read_to_string(d.path().join("before.db.sha256")).unwrap().starts_with(&sum));
     let expected = keys(&lab, 0);
     // The destructive change the snapshot must undo.
     lab.etcdctl(0, &["del", "--prefix", "/k/01"]).unwrap();

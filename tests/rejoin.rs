@@ -339,3 +339,118 @@ async fn a_straggler_restart_does_not_poison_the_learner() {
     assert_eq!(std::fs::read(run.join("member.late-0/wal/0000000000000000-0000000000000000.wal")).unwrap(), b"straggler");
     lab.down().await.unwrap();
 }
+
+/// The newest `<state>/journal/rejoin-*.done.json`, as JSON.
+fn last_history(lab: &Lab, i: usize) -> serde_json::Value {
+    let dir = lab.node(i).host_root.join("var/lib/etcd-hostfix/journal");
+    let mut done: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".done.json")).collect();
+    done.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    serde_json::from_str(&std::fs::read_to_string(done.last().expect("a finished journal")).unwrap()).unwrap()
+}
+
+fn fresh_snapshots(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("rejoin-") && e.file_name().to_string_lossy().ends_with(".db")).count()).unwrap_or(0)
+}
+
+/// `--backup auto|fresh|none`: a recent verified snapshot of this cluster is reused; one that
+/// is corrupt, from another cluster or too old is passed over, with the reason, for a fresh
+/// one; `none` is said in the plan and kept in the journal. Dry runs change nothing.
+async fn backup_choice(v: EtcdVersion) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = failures::TARGET;
+    let root = lab.node(t).host_root.clone();
+    let snaps = root.join("var/lib/etcd-hostfix/snapshots");
+    failures::already_bootstrapped(&lab, t).await;
+    let dry = |extra: &[&str]| {
+        let before = config_snapshot(&root);
+        let mut args = vec!["--dry-run"];
+        args.extend_from_slice(extra);
+        let o = rejoin(&lab, t, &args, &[]);
+        assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+        assert_same(&before, &config_snapshot(&root));
+        o.stdout
+    };
+
+    let out = dry(&[]);
+    assert!(out.contains("backup: a fresh snapshot") && out.contains("to reuse (none in"), "{out}");
+
+    // A snapshot saved on this master (the daemon's schedule writes the same records).
+    let mut args = node_args(&lab, t);
+    args.extend(["snapshot".into(), "save".into(), "--out".into(), snaps.join("snapshot-1.db").display().to_string()]);
+    let o = hostfix(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let db = snaps.join("snapshot-1.db");
+    let json = snaps.join("snapshot-1.db.json");
+    let good_db = std::fs::read(&db).unwrap();
+    let good_json = std::fs::read_to_string(&json).unwrap();
+    let out = dry(&[]);
+    assert!(out.contains(&format!("backup: {}, saved ", db.display())) && out.contains("SHA-256 trailer verified"), "{out}");
+    assert!(out.contains(&format!("rely on {}", db.display())), "{out}");
+
+    // Corrupt: one byte flipped in the middle.
+    let mut bad = good_db.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&db, &bad).unwrap();
+    let out = dry(&[]);
+    assert!(out.contains("backup: a fresh snapshot") && out.contains("does not match"), "{out}");
+    std::fs::write(&db, &good_db).unwrap();
+
+    // Another cluster's.
+    let cid = serde_json::from_str::<serde_json::Value>(&good_json).unwrap()["cluster_id"].as_str().unwrap().to_string();
+    std::fs::write(&json, good_json.replace(&cid, "deadbeef")).unwrap();
+    let out = dry(&[]);
+    assert!(out.contains("backup: a fresh snapshot") && out.contains("from another cluster (deadbeef"), "{out}");
+    std::fs::write(&json, &good_json).unwrap();
+
+    // Too old.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = dry(&["--backup-max-age", "1s"]);
+    assert!(out.contains("backup: a fresh snapshot") && out.contains("too old"), "{out}");
+    // Fresh, whatever is there.
+    let out = dry(&["--backup", "fresh"]);
+    assert!(out.contains("backup: a fresh snapshot") && !out.contains("rely on"), "{out}");
+    let out = dry(&["--backup", "none"]);
+    assert!(out.contains("backup: NONE (--backup none)") && !out.contains("save a snapshot") && !out.contains("rely on"), "{out}");
+
+    // For real: the recent snapshot is reused, and no fresh one is streamed.
+    rejoin_heals(&lab, t).await;
+    assert_eq!(fresh_snapshots(&snaps), 0, "a fresh snapshot was taken although a recent one was there");
+    let h = last_history(&lab, t);
+    assert_eq!(h["plan"]["backup"]["kind"], "reuse", "{h:#}");
+    assert_eq!(h["plan"]["backup"]["path"], db.display().to_string());
+
+    // `none`: healed, and the journal keeps that no backup was taken.
+    failures::already_bootstrapped(&lab, t).await;
+    let o = rejoin(&lab, t, &["--yes", "--backup", "none"], &[]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("backup: NONE"), "{}", o.stdout);
+    healed(&lab, t).await;
+    assert_eq!(last_history(&lab, t)["plan"]["backup"]["kind"], "none");
+    assert_eq!(fresh_snapshots(&snaps), 0);
+
+    // `fresh`: streamed from a voter that is not the leader, with its records for reuse.
+    failures::already_bootstrapped(&lab, t).await;
+    let o = rejoin(&lab, t, &["--yes", "--backup", "fresh"], &[]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(!o.stdout.contains("(the leader: no other voter is healthy)"), "{}", o.stdout);
+    healed(&lab, t).await;
+    assert_eq!(fresh_snapshots(&snaps), 1);
+    let rec: Vec<_> = std::fs::read_dir(&snaps).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("rejoin-") && e.file_name().to_string_lossy().ends_with(".db.json")).collect();
+    assert_eq!(rec.len(), 1, "the fresh snapshot has its .json record");
+    lab.down().await.unwrap();
+}
+
+mod backup {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn choice_v3_4() {
+        backup_choice(EtcdVersion::V3_4).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn choice_v3_5() {
+        backup_choice(EtcdVersion::V3_5).await
+    }
+}

@@ -432,36 +432,29 @@ impl Endpoint {
     ///
     /// The hash is checked while streaming (the last 32 bytes held back), so a 200 MB
     /// snapshot is not read a second time.
-    pub async fn snapshot_to(&mut self, out: &Path) -> Result<u64, EtcdError> {
-        use sha2::{Digest, Sha256};
+    pub async fn snapshot_to(&mut self, out: &Path) -> Result<Streamed, EtcdError> {
         use std::io::Write;
         let io = |e: std::io::Error| EtcdError::Call { endpoint: self.url.clone(), op: "snapshot", reason: format!("{}: {e}", out.display()) };
         let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out).map_err(io)?);
         let mut stream = self.client.snapshot().await.map_err(|e| self.call_err("snapshot", e))?;
-        let mut hasher = Sha256::new();
-        let mut tail: Vec<u8> = Vec::with_capacity(64);
-        let mut n = 0u64;
+        let mut h = TrailerHasher::default();
         while let Some(chunk) = stream.message().await.map_err(|e| self.call_err("snapshot", e))? {
             let b = chunk.blob();
             f.write_all(b).map_err(io)?;
-            n += b.len() as u64;
-            tail.extend_from_slice(b);
-            if tail.len() > 32 {
-                let cut = tail.len() - 32;
-                hasher.update(&tail[..cut]);
-                tail.drain(..cut);
-            }
+            h.update(b);
         }
         let file = f.into_inner().map_err(|e| io(e.into_error()))?;
+        // One fsync, at the end: the file is renamed into place only after it.
         file.sync_all().map_err(io)?;
-        if n < 32 + 4096 || hasher.finalize().as_slice() != tail.as_slice() {
-            return Err(EtcdError::Call {
+        let n = h.n;
+        match h.finish() {
+            Some(done) if n >= 32 + 4096 => Ok(done),
+            _ => Err(EtcdError::Call {
                 endpoint: self.url.clone(),
                 op: "snapshot",
                 reason: format!("{}: SHA-256 trailer does not match its content ({n} bytes)", out.display()),
-            });
+            }),
         }
-        Ok(n)
     }
 
     /// Take the cluster-wide repair lock: a key bound to a lease, created only if absent.
@@ -554,17 +547,78 @@ fn to_member(m: &etcd_client::Member) -> Member {
 }
 
 /// Check the SHA-256 etcd appends to a snapshot it streams.
-pub fn verify_snapshot(path: &Path) -> Result<u64, String> {
+/// Check a snapshot file against its SHA-256 trailer, reading it in pieces (a 1 GB snapshot
+/// is not held in memory). Returns its size and the whole file's SHA-256.
+pub fn verify_snapshot(path: &Path) -> Result<Streamed, String> {
     use sha2::{Digest, Sha256};
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if data.len() < 32 + 4096 {
-        return Err(format!("{} is too small to be a snapshot ({} bytes)", path.display(), data.len()));
+    use std::io::Read;
+    let e = |x: std::io::Error| format!("{}: {x}", path.display());
+    let mut f = std::fs::File::open(path).map_err(e)?;
+    let len = f.metadata().map_err(e)?.len();
+    if len < 32 + 4096 {
+        return Err(format!("{} is too small to be a snapshot ({len} bytes)", path.display()));
     }
-    let (body, sum) = data.split_at(data.len() - 32);
-    if Sha256::digest(body).as_slice() != sum {
+    let (mut body, mut whole) = (Sha256::new(), Sha256::new());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len - 32;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..want]).map_err(e)?;
+        body.update(&buf[..want]);
+        whole.update(&buf[..want]);
+        left -= want as u64;
+    }
+    let mut sum = [0u8; 32];
+    f.read_exact(&mut sum).map_err(e)?;
+    whole.update(sum);
+    if body.finalize().as_slice() != sum {
         return Err(format!("{}: SHA-256 trailer does not match its content", path.display()));
     }
-    Ok(data.len() as u64)
+    Ok(Streamed { bytes: len, sha256: format!("{:x}", whole.finalize()) })
+}
+
+/// Two digests over a snapshot as it streams, so the file is never read back: etcd's
+/// trailer (SHA-256 of everything but the last 32 bytes) and the whole file's (`.sha256`).
+#[derive(Default)]
+pub struct TrailerHasher {
+    body: sha2::Sha256,
+    whole: sha2::Sha256,
+    /// The last bytes seen (up to 32): not yet known to be body or trailer.
+    tail: Vec<u8>,
+    n: u64,
+}
+
+impl TrailerHasher {
+    pub fn update(&mut self, b: &[u8]) {
+        use sha2::Digest;
+        self.whole.update(b);
+        self.n += b.len() as u64;
+        if b.len() >= 32 {
+            self.body.update(&self.tail);
+            self.body.update(&b[..b.len() - 32]);
+            self.tail.clear();
+            self.tail.extend_from_slice(&b[b.len() - 32..]);
+        } else {
+            self.tail.extend_from_slice(b);
+            let cut = self.tail.len().saturating_sub(32);
+            self.body.update(&self.tail[..cut]);
+            self.tail.drain(..cut);
+        }
+    }
+
+    /// The result when the trailer matches the body, else `None`.
+    pub fn finish(self) -> Option<Streamed> {
+        use sha2::Digest;
+        (self.tail.len() == 32 && self.body.finalize().as_slice() == self.tail.as_slice())
+            .then(|| Streamed { bytes: self.n, sha256: format!("{:x}", self.whole.finalize()) })
+    }
+}
+
+/// A snapshot written or checked: its size and the SHA-256 of the whole file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 pub fn hex_id(id: u64) -> String {
@@ -574,6 +628,41 @@ pub fn hex_id(id: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fake_snapshot(len: usize) -> Vec<u8> {
+        use sha2::Digest;
+        let mut v: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let sum = sha2::Sha256::digest(&v);
+        v.extend_from_slice(&sum);
+        v
+    }
+
+    #[test]
+    fn the_trailer_is_checked_whatever_the_chunking() {
+        use sha2::Digest;
+        let data = fake_snapshot(10_000);
+        let whole = format!("{:x}", sha2::Sha256::digest(&data));
+        for chunk in [1, 5, 31, 32, 33, 4096, 20_000] {
+            let mut h = TrailerHasher::default();
+            data.chunks(chunk).for_each(|c| h.update(c));
+            assert_eq!(h.finish(), Some(Streamed { bytes: data.len() as u64, sha256: whole.clone() }), "chunk {chunk}");
+        }
+        let mut bad = data.clone();
+        bad[100] ^= 1;
+        let mut h = TrailerHasher::default();
+        bad.chunks(1000).for_each(|c| h.update(c));
+        assert_eq!(h.finish(), None);
+
+        let dir = std::env::temp_dir().join(format!("hostfix-verify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("s.db");
+        let big = fake_snapshot(3 << 20);
+        std::fs::write(&p, &big).unwrap();
+        assert_eq!(verify_snapshot(&p).unwrap().sha256, format!("{:x}", sha2::Sha256::digest(&big)));
+        std::fs::write(&p, &bad).unwrap();
+        assert!(verify_snapshot(&p).unwrap_err().contains("does not match"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn failures_are_told_apart() {

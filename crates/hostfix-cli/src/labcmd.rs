@@ -214,7 +214,15 @@ async fn demo(g: &Global, o: UpOpts) -> Result<i32> {
         step(&format!("diagnose on {}", lab.node(last).name));
         crate::diagnose::run(&lab_global(&table, &lab, last), &crate::diagnose::DiagnoseOpts { log: None }).await?;
         step(&format!("rejoin on {}", lab.node(last).name));
-        let opts = crate::rejoin::RejoinOpts { dry_run: false, yes: true, force: false, lock_timeout: 60, wait_timeout: 120 };
+        let opts = crate::rejoin::RejoinOpts {
+            dry_run: false,
+            yes: true,
+            force: false,
+            lock_timeout: 60,
+            wait_timeout: 120,
+            backup: hostfix_core::backup::BackupMode::Auto,
+            backup_max_age: Duration::from_secs(3600),
+        };
         let started = std::time::Instant::now();
         let code = crate::rejoin::run(&lab_global(&table, &lab, last), &opts).await?;
         anyhow::ensure!(code == exit::OK, "rejoin exited {code}");

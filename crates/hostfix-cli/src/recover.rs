@@ -58,6 +58,11 @@ pub struct SaveOpts {
     /// Its SHA-256 goes beside it as `<out>.sha256`, its status as `<out>.json`.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also read the saved file's revision, key count and hash with etcdutl (or etcdctl
+    /// 3.4) and record them. That reads the whole file again; the record has the member's
+    /// revision at save time either way.
+    #[arg(long)]
+    pub status: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -141,13 +146,16 @@ pub async fn snapshot_save(g: &Global, o: &SaveOpts) -> Result<i32> {
     let local = Local::discover(g).await?;
     let conn = local.connector(g)?;
     let out = o.out.clone().unwrap_or_else(|| hostfix_playbooks::snapshot::default_path(g, "snapshot"));
-    let saved = hostfix_playbooks::snapshot::save(g, &local, &conn, &out, hostfix_playbooks::snapshot::Source::Best).await?;
+    let saved = hostfix_playbooks::snapshot::save(g, &local, &conn, &out, hostfix_playbooks::snapshot::Source::Best, o.status).await?;
     if !saved.member.quorum_read {
         eprintln!("warning: the cluster has no quorum; saved {}'s own data, which may be behind", saved.member.name);
     }
     println!("saved {} ({} bytes) from {} ({}), SHA-256 {}", saved.path.display(), saved.bytes, saved.member.name, saved.endpoint, saved.sha256);
     match &saved.status {
         Ok(s) => println!("status: revision {}, {} keys, hash {}", s["revision"], s["totalKey"], s["hash"]),
+        Err(_) if !o.status => {
+            println!("revision {} at {} when saved (--status reads the file's own)", saved.member.revision.unwrap_or(0), saved.member.name)
+        }
         Err(e) => println!("status: not read ({e})"),
     }
     Ok(exit::OK)

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Result;
+use hostfix_core::backup::BackupMode;
 use hostfix_core::exit;
 use hostfix_playbooks::local::Local;
 use hostfix_playbooks::rejoin::{self as playbook, Outcome, Prepared, RejoinOptions};
@@ -31,6 +32,19 @@ pub struct RejoinOpts {
     /// Upper bound, in seconds, for each wait (pod gone, learner caught up, cluster healthy).
     #[arg(long, default_value_t = 300)]
     pub wait_timeout: u64,
+    /// The backup taken before any membership change. `auto` reuses the newest snapshot in
+    /// <state-dir>/snapshots/ (the daemon's schedule, or `snapshot save`) of this cluster,
+    /// no older than --backup-max-age, whose SHA-256 checks out; else it takes a fresh one,
+    /// as `fresh` always does. `none` takes none, and the plan says so.
+    #[arg(long, default_value = "auto", value_parser = parse_backup)]
+    pub backup: BackupMode,
+    /// The oldest snapshot `--backup auto` reuses (30s, 15m, 1h, 2d).
+    #[arg(long, default_value = "1h", value_parser = hostfix_core::config::parse_duration)]
+    pub backup_max_age: Duration,
+}
+
+fn parse_backup(s: &str) -> Result<BackupMode, String> {
+    s.parse()
 }
 
 /// Renders a playbook's progress on the terminal: the plan as a numbered list, notes as
@@ -57,6 +71,8 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
         force: o.force,
         lock_timeout: Duration::from_secs(o.lock_timeout),
         wait: Duration::from_secs(o.wait_timeout),
+        backup: o.backup,
+        backup_max_age: o.backup_max_age,
     };
     let rep = Terminal;
     let (plan, resumed) = match playbook::prepare(&s, &local, &conn, &opts, &rep).await? {

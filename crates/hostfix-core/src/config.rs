@@ -12,6 +12,10 @@ use crate::policy::{Mode, PolicyConfig};
 pub struct DaemonConfig {
     pub mode: Mode,
     pub probe_interval: Duration,
+    /// While the local member is healthy, the peers (member list, their status, the lock
+    /// key) are probed this often; the local member still every `probe_interval`. Any
+    /// change, event or failure makes the next probe a full one.
+    pub peer_probe_interval: Duration,
     pub grace: Duration,
     pub max_repairs: u32,
     pub repair_window: Duration,
@@ -37,6 +41,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             mode: Mode::Heal,
             probe_interval: Duration::from_secs(1),
+            peer_probe_interval: Duration::from_secs(10),
             grace: Duration::from_secs(300),
             max_repairs: 3,
             repair_window: Duration::from_secs(3600),
@@ -79,6 +84,7 @@ pub struct ConfigError {
 struct RawConfig {
     mode: Option<Mode>,
     probe_interval: Option<Dur>,
+    peer_probe_interval: Option<Dur>,
     grace: Option<Dur>,
     max_repairs: Option<u32>,
     repair_window: Option<Dur>,
@@ -202,6 +208,14 @@ pub fn parse(file: &str, text: &str) -> Result<DaemonConfig, ConfigError> {
         }
         c.probe_interval = d;
     }
+    if let Some(Dur(d)) = raw.peer_probe_interval {
+        if d < c.probe_interval {
+            return Err(bad("peer_probe_interval", format!("must be at least probe_interval ({:?})", c.probe_interval)));
+        }
+        c.peer_probe_interval = d;
+    } else {
+        c.peer_probe_interval = c.peer_probe_interval.max(c.probe_interval);
+    }
     if let Some(Dur(d)) = raw.grace {
         c.grace = d;
     }
@@ -289,11 +303,12 @@ mod tests {
     fn every_key() {
         let c = parse(
             F,
-            "mode: observe\nprobe_interval: 500ms\ngrace: 2m\nmax_repairs: 5\nrepair_window: 2h\nsnapshot_interval: 0\nsnapshot_retention:\n  count: 3\n  max_age: 1d\n  max_bytes: 512MiB\n  min_free_disk: 20%\nmetrics_listen: 127.0.0.1:19379\n",
+            "mode: observe\nprobe_interval: 500ms\npeer_probe_interval: 5s\ngrace: 2m\nmax_repairs: 5\nrepair_window: 2h\nsnapshot_interval: 0\nsnapshot_retention:\n  count: 3\n  max_age: 1d\n  max_bytes: 512MiB\n  min_free_disk: 20%\nmetrics_listen: 127.0.0.1:19379\n",
         )
         .unwrap();
         assert_eq!(c.mode, Mode::Observe);
         assert_eq!(c.probe_interval, Duration::from_millis(500));
+        assert_eq!(c.peer_probe_interval, Duration::from_secs(5));
         assert_eq!(c.grace, Duration::from_secs(120));
         assert_eq!(c.max_repairs, 5);
         assert_eq!(c.repair_window, Duration::from_secs(7200));
@@ -311,6 +326,7 @@ mod tests {
             ("mode: heal\ngrace: five\n", 2, "grace", "not a duration"),
             ("mode: heal\ngarce: 5s\n", 2, "garce", "unknown field"),
             ("mode: fix\n", 1, "mode", "fix"),
+            ("probe_interval: 2s\npeer_probe_interval: 1s\n", 2, "peer_probe_interval", "at least probe_interval"),
             ("snapshot_retention:\n  count: -3\n", 2, "count", "u32"),
             ("snapshot_retention:\n  max_bytes: 10 parsecs\n", 2, "max_bytes", "unknown unit"),
             ("snapshot_retention:\n  min_free_disk: 150%\n", 2, "min_free_disk", "below 100%"),

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backup::Backup;
 use crate::flags::{format_initial_cluster, PeerEntry};
 
 /// One member as the peers list it, with what probing it showed.
@@ -19,6 +20,10 @@ pub struct MemberFact {
     /// It reports a leader.
     pub sees_leader: bool,
     pub revision: Option<i64>,
+    /// It is the leader (a fresh backup is streamed from another voter when one is healthy:
+    /// the leader is about to send the learner its own snapshot).
+    #[serde(default)]
+    pub is_leader: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,6 +38,10 @@ pub struct RejoinFacts {
     pub local_data_revision: Option<i64>,
     /// The Docker container running the member (RKE), if that is the runtime.
     pub container: Option<String>,
+    /// The backup chosen for `--backup` (see [`crate::backup`]).
+    pub backup: Backup,
+    /// The cluster's ID as the peers report it, when any answers.
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +64,15 @@ pub enum Refusal {
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum Step {
     /// Save a snapshot of the cluster from the peer into the state dir and verify its hash.
-    Snapshot { peer: String },
+    Snapshot {
+        peer: String,
+        /// The peer's client URL (older journals lack it: then any healthy peer).
+        #[serde(default)]
+        url: Option<String>,
+    },
+    /// Rely on an existing snapshot, verified when the plan was made; the step checks it is
+    /// still there, whole. Named `snapshot` too: it is the plan's backup step.
+    UseSnapshot { path: String },
     /// Move the manifest out of `manifests/` (or stop the container) and wait until etcd exits.
     Stop,
     /// `member remove` the old local member, if it is still listed.
@@ -85,7 +102,7 @@ pub enum Step {
 impl Step {
     pub fn name(&self) -> &'static str {
         match self {
-            Step::Snapshot { .. } => "snapshot",
+            Step::Snapshot { .. } | Step::UseSnapshot { .. } => "snapshot",
             Step::Stop => "stop",
             Step::Remove { .. } => "remove",
             Step::RemoveDown { .. } => "remove-down",
@@ -112,6 +129,9 @@ pub struct RejoinPlan {
     /// master's repair, and waiting for them would deadlock two repairs on the lock.
     #[serde(default)]
     pub healthy_at_start: Vec<String>,
+    /// The backup this plan relies on before any membership change.
+    #[serde(default)]
+    pub backup: Backup,
 }
 
 /// The votes a cluster of `voters` needs to make progress.
@@ -154,7 +174,20 @@ pub fn plan_rejoin(f: &RejoinFacts) -> Result<RejoinPlan, Refusal> {
     // An entry for our peer URL that never started (added by hand, or by a run that died
     // after `member add`) is reused rather than removed and added again.
     let unstarted = mine.iter().find(|m| m.name.is_empty() && m.peer_urls.contains(&f.peer_url)).map(|m| m.id);
-    let mut steps = vec![Step::Snapshot { peer: peer.name.clone() }, Step::Stop];
+    let mut steps = match &f.backup {
+        Backup::Fresh => {
+            // From a healthy voter that is not the leader, when there is one.
+            let src = voters
+                .iter()
+                .filter(|m| !is_me(m) && m.quorum_read && m.sees_leader && !m.client_urls.is_empty())
+                .max_by_key(|m| (!m.is_leader, m.revision.unwrap_or(0)))
+                .copied()
+                .unwrap_or(&peer);
+            vec![Step::Snapshot { peer: src.name.clone(), url: src.client_urls.first().cloned() }, Step::Stop]
+        }
+        Backup::Reuse { path, .. } => vec![Step::UseSnapshot { path: path.clone() }, Step::Stop],
+        Backup::None => vec![Step::Stop],
+    };
     for m in mine.iter().filter(|m| Some(m.id) != unstarted) {
         steps.push(Step::Remove { id: m.id });
     }
@@ -174,7 +207,7 @@ pub fn plan_rejoin(f: &RejoinFacts) -> Result<RejoinPlan, Refusal> {
     }
     let healthy_at_start =
         f.members.iter().filter(|m| !is_me(m) && m.quorum_read).flat_map(|m| m.peer_urls.clone()).collect();
-    Ok(RejoinPlan { name: f.name.clone(), peer_url: f.peer_url.clone(), peer, steps, healthy_at_start })
+    Ok(RejoinPlan { name: f.name.clone(), peer_url: f.peer_url.clone(), peer, steps, healthy_at_start, backup: f.backup.clone() })
 }
 
 /// `--initial-cluster` for the new member, from the member list after the add: every
@@ -205,6 +238,7 @@ mod tests {
             quorum_read: healthy,
             sees_leader: healthy,
             revision: healthy.then_some(100),
+            is_leader: false,
         }
     }
 
@@ -216,6 +250,8 @@ mod tests {
             local_healthy_caught_up: false,
             local_data_revision: None,
             container: None,
+            backup: Backup::Fresh,
+            cluster_id: Some("c1".into()),
         }
     }
 
@@ -229,6 +265,34 @@ mod tests {
         );
         assert_eq!(p.steps[2], Step::Remove { id: 3 });
         assert!(p.peer.name == "m1" || p.peer.name == "m2");
+    }
+
+    #[test]
+    fn a_fresh_backup_comes_from_a_voter_that_is_not_the_leader() {
+        let mut ms = vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(3, "m3", 3, false)];
+        ms[0].is_leader = true;
+        ms[0].revision = Some(101);
+        let p = plan_rejoin(&facts(ms.clone())).unwrap();
+        assert_eq!(p.steps[0], Step::Snapshot { peer: "m2".into(), url: Some("https://10.0.0.2:2379".into()) });
+        // Among several followers, the one with the newest data.
+        let mut f = facts(vec![ms[0].clone(), ms[1].clone(), ms[2].clone(), m(4, "m4", 4, true), m(5, "m5", 5, true)]);
+        f.members[3].revision = Some(102);
+        let p = plan_rejoin(&f).unwrap();
+        assert_eq!(p.steps[0], Step::Snapshot { peer: "m4".into(), url: Some("https://10.0.0.4:2379".into()) });
+    }
+
+    #[test]
+    fn a_reused_backup_or_none_replaces_the_snapshot_step() {
+        let mut f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(3, "m3", 3, false)]);
+        f.backup = Backup::Reuse { path: "/s/scheduled-1.db".into(), saved_at_unix: 1, bytes: 5, sha256: "ab".into() };
+        let p = plan_rejoin(&f).unwrap();
+        assert_eq!(p.steps[0], Step::UseSnapshot { path: "/s/scheduled-1.db".into() });
+        assert_eq!(p.steps[0].name(), "snapshot");
+        assert_eq!(p.backup, f.backup);
+        f.backup = Backup::None;
+        let p = plan_rejoin(&f).unwrap();
+        assert_eq!(p.steps[0], Step::Stop);
+        assert_eq!(p.backup, Backup::None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `etcd-hostfix daemon`: watch the local member and heal it by itself.
 //!
 //! A loop over watchers (the manifests directory, the kubelet's CRI log directory, Docker
-//! events) and a probe every `probe_interval`. Each turn makes one [`Observation`], hands it
+//! events) and a probe every `probe_interval` (of the local member alone while it is
+//! healthy, and of its peers too every `peer_probe_interval` or when anything changes). Each turn makes one [`Observation`], hands it
 //! with the clock to the core's pure policy, and carries out the decision: nothing, wait,
 //! alert, or run the rejoin playbook in-process, through the same journal and locks as the
 //! CLI. The repair runs as its own task, so the loop keeps observing, reporting and
@@ -95,6 +96,10 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
         };
         if woke_by == "probe" {
             next_tick = Instant::now() + config.probe_interval;
+        } else {
+            // Debounce: a rename or an editor's save is several events; look once, after them.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while wake.try_recv().is_ok() {}
         }
         notifier.watchdog();
 
@@ -112,6 +117,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
                 continue;
             }
             let r = repair.take().unwrap();
+            world.forget();
             let end = r.task.await.unwrap_or(RepairEnd { ok: false, result: "failed", incident: None });
             metrics.repairing.set(0);
             pstate.repair_ended(now(), end.ok);
@@ -126,13 +132,14 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
             }
         }
         if files::resume_path(&state_dir).exists() {
+            world.forget();
             pstate.reset();
             let _ = std::fs::remove_file(files::resume_path(&state_dir));
             let _ = files::write_json(&files::policy_path(&state_dir), &pstate);
             info!("resumed: circuit closed, failures forgotten");
         }
 
-        let seen = match world.observe().await {
+        let seen = match world.observe(woke_by != "probe", config.peer_probe_interval).await {
             Ok(s) => s,
             Err(e) => {
                 let line = format!("cannot observe the local member: {e:#}");
@@ -199,7 +206,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
             let rep = DaemonReporter::new(&seen.obs.member, "rejoin", metrics.clone(), notifier.clone(), file);
             let progress = rep.progress.clone();
             let span = info_span!("repair", member = %seen.obs.member, playbook = "rejoin", resume = *resume);
-            let task = tokio::spawn(run_rejoin(settings.clone(), rep, metrics.clone()).instrument(span));
+            let task = tokio::spawn(run_rejoin(settings.clone(), rep, metrics.clone(), backup_max_age(&config)).instrument(span));
             st.repairing = Some(format!("healing {}: starting", seen.obs.member));
             repair = Some(Repair { task, progress });
         } else if seen.obs.class == Class::Healthy && seen.obs.paused.is_none() {
@@ -276,10 +283,22 @@ fn status_line(seen: &Seen, d: &Decision, last: Option<&LastRepair>) -> String {
     s
 }
 
+/// How old a snapshot the daemon's repairs reuse as their backup: 1 h, or two snapshot
+/// intervals when the schedule is slower, so that the schedule's newest one always qualifies.
+fn backup_max_age(c: &DaemonConfig) -> Duration {
+    Duration::from_secs(3600).max(c.snapshot_interval * 2)
+}
+
 /// The rejoin playbook, as the CLI runs it with `--yes`, reported to the daemon's sinks.
-async fn run_rejoin(settings: Settings, rep: DaemonReporter, metrics: Arc<Metrics>) -> RepairEnd {
+async fn run_rejoin(settings: Settings, rep: DaemonReporter, metrics: Arc<Metrics>, backup_max_age: Duration) -> RepairEnd {
     let started = Instant::now();
-    let opts = RejoinOptions { force: false, lock_timeout: Duration::from_secs(60), wait: Duration::from_secs(300) };
+    let opts = RejoinOptions {
+        force: false,
+        lock_timeout: Duration::from_secs(60),
+        wait: Duration::from_secs(300),
+        backup: hostfix_core::backup::BackupMode::Auto,
+        backup_max_age,
+    };
     let r: anyhow::Result<Option<String>> = async {
         let local = Local::discover(&settings).await?;
         let conn = local.connector(&settings)?;

@@ -39,8 +39,14 @@ pub struct World {
     conn: Option<(PathBuf, Connector)>,
     /// The member's name from the last configuration read, for when it cannot be read now.
     pub last_name: Option<String>,
+    /// The last full observation, while it found the member healthy and in place, with when
+    /// it was made and the local client URL: what a light probe confirms and reuses.
+    healthy: Option<(std::time::Instant, Seen, String)>,
+    /// The local client URL found by the current full observation.
+    local_url: Option<String>,
 }
 
+#[derive(Debug, Clone)]
 pub struct Seen {
     pub obs: Observation,
     pub finding: Finding,
@@ -49,7 +55,67 @@ pub struct Seen {
 
 impl World {
     pub fn new(settings: Settings) -> World {
-        World { settings, conn: None, last_name: None }
+        World { settings, conn: None, last_name: None, healthy: None, local_url: None }
+    }
+
+    /// Make the next observation a full one.
+    pub fn forget(&mut self) {
+        self.healthy = None;
+    }
+
+    /// One observation. While the last full one found the member healthy, in place and
+    /// nothing else going on, and it is younger than `full_every`, only the local member is
+    /// asked (status and a quorum read: two calls on a kept connection) and the rest is
+    /// reused: the peers are another daemon's business, and nothing they show could make
+    /// this one act on a healthy member. A watcher's wake (`full`), a local answer that is
+    /// not healthy, or any change in the state dir makes it a full observation at once.
+    pub async fn observe(&mut self, full: bool, full_every: std::time::Duration) -> Result<Seen> {
+        if !full {
+            if let Some(seen) = self.light(full_every).await {
+                return Ok(seen);
+            }
+        }
+        let seen = self.observe_full().await?;
+        let o = &seen.obs;
+        let calm = o.class == Class::Healthy
+            && o.placement == Placement::InPlace
+            && o.paused.is_none()
+            && o.local_lock_holder.is_none()
+            && o.cluster_lock_holder.is_none()
+            && !o.unfinished_journal;
+        self.healthy = match (calm, self.local_url.clone()) {
+            (true, Some(url)) => Some((std::time::Instant::now(), seen.clone(), url)),
+            _ => None,
+        };
+        Ok(seen)
+    }
+
+    async fn light(&mut self, full_every: std::time::Duration) -> Option<Seen> {
+        let (at, last, url) = self.healthy.as_ref()?;
+        if at.elapsed() >= full_every {
+            return None;
+        }
+        let state = self.settings.state_dir();
+        // Cheap local facts first: a pause, a lock or a journal means a full look.
+        if files::pause_path(&state).exists()
+            || lock::file_lock_holder(&state).is_some_and(|pid| pid != std::process::id().to_string())
+            || Journal::<RejoinPlan>::path_for(&state, "rejoin").exists()
+        {
+            return None;
+        }
+        let conn = self.conn.as_ref()?.1.clone();
+        let url = url.clone();
+        let serving = bounded("probe the local member", self.budget(), async move {
+            let mut ep = conn.connect(&url).await.ok()?;
+            let st = ep.status().await.ok()?;
+            (st.leader != 0 && st.errors.is_empty()).then_some(())?;
+            ep.health().await.ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+        serving.then(|| last.clone())
     }
 
     /// How long one part of an observation may take: a few endpoint timeouts (the member
@@ -71,7 +137,8 @@ impl World {
         Ok(c)
     }
 
-    pub async fn observe(&mut self) -> Result<Seen> {
+    async fn observe_full(&mut self) -> Result<Seen> {
+        self.local_url = None;
         let s = self.settings.clone();
         let state = s.state_dir();
         let paused = files::read_json::<files::Pause>(&files::pause_path(&state)).ok().flatten().map(|p| p.reason);
@@ -114,6 +181,7 @@ impl World {
         };
         let name = local.config.flags.name().to_string();
         self.last_name = Some(name.clone());
+        self.local_url = local.local_client_url();
         let conn = self.connector(&local)?;
         let Diagnosis { finding, log_source, probes, members, local_id, run_state } =
             bounded("diagnose", self.budget(), diagnose_local(&s, &local, &conn, &Commands, Logs::WhenUnhealthy)).await??;

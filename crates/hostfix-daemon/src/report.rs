@@ -26,6 +26,9 @@ pub struct Incident {
     pub why: String,
     /// From the first observation of the condition to the start of the playbook.
     pub detection_latency_ms: Option<u64>,
+    /// The plan's header: which member, through which peer, and the backup it relies on.
+    #[serde(default)]
+    pub plan_header: Vec<String>,
     pub plan: Vec<String>,
     pub steps: Vec<StepRecord>,
     pub notes: Vec<String>,
@@ -166,6 +169,7 @@ impl Reporter for DaemonReporter {
         let mut p = self.progress.lock().unwrap();
         if p.file.incident.plan.is_empty() {
             p.file.incident.plan = steps.iter().map(|(n, w)| format!("{n}: {w}")).collect();
+            p.file.incident.plan_header = header.lines().map(str::to_string).collect();
         }
         p.file.save();
     }

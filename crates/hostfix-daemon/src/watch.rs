@@ -3,14 +3,12 @@
 //! restart file is a crash), and, on RKE, the Docker engine's events for the container.
 //! The periodic probe is the rescan: a missed event costs at most one probe interval.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use hostfix_playbooks::{RuntimeChoice, Settings};
 use tokio::sync::mpsc::Sender;
 
 pub struct Watchers {
-    _fs: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
+    _fs: Option<notify::RecommendedWatcher>,
     docker: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -22,30 +20,42 @@ impl Drop for Watchers {
     }
 }
 
+/// Whether a filesystem event is news for the loop. notify's inotify backend always
+/// watches `IN_OPEN`, so the daemon's own read of the manifest is an event: counting it
+/// made the loop wake itself about five times a second. Opens and reads are never news; in
+/// the CRI log directory only a new file or directory is (a running etcd appends all the
+/// time; a restart makes a new file); in the manifests directory any change is.
+pub fn is_news(kind: &notify::EventKind, in_pods_dir: bool) -> bool {
+    use notify::EventKind;
+    match kind {
+        EventKind::Access(_) => false,
+        EventKind::Create(_) => true,
+        _ => !in_pods_dir,
+    }
+}
+
 pub fn start(s: &Settings, wake: Sender<&'static str>) -> Watchers {
     let fs_wake = wake.clone();
     let pods_dir = s.root().resolve("/var/log/pods");
-    // A running etcd appends to its log all the time; only a new file (a restart) or a
-    // new pod is news. Anything in the manifests directory is.
-    let mut known: std::collections::HashSet<std::path::PathBuf> = std::collections::HashSet::new();
-    let fs = notify_debouncer_mini::new_debouncer(Duration::from_millis(200), move |res: notify_debouncer_mini::DebounceEventResult| {
-        let Ok(events) = res else { return };
-        let news = events.iter().any(|e| !e.path.starts_with(&pods_dir) || known.insert(e.path.clone()));
-        if news {
+    let fs = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(e) = res else { return };
+        if is_news(&e.kind, e.paths.iter().all(|p| p.starts_with(&pods_dir))) {
+            // A full channel already holds a wake: the loop coalesces them.
             let _ = fs_wake.try_send("file");
         }
     })
     .ok()
-    .map(|mut d| {
+    .map(|mut w| {
+        use notify::Watcher;
         let manifest_dir = s.manifest_path().parent().map(|p| p.to_path_buf());
         let pods = s.root().resolve("/var/log/pods");
         for dir in manifest_dir.into_iter().chain([pods]) {
             // A directory that does not exist (an RKE master has no manifests) is skipped.
-            if let Err(e) = d.watcher().watch(&dir, notify::RecursiveMode::Recursive) {
+            if let Err(e) = w.watch(&dir, notify::RecursiveMode::Recursive) {
                 tracing::debug!(dir = %dir.display(), error = %e, "not watched");
             }
         }
-        d
+        w
     });
     let docker = (s.runtime != RuntimeChoice::StaticPod).then(|| {
         let host = s.docker_host.clone();
@@ -66,4 +76,21 @@ pub fn start(s: &Settings, wake: Sender<&'static str>) -> Watchers {
         })
     });
     Watchers { _fs: fs, docker }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind};
+    use notify::EventKind;
+
+    #[test]
+    fn opens_and_appends_are_not_news() {
+        assert!(!is_news(&EventKind::Access(AccessKind::Open(AccessMode::Any)), false));
+        assert!(!is_news(&EventKind::Access(AccessKind::Close(AccessMode::Read)), true));
+        assert!(!is_news(&EventKind::Modify(ModifyKind::Data(DataChange::Any)), true), "etcd appending its log");
+        assert!(is_news(&EventKind::Create(CreateKind::File), true), "a restart's new log file");
+        assert!(is_news(&EventKind::Modify(ModifyKind::Data(DataChange::Any)), false), "a manifest edit");
+        assert!(is_news(&EventKind::Remove(RemoveKind::File), false), "a manifest moved out");
+    }
 }

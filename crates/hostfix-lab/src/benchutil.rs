@@ -89,17 +89,22 @@ impl Matrix {
     }
 }
 
-/// One round: the manual procedure's time and the tool's, on the same lab.
-pub type Round = for<'a> fn(&'a Lab) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Duration, Duration)> + 'a>>;
+/// One round: the manual procedure's time first, then each of the tool's columns, on the
+/// same lab.
+pub type Round = for<'a> fn(&'a Lab) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Duration>> + 'a>>;
 
 /// Every cell of the matrix on a fresh 3-member static-pod lab (loopback 127.`subnet`.x.y),
-/// filled to size, `rounds` rounds each; medians and their ratio as a Markdown table,
-/// printed and written to `out`.
-pub async fn run_matrix(m: &Matrix, bin: &std::path::Path, subnet: u8, columns: (&str, &str), out: &std::path::Path, round: Round) {
-    let mut report = format!(
-        "| etcd | data | db size | {} (median) | {} (median) | ratio | rounds |\n| --- | --- | --- | --- | --- | --- | --- |\n",
-        columns.0, columns.1
-    );
+/// filled to size, `rounds` rounds each; medians, and each tool column's ratio to the first
+/// (manual) column, as a Markdown table, printed and written to `out`.
+pub async fn run_matrix(m: &Matrix, bin: &std::path::Path, subnet: u8, columns: &[&str], out: &std::path::Path, round: Round) {
+    let mut report = format!("| etcd | data | db size | {} | rounds |\n|{}\n", {
+        let mut h: Vec<String> = vec![format!("{} (median)", columns[0])];
+        for c in &columns[1..] {
+            h.push(format!("{c} (median)"));
+            h.push("ratio".into());
+        }
+        h.join(" | ")
+    }, " --- |".repeat(4 + 2 * (columns.len() - 1)));
     for (k, v) in m.versions.iter().enumerate() {
         for (s, mb) in m.sizes_mb.iter().enumerate() {
             let dir = tempdir();
@@ -108,23 +113,22 @@ pub async fn run_matrix(m: &Matrix, bin: &std::path::Path, subnet: u8, columns: 
             lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
             fill(&lab, *mb).await;
             let db = lab.connector(0).unwrap().connect(&lab.node(0).client_url()).await.unwrap().status().await.unwrap().db_size;
-            let (mut manual, mut tool) = (vec![], vec![]);
+            let mut cols: Vec<Vec<Duration>> = vec![vec![]; columns.len()];
             for r in 0..m.rounds {
-                let (a, b) = round(&lab).await;
-                eprintln!("etcd {} {mb} MB round {}: {} {:.2}s, {} {:.2}s", v.tag(), r + 1, columns.0, a.as_secs_f64(), columns.1, b.as_secs_f64());
-                manual.push(a);
-                tool.push(b);
+                let times = round(&lab).await;
+                let said: Vec<String> = columns.iter().zip(&times).map(|(c, t)| format!("{c} {:.2}s", t.as_secs_f64())).collect();
+                eprintln!("etcd {} {mb} MB round {}: {}", v.tag(), r + 1, said.join(", "));
+                for (c, t) in cols.iter_mut().zip(times) {
+                    c.push(t);
+                }
             }
-            let (a, b) = (median(manual), median(tool));
-            report.push_str(&format!(
-                "| {} | ~{mb} MB | {:.0} MB | {:.2} s | {:.2} s | {:.2}× | {} |\n",
-                v.tag(),
-                db as f64 / 1e6,
-                a.as_secs_f64(),
-                b.as_secs_f64(),
-                b.as_secs_f64() / a.as_secs_f64(),
-                m.rounds
-            ));
+            let meds: Vec<Duration> = cols.into_iter().map(median).collect();
+            let mut cells = vec![format!("{:.2} s", meds[0].as_secs_f64())];
+            for t in &meds[1..] {
+                cells.push(format!("{:.2} s", t.as_secs_f64()));
+                cells.push(format!("{:.2}×", t.as_secs_f64() / meds[0].as_secs_f64()));
+            }
+            report.push_str(&format!("| {} | ~{mb} MB | {:.0} MB | {} | {} |\n", v.tag(), db as f64 / 1e6, cells.join(" | "), m.rounds));
             lab.down().await.unwrap();
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -262,13 +262,15 @@ impl KubeletConfig {
         let dir = self.manifests_dir();
         std::fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut debouncer = notify_debouncer_mini::new_debouncer(Duration::from_millis(100), move |_res| {
-            let _ = tx.send(());
+        // Opens and reads are not changes: notify's inotify backend reports every open, and
+        // counting this runner's own read of the manifest (or a daemon's) made it wake itself.
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.map(|e| !matches!(e.kind, notify::EventKind::Access(_))).unwrap_or(true) {
+                let _ = tx.send(());
+            }
         })
         .map_err(|e| LabError::Runner(format!("watch: {e}")))?;
-        debouncer
-            .watcher()
-            .watch(&dir, notify::RecursiveMode::NonRecursive)
+        notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)
             .map_err(|e| LabError::Runner(format!("watch {}: {e}", dir.display())))?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| LabError::Runner(e.to_string()))?;
@@ -278,7 +280,11 @@ impl KubeletConfig {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
-                _ = rx.recv() => {},
+                _ = rx.recv() => {
+                    // Debounce: a rename or a save is several events; sync once, after them.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    while rx.try_recv().is_ok() {}
+                },
                 _ = tick.tick() => {},
             }
             self.sync(&mut current).await;

@@ -14,6 +14,7 @@ use hostfix_adapters::etcd::{hex_id, verify_snapshot, Connector, Endpoint, Membe
 use hostfix_adapters::etcdtool::EtcdTool;
 use hostfix_adapters::journal::Journal;
 use hostfix_adapters::runtime::{LocalConfig, RuntimeKind, ASIDE_INFIX};
+use hostfix_core::backup::{age_words, rank, Backup, BackupMode};
 use hostfix_core::manifest::rejoin_edits;
 use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, Refusal, RejoinFacts, RejoinPlan, Step};
 use hostfix_core::status::MemberStatus;
@@ -33,6 +34,10 @@ pub struct RejoinOptions {
     pub lock_timeout: Duration,
     /// Upper bound for each wait (pod gone, learner caught up, cluster healthy).
     pub wait: Duration,
+    /// Which backup the plan relies on (see `hostfix_core::backup`).
+    pub backup: BackupMode,
+    /// `--backup auto` reuses a snapshot no older than this.
+    pub backup_max_age: Duration,
 }
 
 /// What `prepare` found: a plan to show, or why not.
@@ -72,6 +77,7 @@ pub async fn prepare(g: &Settings, local: &Local, conn: &Connector, o: &RejoinOp
         }
         None => {
             let mut facts = gather_facts(g, local, conn).await?;
+            facts.backup = choose_backup(g, facts.cluster_id.as_deref(), o, rep);
             let mut planned = plan_rejoin(&facts);
             if let (Err(r @ Refusal::LocalDataNewer { .. }), true) = (&planned, o.force) {
                 rep.note(&format!("--force overrides: {r}; the local data is archived, not deleted"));
@@ -149,7 +155,43 @@ fn to_fact(m: &Member, probed: Option<&MemberStatus>) -> MemberFact {
         quorum_read: probed.map(|p| p.quorum_read).unwrap_or(false),
         sees_leader: probed.map(|p| p.has_leader).unwrap_or(false),
         revision: probed.and_then(|p| p.revision),
+        is_leader: probed.map(|p| p.is_leader).unwrap_or(false),
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// `--backup`: `auto` reuses the newest snapshot in `<state-dir>/snapshots/` of this cluster,
+/// young enough, whose SHA-256 trailer checks out now; else a fresh one is taken.
+pub fn choose_backup(g: &Settings, cluster_id: Option<&str>, o: &RejoinOptions, rep: &dyn Reporter) -> Backup {
+    match o.backup {
+        BackupMode::None => return Backup::None,
+        BackupMode::Fresh => return Backup::Fresh,
+        BackupMode::Auto => {}
+    }
+    let Some(cid) = cluster_id else {
+        rep.note("backup: the cluster ID is not known, so no earlier snapshot can be matched to it; a fresh one is taken");
+        return Backup::Fresh;
+    };
+    let dir = g.state_dir().join("snapshots");
+    let ranked = rank(&crate::snapshot::candidates(&dir), cid, unix_now(), o.backup_max_age.as_secs());
+    let mut passed: Vec<String> = ranked.ignored.iter().map(|(p, why)| format!("{p}: {why}")).collect();
+    for c in &ranked.usable {
+        match verify_snapshot(Path::new(&c.path)) {
+            Ok(v) => {
+                return Backup::Reuse { path: c.path.clone(), saved_at_unix: c.saved_at_unix.unwrap_or(0), bytes: v.bytes, sha256: v.sha256 }
+            }
+            Err(e) => passed.insert(0, e),
+        }
+    }
+    // Said only when falling back: with a snapshot reused, older ones do not matter.
+    let shown = passed.len().min(3);
+    let more = if passed.len() > shown { format!(" (and {} more)", passed.len() - shown) } else { String::new() };
+    let why = if passed.is_empty() { format!("none in {}", dir.display()) } else { passed[..shown].join("; ") + &more };
+    rep.note(&format!("backup: no snapshot of cluster {cid} to reuse ({why}); a fresh one is taken"));
+    Backup::Fresh
 }
 
 /// Everything the planner needs, from the peers first: a member with a foreign or rolled-back
@@ -157,7 +199,9 @@ fn to_fact(m: &Member, probed: Option<&MemberStatus>) -> MemberFact {
 pub async fn gather_facts(g: &Settings, local: &Local, conn: &Connector) -> Result<RejoinFacts> {
     let name = local.config.flags.name().to_string();
     let peer_url = local.local_peer_url().context("the local member has no --initial-advertise-peer-urls")?;
-    let members: Vec<MemberFact> = match local.cluster_view(g, conn).await {
+    let view = local.cluster_view(g, conn).await;
+    let cluster_id = view.as_ref().map(|(list, _)| hex_id(list.cluster_id));
+    let members: Vec<MemberFact> = match view {
         Some((list, probed)) => list.members.iter().zip(probed.iter()).map(|(m, p)| to_fact(m, Some(p))).collect(),
         // Nobody answers: the planner sees no healthy voter and refuses for want of quorum.
         None => local
@@ -175,6 +219,7 @@ pub async fn gather_facts(g: &Settings, local: &Local, conn: &Connector) -> Resu
                 quorum_read: false,
                 sees_leader: false,
                 revision: None,
+                is_leader: false,
             })
             .collect(),
     };
@@ -184,6 +229,8 @@ pub async fn gather_facts(g: &Settings, local: &Local, conn: &Connector) -> Resu
         .map(|m| !m.is_learner && m.quorum_read && m.revision.is_some() && m.revision == cluster_rev)
         .unwrap_or(false);
     Ok(RejoinFacts {
+        cluster_id,
+        backup: Backup::Fresh,
         name,
         peer_url,
         local_healthy_caught_up,
@@ -213,11 +260,29 @@ pub fn local_data_revision(local: &Local, me: Option<&MemberFact>) -> Option<i64
 pub fn describe(g: &Settings, local: &Local, plan: &RejoinPlan) -> (String, Vec<(String, String)>) {
     let data = local.data_dir().join("member");
     let state = g.state_dir();
-    let header = format!("rejoin plan for member {} ({}), through peer {} ({}):", plan.name, plan.peer_url, plan.peer.name, plan.peer.client_urls.join(","));
+    let backup = match &plan.backup {
+        Backup::Fresh => "backup: a fresh snapshot, taken while the member stops (--backup fresh always takes one)".to_string(),
+        Backup::Reuse { path, saved_at_unix, bytes, .. } => format!(
+            "backup: {path}, saved {} ago, {bytes} bytes, SHA-256 trailer verified now (--backup fresh takes a new one instead)",
+            age_words(unix_now().saturating_sub(*saved_at_unix))
+        ),
+        Backup::None => "backup: NONE (--backup none): no restore point is taken or checked before the membership changes".to_string(),
+    };
+    let header = format!(
+        "rejoin plan for member {} ({}), through peer {} ({}):\n{backup}",
+        plan.name,
+        plan.peer_url,
+        plan.peer.name,
+        plan.peer.client_urls.join(",")
+    );
     let mut out = vec![];
     for s in &plan.steps {
         let what = match s {
-            Step::Snapshot { peer } => format!("save a snapshot from {peer} to {} and verify its SHA-256", state.join("snapshots").display()),
+            Step::Snapshot { peer, .. } => {
+                let leader = if *peer == plan.peer.name && plan.peer.is_leader { " (the leader: no other voter is healthy)" } else { "" };
+                format!("save a snapshot from {peer}{leader} to {} and verify its SHA-256", state.join("snapshots").display())
+            }
+            Step::UseSnapshot { path } => format!("rely on {path} as the backup; check that it is still there, whole"),
             Step::Stop => match local.config.runtime {
                 RuntimeKind::StaticPod => format!(
                     "park {} in {} and wait for etcd to exit",
@@ -312,7 +377,11 @@ impl Runner<'_> {
                     self.rep.step_started(i + 1, steps.len(), "snapshot");
                     self.rep.step_started(i + 2, steps.len(), "stop");
                     let span = info_span!("step", n = i + 1, step = "snapshot+stop");
-                    let (a, b) = async { tokio::join!(self.snapshot(j.run_id.clone()), self.stop()) }.instrument(span).await;
+                    let src = match &steps[i] {
+                        Step::Snapshot { peer, url: Some(u) } => Some((peer.as_str(), u.as_str())),
+                        _ => None,
+                    };
+                    let (a, b) = async { tokio::join!(self.snapshot(j.run_id.clone(), src), self.stop()) }.instrument(span).await;
                     let path = a.with_context(|| format!("step {} (snapshot)", i + 1))?;
                     b.with_context(|| format!("step {} (stop)", i + 2))?;
                     info!(elapsed_ms = started.elapsed().as_millis() as u64, "snapshot and stop done");
@@ -342,8 +411,25 @@ impl Runner<'_> {
 
     async fn step(&self, s: &Step, j: &mut Journal<RejoinPlan>) -> Result<()> {
         match s {
-            Step::Snapshot { .. } => {
-                let p = self.snapshot(j.run_id.clone()).await?;
+            Step::Snapshot { peer, url } => {
+                let p = self.snapshot(j.run_id.clone(), url.as_deref().map(|u| (peer.as_str(), u))).await?;
+                j.set("snapshot", p.display().to_string())?;
+                Ok(())
+            }
+            Step::UseSnapshot { path } => {
+                let bytes = match &self.plan.backup {
+                    Backup::Reuse { bytes, .. } => *bytes,
+                    _ => 0,
+                };
+                let p = PathBuf::from(path);
+                let whole = std::fs::metadata(&p).map(|m| m.len() == bytes).unwrap_or(false);
+                let p = if whole {
+                    p
+                } else {
+                    // Pruned or changed since the plan was made: a fresh one, rather than none.
+                    self.rep.note(&format!("backup {path} is gone or changed since the plan was made; taking a fresh one"));
+                    self.snapshot(j.run_id.clone(), None).await?
+                };
                 j.set("snapshot", p.display().to_string())?;
                 Ok(())
             }
@@ -373,7 +459,10 @@ impl Runner<'_> {
         }
     }
 
-    async fn snapshot(&self, run: String) -> Result<PathBuf> {
+    /// A fresh backup from `url` (the plan's source, a voter that is not the leader when
+    /// one was healthy), else from any healthy peer; with its `.sha256` and `.json` records,
+    /// so that a later `--backup auto` can reuse it.
+    async fn snapshot(&self, run: String, src: Option<(&str, &str)>) -> Result<PathBuf> {
         let dir = self.state().join("snapshots");
         let path = dir.join(format!("rejoin-{run}.db"));
         if path.exists() && verify_snapshot(&path).is_ok() {
@@ -381,10 +470,33 @@ impl Runner<'_> {
         }
         std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
         let part = path.with_extension("db.part");
-        let mut ep = self.peer().await?;
+        let (mut ep, name) = match src {
+            Some((name, u)) => match self.conn.connect(u).await {
+                Ok(ep) => (ep, name.to_string()),
+                Err(_) => (self.peer().await?, String::new()),
+            },
+            None => (self.peer().await?, String::new()),
+        };
+        let st = ep.status().await?;
+        let from = MemberStatus {
+            name,
+            cluster_id: Some(hex_id(st.cluster_id)),
+            version: Some(st.version),
+            revision: Some(st.revision),
+            raft_index: Some(st.raft_index),
+            quorum_read: true,
+            ..Default::default()
+        };
         // Verified while streaming: the SHA-256 trailer is checked before this returns.
-        ep.snapshot_to(&part).await?;
+        let streamed = match ep.snapshot_to(&part).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(e.into());
+            }
+        };
         std::fs::rename(&part, &path)?;
+        crate::snapshot::write_records(&path, &streamed, &from, &ep.url, None)?;
         Ok(path)
     }
 

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use hostfix_adapters::etcd::Connector;
+use hostfix_adapters::etcd::{Connector, Streamed};
+use hostfix_core::backup::Candidate;
 use hostfix_adapters::etcdtool::{self, EtcdTool};
 use hostfix_core::status::MemberStatus;
 
@@ -35,7 +36,9 @@ pub fn default_path(g: &Settings, prefix: &str) -> PathBuf {
     g.state_dir().join("snapshots").join(format!("{prefix}-{t}.db"))
 }
 
-pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, source: Source) -> Result<Saved> {
+/// `with_status` also reads the saved file's revision and key count with etcdutl, which
+/// reads it all again; the `.json` record has the member's revision either way.
+pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, source: Source, with_status: bool) -> Result<Saved> {
     let (_, probed) = local
         .cluster_view(g, conn)
         .await
@@ -62,7 +65,7 @@ pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, sou
     }
     let part = PathBuf::from(format!("{}.part", out.display()));
     let mut ep = conn.connect(&url).await?;
-    let bytes = match ep.snapshot_to(&part).await {
+    let streamed = match ep.snapshot_to(&part).await {
         Ok(b) => b,
         Err(e) => {
             // A half-written part is ours and worthless; a full disk must not stay full.
@@ -71,27 +74,60 @@ pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, sou
         }
     };
     std::fs::rename(&part, out)?;
-    let sha = etcdtool::file_sha256(out)?;
+    // etcdutl's status reads the whole db again: only when asked for.
+    let status = if with_status {
+        EtcdTool::for_reading(etcdtool::parse_version(&local.config.image))
+            .map_err(|e| e.to_string())
+            .and_then(|t| t.status(out).map_err(|e| e.to_string()))
+    } else {
+        Err("not read (pass --status)".to_string())
+    };
+    write_records(out, &streamed, pick, &url, status.as_ref().ok())?;
+    let (bytes, sha) = (streamed.bytes, streamed.sha256);
+    Ok(Saved { path: out.to_path_buf(), bytes, sha256: sha, member: pick.clone(), endpoint: url, status })
+}
+
+/// `<file>.sha256` (as `sha256sum -c` reads it) and `<file>.json` (who, which cluster, which
+/// revision, when) beside a saved snapshot. The `.json` is what `rejoin --backup auto` reads
+/// to reuse a snapshot, so every snapshot the tool takes gets one.
+pub fn write_records(out: &Path, s: &Streamed, from: &MemberStatus, url: &str, status: Option<&serde_json::Value>) -> Result<()> {
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    std::fs::write(format!("{}.sha256", out.display()), format!("{sha}  {name}\n"))?;
-    let status = EtcdTool::for_reading(etcdtool::parse_version(&local.config.image))
-        .map_err(|e| e.to_string())
-        .and_then(|t| t.status(out).map_err(|e| e.to_string()));
+    std::fs::write(format!("{}.sha256", out.display()), format!("{}  {name}\n", s.sha256)).with_context(|| format!("{}.sha256", out.display()))?;
     let record = serde_json::json!({
         "file": out.display().to_string(),
-        "bytes": bytes,
-        "sha256": sha,
-        "member": pick.name,
+        "bytes": s.bytes,
+        "sha256": s.sha256,
+        "member": from.name,
         "endpoint": url,
-        "cluster_id": pick.cluster_id,
-        "etcd_version": pick.version,
-        "member_revision": pick.revision,
-        "member_raft_index": pick.raft_index,
-        "had_quorum": pick.quorum_read,
+        "cluster_id": from.cluster_id,
+        "etcd_version": from.version,
+        "member_revision": from.revision,
+        "member_raft_index": from.raft_index,
+        "had_quorum": from.quorum_read,
         "saved_at_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs(),
-        "status": status.as_ref().ok(),
-        "status_error": status.as_ref().err(),
+        "status": status,
     });
-    std::fs::write(format!("{}.json", out.display()), serde_json::to_string_pretty(&record)? + "\n")?;
-    Ok(Saved { path: out.to_path_buf(), bytes, sha256: sha, member: pick.clone(), endpoint: url, status })
+    std::fs::write(format!("{}.json", out.display()), serde_json::to_string_pretty(&record)? + "\n").with_context(|| format!("{}.json", out.display()))?;
+    Ok(())
+}
+
+/// The snapshots in `dir` that have a `.json` record, as `rejoin --backup auto` ranks them.
+pub fn candidates(dir: &Path) -> Vec<Candidate> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    let mut out = vec![];
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("db") {
+            continue;
+        }
+        let rec: Option<serde_json::Value> =
+            std::fs::read_to_string(format!("{}.json", p.display())).ok().and_then(|t| serde_json::from_str(&t).ok());
+        out.push(Candidate {
+            path: p.display().to_string(),
+            cluster_id: rec.as_ref().and_then(|r| r["cluster_id"].as_str().map(String::from)),
+            saved_at_unix: rec.as_ref().and_then(|r| r["saved_at_unix"].as_u64()),
+            bytes: e.metadata().map(|m| m.len()).unwrap_or(0),
+        });
+    }
+    out
 }
