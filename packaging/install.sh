@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Build and install etcd-hostfix and its systemd units on a master.
-#   packaging/install.sh [PREFIX]      (default /usr/local)
+# Install etcd-hostfix on a master from a package built by `scripts/dev package`
+# (target/package/): apt for a .deb, dnf (or rpm) for an .rpm. No compiler is needed on
+# the master. The package enables etcd-hostfix.service; it starts when you say so:
+#   systemctl start etcd-hostfix     (try `mode: observe` in /etc/etcd-hostfix/config.yaml first)
+#   packaging/install.sh PACKAGE_FILE
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PREFIX=${1:-/usr/local}
-command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
-cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin etcd-hostfix
-install -D -m 0755 "$ROOT/target/release/etcd-hostfix" "$PREFIX/bin/etcd-hostfix"
-install -D -m 0644 "$ROOT/systemd/etcd-hostfix.service" /etc/systemd/system/etcd-hostfix.service
-# The example spells out every default; an existing config is never overwritten.
-[ -e /etc/etcd-hostfix/config.yaml ] || install -D -m 0644 "$ROOT/packaging/config.yaml" /etc/etcd-hostfix/config.yaml
-echo "installed; start with: systemctl enable --now etcd-hostfix (try 'mode: observe' in /etc/etcd-hostfix/config.yaml first)"
+pkg=${1:?usage: packaging/install.sh etcd-hostfix_*.deb | etcd-hostfix-*.rpm}
+case "$pkg" in
+  *.deb) apt-get install -y "$(realpath "$pkg")" ;;
+  *.rpm) if command -v dnf >/dev/null; then dnf install -y "$(realpath "$pkg")"; else rpm -Uvh "$pkg"; fi ;;
+  *) echo "not a .deb or .rpm: $pkg" >&2; exit 2 ;;
+esac
+echo "installed and enabled; start it with: systemctl start etcd-hostfix"

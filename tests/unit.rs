@@ -13,8 +13,8 @@ fn verify(dir: &Path, name: &str, text: &str) -> (bool, String) {
     let o = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&p).output().expect("systemd-analyze");
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     // Only what concerns this unit: the verifier also loads the units it names.
-    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains(name) || l.contains("Unknown") || l.contains("nvalid")).collect();
-    (o.status.success() && ours.is_empty(), ours.join("\n"))
+    // Nothing at all on stderr: the tool only warns on unknown keys.
+    (o.status.success() && stderr.trim().is_empty(), stderr)
 }
 
 #[test]
@@ -24,11 +24,11 @@ fn the_unit_verifies_cleanly() {
         return;
     }
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/etcd-hostfix.service")).unwrap();
-    for line in ["Type=notify", "WatchdogSec=", "Restart=always", "ExecStart=/usr/local/bin/etcd-hostfix daemon", "ProtectSystem=strict"] {
+    for line in ["Type=notify", "WatchdogSec=", "Restart=always", "ExecStart=/usr/bin/etcd-hostfix daemon", "ProtectSystem=strict"] {
         assert!(text.contains(line), "the unit lacks {line}");
     }
     // The verifier wants the ExecStart binary to exist: point it at the one just built.
-    let text = text.replace("/usr/local/bin/etcd-hostfix", common::BIN);
+    let text = text.replace("/usr/bin/etcd-hostfix", common::BIN);
     let d = tempfile::tempdir().unwrap();
     let (ok, why) = verify(d.path(), "etcd-hostfix.service", &text);
     assert!(ok, "systemd-analyze verify:\n{why}");

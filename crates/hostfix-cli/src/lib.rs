@@ -2,6 +2,7 @@
 //! own module and returns the process exit code (see `hostfix_core::exit`).
 
 mod daemoncmd;
+mod docs;
 pub(crate) mod diagnose;
 mod dockerrun;
 mod recover;
@@ -63,12 +64,25 @@ pub struct Global {
     /// Client key (overrides the member's own).
     #[arg(long, global = true, env = "ETCDCTL_KEY")]
     pub key: Option<PathBuf>,
-    /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    /// Output format. `-w/--write-out` is the same option, spelled as etcdctl spells it.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table, visible_short_alias = 'w', visible_alias = "write-out")]
     pub output: Output,
-    /// Per-endpoint timeout in seconds.
-    #[arg(long, global = true, default_value_t = 3)]
-    pub timeout: u64,
+    /// Per-endpoint timeout: seconds (3) or a duration (500ms, 3s, 1m). etcdctl's
+    /// ETCDCTL_DIAL_TIMEOUT sets it too.
+    #[arg(long, global = true, default_value = "3", env = "ETCDCTL_DIAL_TIMEOUT", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+}
+
+/// `3` (seconds, as before) or `3s`/`500ms` (etcdctl's form).
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = match s.trim().parse::<u64>() {
+        Ok(n) => std::time::Duration::from_secs(n),
+        Err(_) => hostfix_core::config::parse_duration(s)?,
+    };
+    if d.is_zero() {
+        return Err("must be longer than 0".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,7 +116,7 @@ impl Global {
             cacert: self.cacert.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
-            timeout: std::time::Duration::from_secs(self.timeout),
+            timeout: self.timeout,
         }
     }
 
@@ -154,6 +168,15 @@ pub enum Cmd {
     Pause(daemoncmd::PauseOpts),
     /// Lift a pause, and close the daemon's circuit breaker.
     Resume,
+    /// Print shell completion for SHELL (bash, zsh, fish, elvish, powershell) to stdout,
+    /// generated from the same definitions as `--help`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (etcd-hostfix.1 and one per subcommand) into DIR. For packaging.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// A lab of real etcd clusters laid out like kubeadm or RKE masters.
     Lab {
         #[command(subcommand)]
@@ -192,7 +215,7 @@ pub fn main() -> i32 {
     // What etcd-hostfix writes under its state dir (journals, parked manifests, archives,
     // snapshots, incidents) holds cluster data and secrets' whereabouts: 0600 files in 0700
     // dirs. The lab is exempt: its files are read by the processes it starts.
-    if !matches!(cli.command, Cmd::Lab { .. }) {
+    if !matches!(cli.command, Cmd::Lab { .. } | Cmd::Completions { .. } | Cmd::Man { .. }) {
         unsafe { libc::umask(0o077) };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -215,6 +238,8 @@ pub fn main() -> i32 {
             Cmd::Daemon(o) => daemoncmd::run(&cli.global, &o).await,
             Cmd::Pause(o) => daemoncmd::pause(&cli.global, &o),
             Cmd::Resume => daemoncmd::resume(&cli.global),
+            Cmd::Completions { shell } => docs::completions(shell),
+            Cmd::Man { dir } => docs::man(&dir),
         }
     });
     match result {
