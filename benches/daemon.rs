@@ -1,7 +1,9 @@
 //! The daemon's time to recovery, measured: a lab with `etcd-hostfix daemon` on every
 //! master, a member broken as in seed 000 (data lost, manifest still says `new`), nobody
 //! typing. In the same run, on the same lab, the scripted seed 000 procedure is the floor
-//! (with the broken master's daemon paused for it). Then the idle cost of one daemon.
+//! (with the broken master's daemon paused for it). Each daemon round starts with one
+//! recent snapshot in the broken master's state dir, as the daemon's schedule leaves it,
+//! which its repair reuses as the backup. Then the idle cost of one daemon.
 //! Not a test: `scripts/dev bench` (or `cargo bench --bench daemon`).
 //!
 //! Phases per round:
@@ -111,6 +113,11 @@ fn first_signature(lab: &Lab, i: usize, since: SystemTime) -> Option<SystemTime>
 
 /// One daemon round: (time to healthy, detection latency).
 async fn daemon_round(lab: &Lab, i: usize) -> (Duration, Duration) {
+    // The daemon's steady state, untimed: one recent snapshot of its healthy member (what
+    // its 30-minute schedule leaves), and nothing else, so every round starts the same.
+    let snaps = lab.node(i).host_root.join("var/lib/etcd-hostfix/snapshots");
+    let _ = std::fs::remove_dir_all(&snaps);
+    hostfix(lab, i, &["snapshot", "save", "--out", snaps.join("scheduled-1.db").to_str().unwrap()]);
     let before = incidents(lab, i).len();
     let wall = SystemTime::now();
     let t = break_member(lab, i).await;
@@ -133,6 +140,7 @@ async fn daemon_round(lab: &Lab, i: usize) -> (Duration, Duration) {
     };
     converged(lab, i).await;
     let healthy = t.elapsed();
+    assert!(record["plan_header"].to_string().contains("scheduled-1.db"), "the recent snapshot was not reused: {record:#}");
     let started = record["steps"][0]["started_at"].as_str().and_then(rfc3339).expect("a first step");
     let crash = crash.expect("the crash's log line was seen");
     (healthy, started.duration_since(crash).unwrap_or_default())

@@ -68,6 +68,8 @@ pub struct Candidate {
     pub cluster_id: Option<String>,
     pub saved_at_unix: Option<u64>,
     pub bytes: u64,
+    /// The whole file's SHA-256 as recorded when it was saved.
+    pub sha256: Option<String>,
 }
 
 /// What [`rank`] found: the candidates worth verifying, newest first, and why each other one
@@ -76,6 +78,12 @@ pub struct Candidate {
 pub struct Ranked {
     pub usable: Vec<Candidate>,
     pub ignored: Vec<(String, String)>,
+}
+
+/// The candidate a caller may start verifying before it knows the cluster's ID: the newest
+/// one with a record. Usually the only one that matters; [`rank`] still decides.
+pub fn likely(candidates: &[Candidate]) -> Option<&Candidate> {
+    candidates.iter().filter(|c| c.cluster_id.is_some()).max_by_key(|c| c.saved_at_unix)
 }
 
 /// Rank the snapshots for `--backup auto`: the same cluster, no older than `max_age_secs`,
@@ -115,7 +123,7 @@ mod tests {
     use super::*;
 
     fn c(path: &str, id: Option<&str>, at: Option<u64>) -> Candidate {
-        Candidate { path: path.into(), cluster_id: id.map(Into::into), saved_at_unix: at, bytes: 1 }
+        Candidate { path: path.into(), cluster_id: id.map(Into::into), saved_at_unix: at, bytes: 1, sha256: None }
     }
 
     #[test]

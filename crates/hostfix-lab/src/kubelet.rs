@@ -63,6 +63,12 @@ impl KubeletConfig {
         self.host_root.join("etc/kubernetes/manifests")
     }
 
+    /// Where the runner says whether it has a pod (`pod`) or none (`none`), after each sync:
+    /// what a person reads from `crictl pods` before touching the data dir.
+    pub fn state_file(host_root: &std::path::Path) -> PathBuf {
+        host_root.join("var/lib/kubelet/lab-runner-state")
+    }
+
     fn host(&self, p: &str) -> PathBuf {
         self.host_root.join(p.trim_start_matches('/'))
     }
@@ -276,6 +282,7 @@ impl KubeletConfig {
             .map_err(|e| LabError::Runner(e.to_string()))?;
         let mut tick = tokio::time::interval(self.rescan);
         let mut current: Option<Running> = None;
+        let mut said = "";
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -288,6 +295,13 @@ impl KubeletConfig {
                 _ = tick.tick() => {},
             }
             self.sync(&mut current).await;
+            let state = if current.is_some() { "pod" } else { "none" };
+            if said != state {
+                let f = Self::state_file(&self.host_root);
+                let _ = std::fs::create_dir_all(f.parent().unwrap());
+                let _ = std::fs::write(&f, state);
+                said = state;
+            }
         }
         if let Some(run) = current.as_mut() {
             self.stop(run).await;

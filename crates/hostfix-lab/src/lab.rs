@@ -538,9 +538,16 @@ impl Lab {
         // The port closes before etcd has finished its last backend commit; a test that
         // corrupts the data dir must wait for the process itself to be gone, or etcd's final
         // meta-page write quietly repairs the damage.
+        // And the runner must have seen the manifest go: a crashlooping pod has no process
+        // between restarts, and a sync pass that read the manifest just before it moved may
+        // still start one more (a straggler), which would write a fresh data dir behind the
+        // procedure's back. A person checks `crictl pods` for the same reason.
         let url = self.node(i).client_url();
+        let runner = crate::kubelet::KubeletConfig::state_file(&self.node(i).host_root);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+            let runner_done = std::fs::read_to_string(&runner).map(|s| s == "none").unwrap_or(true);
+            if runner_done
+                && std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
                 && hostfix_adapters::process::etcd_pids(&url).is_empty()
             {
                 return Ok(());

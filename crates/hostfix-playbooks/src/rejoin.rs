@@ -14,7 +14,7 @@ use hostfix_adapters::etcd::{hex_id, verify_snapshot, Connector, Endpoint, Membe
 use hostfix_adapters::etcdtool::EtcdTool;
 use hostfix_adapters::journal::Journal;
 use hostfix_adapters::runtime::{LocalConfig, RuntimeKind, ASIDE_INFIX};
-use hostfix_core::backup::{age_words, rank, Backup, BackupMode};
+use hostfix_core::backup::{age_words, likely, rank, Backup, BackupMode, Candidate};
 use hostfix_core::manifest::rejoin_edits;
 use hostfix_core::rejoin::{initial_cluster_after_add, plan_rejoin, MemberFact, Refusal, RejoinFacts, RejoinPlan, Step};
 use hostfix_core::status::MemberStatus;
@@ -76,8 +76,16 @@ pub async fn prepare(g: &Settings, local: &Local, conn: &Connector, o: &RejoinOp
             j.plan.clone()
         }
         None => {
+            // The newest snapshot's hash is checked while the facts are gathered: at 200 MB
+            // and more it is the plan's longest part, and it rarely needs the facts.
+            let dir = g.state_dir().join("snapshots");
+            let candidates = crate::snapshot::candidates(&dir);
+            let early = (o.backup == BackupMode::Auto).then(|| likely(&candidates)).flatten().map(|c| {
+                let p = PathBuf::from(&c.path);
+                (c.path.clone(), tokio::task::spawn_blocking(move || verify_snapshot(&p)))
+            });
             let mut facts = gather_facts(g, local, conn).await?;
-            facts.backup = choose_backup(g, facts.cluster_id.as_deref(), o, rep);
+            facts.backup = choose_backup(&dir, candidates, facts.cluster_id.as_deref(), o, rep, early).await;
             let mut planned = plan_rejoin(&facts);
             if let (Err(r @ Refusal::LocalDataNewer { .. }), true) = (&planned, o.force) {
                 rep.note(&format!("--force overrides: {r}; the local data is archived, not deleted"));
@@ -163,9 +171,19 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-/// `--backup`: `auto` reuses the newest snapshot in `<state-dir>/snapshots/` of this cluster,
-/// young enough, whose SHA-256 trailer checks out now; else a fresh one is taken.
-pub fn choose_backup(g: &Settings, cluster_id: Option<&str>, o: &RejoinOptions, rep: &dyn Reporter) -> Backup {
+/// A hash check already started, for one path.
+type Early = Option<(String, tokio::task::JoinHandle<Result<u64, String>>)>;
+
+/// `--backup`: `auto` reuses the newest snapshot in `dir` (`<state-dir>/snapshots/`) of this
+/// cluster, young enough, whose SHA-256 trailer checks out now; else a fresh one is taken.
+pub async fn choose_backup(
+    dir: &Path,
+    candidates: Vec<Candidate>,
+    cluster_id: Option<&str>,
+    o: &RejoinOptions,
+    rep: &dyn Reporter,
+    mut early: Early,
+) -> Backup {
     match o.backup {
         BackupMode::None => return Backup::None,
         BackupMode::Fresh => return Backup::Fresh,
@@ -175,13 +193,24 @@ pub fn choose_backup(g: &Settings, cluster_id: Option<&str>, o: &RejoinOptions, 
         rep.note("backup: the cluster ID is not known, so no earlier snapshot can be matched to it; a fresh one is taken");
         return Backup::Fresh;
     };
-    let dir = g.state_dir().join("snapshots");
-    let ranked = rank(&crate::snapshot::candidates(&dir), cid, unix_now(), o.backup_max_age.as_secs());
+    let ranked = rank(&candidates, cid, unix_now(), o.backup_max_age.as_secs());
     let mut passed: Vec<String> = ranked.ignored.iter().map(|(p, why)| format!("{p}: {why}")).collect();
     for c in &ranked.usable {
-        match verify_snapshot(Path::new(&c.path)) {
-            Ok(v) => {
-                return Backup::Reuse { path: c.path.clone(), saved_at_unix: c.saved_at_unix.unwrap_or(0), bytes: v.bytes, sha256: v.sha256 }
+        let checked = match early.take() {
+            Some((p, h)) if p == c.path => h.await.unwrap_or_else(|e| Err(e.to_string())),
+            _ => {
+                let p = PathBuf::from(&c.path);
+                tokio::task::spawn_blocking(move || verify_snapshot(&p)).await.unwrap_or_else(|e| Err(e.to_string()))
+            }
+        };
+        match checked {
+            Ok(bytes) => {
+                return Backup::Reuse {
+                    path: c.path.clone(),
+                    saved_at_unix: c.saved_at_unix.unwrap_or(0),
+                    bytes,
+                    sha256: c.sha256.clone().unwrap_or_default(),
+                }
             }
             Err(e) => passed.insert(0, e),
         }

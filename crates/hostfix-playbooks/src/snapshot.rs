@@ -127,6 +127,7 @@ pub fn candidates(dir: &Path) -> Vec<Candidate> {
             cluster_id: rec.as_ref().and_then(|r| r["cluster_id"].as_str().map(String::from)),
             saved_at_unix: rec.as_ref().and_then(|r| r["saved_at_unix"].as_u64()),
             bytes: e.metadata().map(|m| m.len()).unwrap_or(0),
+            sha256: rec.as_ref().and_then(|r| r["sha256"].as_str().map(String::from)),
         });
     }
     out
