@@ -339,7 +339,10 @@ async fn two_of_five_healed_one_at_a_time() {
     write_keys(&lab, 0);
     let ds = daemons(&lab, "");
     let (a, b) = (3, 4);
-    let (ra, rb) = tokio::join!(failures::already_bootstrapped(&lab, a), failures::data_lost(&lab, b));
+    // Two breaks that always crash etcd. (A wipe with `existing` sometimes does not: when
+    // the leader has already marked the member for a snapshot, etcd quietly heals itself,
+    // and the daemon rightly does nothing.)
+    let (ra, rb) = tokio::join!(failures::already_bootstrapped(&lab, a), failures::db_corrupt(&lab, b));
     let _ = (ra, rb);
     let ia = wait_incidents(&ds[a], 1, 300).await;
     let ib = wait_incidents(&ds[b], 1, 300).await;
