@@ -58,6 +58,13 @@ impl Default for DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// How old a snapshot the daemon's repairs reuse as their backup (`--backup auto`): 1 h,
+    /// or two snapshot intervals when the schedule is slower, so that the schedule's newest
+    /// one always qualifies.
+    pub fn backup_max_age(&self) -> Duration {
+        Duration::from_secs(3600).max(self.snapshot_interval * 2)
+    }
+
     pub fn policy(&self) -> PolicyConfig {
         PolicyConfig {
             mode: self.mode,
@@ -297,6 +304,16 @@ mod tests {
         assert_eq!(parse(F, "# nothing\n").unwrap(), DaemonConfig::default());
         let example = include_str!("../../../packaging/config.yaml");
         assert_eq!(parse("packaging/config.yaml", example).unwrap(), DaemonConfig::default(), "the example must spell out the defaults");
+    }
+
+    #[test]
+    fn repairs_reuse_what_the_snapshot_schedule_leaves() {
+        let mut c = DaemonConfig::default();
+        assert_eq!(c.backup_max_age(), Duration::from_secs(3600), "30 min schedule: 1 h");
+        c.snapshot_interval = Duration::from_secs(3 * 3600);
+        assert_eq!(c.backup_max_age(), Duration::from_secs(6 * 3600), "a slower schedule: two intervals");
+        c.snapshot_interval = Duration::ZERO;
+        assert_eq!(c.backup_max_age(), Duration::from_secs(3600), "no schedule: 1 h (an earlier snapshot save)");
     }
 
     #[test]

@@ -108,6 +108,20 @@ pub struct Observation {
     pub progenitor: Option<(String, String)>,
 }
 
+impl Observation {
+    /// Nothing to watch closely: the member is healthy and in place, nobody paused the daemon
+    /// or holds a lock, and no repair is unfinished. Only then may the next probes be light
+    /// (the local member alone), since nothing the peers show could make the policy act.
+    pub fn calm(&self) -> bool {
+        self.class == Class::Healthy
+            && self.placement == Placement::InPlace
+            && self.paused.is_none()
+            && self.local_lock_holder.is_none()
+            && self.cluster_lock_holder.is_none()
+            && !self.unfinished_journal
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "decision", rename_all = "kebab-case")]
 pub enum Decision {
@@ -428,6 +442,24 @@ mod tests {
             paused: None,
             progenitor: None,
             previous_run_only: false,
+        }
+    }
+
+    #[test]
+    fn only_a_healthy_member_with_nothing_going_on_is_calm() {
+        assert!(obs(Class::Healthy).calm());
+        assert!(!obs(Class::DataLost).calm());
+        let changes: [fn(&mut Observation); 5] = [
+            |o| o.placement = Placement::ParkedByUs,
+            |o| o.paused = Some("maintenance".into()),
+            |o| o.local_lock_holder = Some("42".into()),
+            |o| o.cluster_lock_holder = Some("m1".into()),
+            |o| o.unfinished_journal = true,
+        ];
+        for change in changes {
+            let mut o = obs(Class::Healthy);
+            change(&mut o);
+            assert!(!o.calm(), "{o:?}");
         }
     }
 

@@ -2,9 +2,9 @@
 //!
 //! A loop over watchers (the manifests directory, the kubelet's CRI log directory, Docker
 //! events) and a probe every `probe_interval` (of the local member alone while it is
-//! healthy, and of its peers too every `peer_probe_interval` or when anything changes). Each turn makes one [`Observation`], hands it
-//! with the clock to the core's pure policy, and carries out the decision: nothing, wait,
-//! alert, or run the rejoin playbook in-process, through the same journal and locks as the
+//! healthy, and of its peers too every `peer_probe_interval` or when anything changes).
+//! Each turn makes one [`Observation`], hands it with the clock to the core's pure policy,
+//! and carries out the decision: nothing, wait, alert, or run the rejoin playbook in-process, through the same journal and locks as the
 //! CLI. The repair runs as its own task, so the loop keeps observing, reporting and
 //! feeding the systemd watchdog while it runs. Like mini-redis's `run(listener, shutdown)`,
 //! [`run`] takes its shutdown signal from the caller.
@@ -206,7 +206,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
             let rep = DaemonReporter::new(&seen.obs.member, "rejoin", metrics.clone(), notifier.clone(), file);
             let progress = rep.progress.clone();
             let span = info_span!("repair", member = %seen.obs.member, playbook = "rejoin", resume = *resume);
-            let task = tokio::spawn(run_rejoin(settings.clone(), rep, metrics.clone(), backup_max_age(&config)).instrument(span));
+            let task = tokio::spawn(run_rejoin(settings.clone(), rep, metrics.clone(), config.backup_max_age()).instrument(span));
             st.repairing = Some(format!("healing {}: starting", seen.obs.member));
             repair = Some(Repair { task, progress });
         } else if seen.obs.class == Class::Healthy && seen.obs.paused.is_none() {
@@ -281,12 +281,6 @@ fn status_line(seen: &Seen, d: &Decision, last: Option<&LastRepair>) -> String {
         s.push_str(&format!(" · last repair {} at {}", l.result, l.ended_at));
     }
     s
-}
-
-/// How old a snapshot the daemon's repairs reuse as their backup: 1 h, or two snapshot
-/// intervals when the schedule is slower, so that the schedule's newest one always qualifies.
-fn backup_max_age(c: &DaemonConfig) -> Duration {
-    Duration::from_secs(3600).max(c.snapshot_interval * 2)
 }
 
 /// The rejoin playbook, as the CLI runs it with `--yes`, reported to the daemon's sinks.

@@ -76,14 +76,7 @@ impl World {
             }
         }
         let seen = self.observe_full().await?;
-        let o = &seen.obs;
-        let calm = o.class == Class::Healthy
-            && o.placement == Placement::InPlace
-            && o.paused.is_none()
-            && o.local_lock_holder.is_none()
-            && o.cluster_lock_holder.is_none()
-            && !o.unfinished_journal;
-        self.healthy = match (calm, self.local_url.clone()) {
+        self.healthy = match (seen.obs.calm(), self.local_url.clone()) {
             (true, Some(url)) => Some((std::time::Instant::now(), seen.clone(), url)),
             _ => None,
         };

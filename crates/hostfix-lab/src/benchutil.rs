@@ -104,7 +104,7 @@ pub async fn run_matrix(m: &Matrix, bin: &std::path::Path, subnet: u8, columns: 
             h.push("ratio".into());
         }
         h.join(" | ")
-    }, " --- |".repeat(4 + 2 * (columns.len() - 1)));
+    }, " --- |".repeat(5 + 2 * (columns.len() - 1)));
     for (k, v) in m.versions.iter().enumerate() {
         for (s, mb) in m.sizes_mb.iter().enumerate() {
             let dir = tempdir();

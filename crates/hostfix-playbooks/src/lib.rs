@@ -80,10 +80,14 @@ pub trait Reporter: Send + Sync {
 pub struct Quiet;
 impl Reporter for Quiet {}
 
+/// Seconds since the Unix epoch (snapshot records, ages, run IDs).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
 /// A run's ID: the Unix second and the pid, unique per host.
 pub fn run_id() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{}-{}", t.as_secs(), std::process::id())
+    format!("{}-{}", unix_now(), std::process::id())
 }
 
 /// Test hook: `HOSTFIX_CRASH_AT=<step>` kills the process with SIGKILL right after that

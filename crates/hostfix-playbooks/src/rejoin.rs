@@ -23,7 +23,7 @@ use tracing::{info, info_span, Instrument};
 use crate::actions::{free_name, wait_for, Actions};
 use crate::local::Local;
 use crate::lock::{cluster_lock, file_lock_holder, lock_path, FileLock, LOCK_KEY};
-use crate::{crash_point, run_id, Reporter, Settings};
+use crate::{crash_point, run_id, unix_now, Reporter, Settings};
 
 /// How a rejoin runs.
 #[derive(Debug, Clone)]
@@ -165,10 +165,6 @@ fn to_fact(m: &Member, probed: Option<&MemberStatus>) -> MemberFact {
         revision: probed.and_then(|p| p.revision),
         is_leader: probed.map(|p| p.is_leader).unwrap_or(false),
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 /// A hash check already started, for one path.
@@ -498,7 +494,6 @@ impl Runner<'_> {
             return Ok(path);
         }
         std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-        let part = path.with_extension("db.part");
         let (mut ep, name) = match src {
             Some((name, u)) => match self.conn.connect(u).await {
                 Ok(ep) => (ep, name.to_string()),
@@ -517,14 +512,7 @@ impl Runner<'_> {
             ..Default::default()
         };
         // Verified while streaming: the SHA-256 trailer is checked before this returns.
-        let streamed = match ep.snapshot_to(&part).await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_file(&part);
-                return Err(e.into());
-            }
-        };
-        std::fs::rename(&part, &path)?;
+        let streamed = crate::snapshot::stream_into(&mut ep, &path).await?;
         crate::snapshot::write_records(&path, &streamed, &from, &ep.url, None)?;
         Ok(path)
     }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use hostfix_adapters::etcd::{Connector, Streamed};
+use hostfix_adapters::etcd::{Connector, Endpoint, Streamed};
 use hostfix_core::backup::Candidate;
 use hostfix_adapters::etcdtool::{self, EtcdTool};
 use hostfix_core::status::MemberStatus;
@@ -32,7 +32,7 @@ pub struct Saved {
 }
 
 pub fn default_path(g: &Settings, prefix: &str) -> PathBuf {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let t = crate::unix_now();
     g.state_dir().join("snapshots").join(format!("{prefix}-{t}.db"))
 }
 
@@ -63,17 +63,8 @@ pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, sou
     if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
     }
-    let part = PathBuf::from(format!("{}.part", out.display()));
     let mut ep = conn.connect(&url).await?;
-    let streamed = match ep.snapshot_to(&part).await {
-        Ok(b) => b,
-        Err(e) => {
-            // A half-written part is ours and worthless; a full disk must not stay full.
-            let _ = std::fs::remove_file(&part);
-            return Err(e.into());
-        }
-    };
-    std::fs::rename(&part, out)?;
+    let streamed = stream_into(&mut ep, out).await?;
     // etcdutl's status reads the whole db again: only when asked for.
     let status = if with_status {
         EtcdTool::for_reading(etcdtool::parse_version(&local.config.image))
@@ -85,6 +76,23 @@ pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, sou
     write_records(out, &streamed, pick, &url, status.as_ref().ok())?;
     let (bytes, sha) = (streamed.bytes, streamed.sha256);
     Ok(Saved { path: out.to_path_buf(), bytes, sha256: sha, member: pick.clone(), endpoint: url, status })
+}
+
+/// Stream a snapshot from `ep` into `out`: written as `<out>.part`, its trailer checked while
+/// streaming, then renamed into place. A failed stream's part is removed: it is ours and
+/// worthless, and a full disk must not stay full.
+pub async fn stream_into(ep: &mut Endpoint, out: &Path) -> Result<Streamed> {
+    let part = PathBuf::from(format!("{}.part", out.display()));
+    match ep.snapshot_to(&part).await {
+        Ok(s) => {
+            std::fs::rename(&part, out).with_context(|| format!("{} -> {}", part.display(), out.display()))?;
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            Err(e.into())
+        }
+    }
 }
 
 /// `<file>.sha256` (as `sha256sum -c` reads it) and `<file>.json` (who, which cluster, which
@@ -104,7 +112,7 @@ pub fn write_records(out: &Path, s: &Streamed, from: &MemberStatus, url: &str, s
         "member_revision": from.revision,
         "member_raft_index": from.raft_index,
         "had_quorum": from.quorum_read,
-        "saved_at_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs(),
+        "saved_at_unix": crate::unix_now(),
         "status": status,
     });
     std::fs::write(format!("{}.json", out.display()), serde_json::to_string_pretty(&record)? + "\n").with_context(|| format!("{}.json", out.display()))?;
