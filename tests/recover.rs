@@ -284,3 +284,46 @@ async fn rebuild_killed_with_the_flag_in_place_converges_v3_4() {
 async fn rebuild_killed_mid_recreate_converges_rke() {
     kill_at_every_step(EtcdVersion::V3_5, LabRuntime::Docker, &["recreate-renamed", "recreate-created", "start-forced", "unforce", "wait-single-2"]).await;
 }
+
+/// Progress bars on a terminal only: `snapshot save` shows bytes and rate, a rejoin's
+/// learner its applied index, `restore` the restored db growing. Piped, not a byte more
+/// than before; `--no-progress` silences them on a terminal too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_bars_only_on_a_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0, "/k/");
+    let pty = |i: usize, extra: &[&str]| {
+        let mut a = node_args(&lab, i);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        hostfix_pty(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let snap = |n: &str| d.path().join(n).display().to_string();
+
+    let o = cmd(&lab, 0, &["snapshot", "save", "--out", &snap("piped.db")], &[]);
+    ok(&o, "snapshot save, piped");
+    assert!(o.stderr.is_empty(), "a pipe gets no progress: {:?}", o.stderr);
+    let o = pty(0, &["snapshot", "save", "--out", &snap("tty.db")]);
+    ok(&o, "snapshot save on a terminal");
+    assert!(o.stdout.contains("snapshot") && o.stdout.contains("B/s"), "no bytes-and-rate bar:\n{}", o.stdout);
+    let o = pty(0, &["--no-progress", "snapshot", "save", "--out", &snap("quiet.db")]);
+    ok(&o, "snapshot save --no-progress");
+    assert!(!o.stdout.contains("B/s"), "--no-progress drew a bar:\n{}", o.stdout);
+
+    let t = 2;
+    lab.offline(t, |n| Lab::lose_data(n).map(|_| vec![])).await.unwrap();
+    let o = pty(t, &["rejoin", "--yes"]);
+    if o.code != 0 {
+        panic!("rejoin on a terminal:\n{}\n{}", o.stdout, explain(&lab, t));
+    }
+    assert!(o.stdout.contains("learner") && o.stdout.contains("applied index"), "no learner bar:\n{}", o.stdout);
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+
+    for i in [1, 2] {
+        lab.stop_member(i).await.unwrap();
+    }
+    let o = pty(0, &["restore", "--snapshot", &snap("piped.db"), "--yes"]);
+    ok(&o, "restore on a terminal");
+    assert!(o.stdout.lines().any(|l| l.contains("restore") && l.contains("B/s")), "no restore bar:\n{}", o.stdout);
+    lab.down().await.unwrap();
+}

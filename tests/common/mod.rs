@@ -48,6 +48,13 @@ pub fn hostfix_in(p: &hostfix_lab::fault::Partition, args: &[&str]) -> Out {
     run_out(&mut c)
 }
 
+/// Run the binary on a pseudo-terminal (util-linux `script`), as an operator types it. The
+/// terminal merges stdout and stderr: both are in `stdout`.
+pub fn hostfix_pty(args: &[&str]) -> Out {
+    let quoted: Vec<String> = std::iter::once(BIN).chain(args.iter().copied()).map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
+    run_out(Command::new("script").args(["-qec", &quoted.join(" "), "/dev/null"]))
+}
+
 fn run_out(c: &mut Command) -> Out {
     let o = c.stdin(std::process::Stdio::null()).output().expect("run etcd-hostfix");
     Out {

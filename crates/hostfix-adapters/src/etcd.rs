@@ -432,7 +432,9 @@ impl Endpoint {
     ///
     /// The hash is checked while streaming (the last 32 bytes held back), so a 200 MB
     /// snapshot is not read a second time.
-    pub async fn snapshot_to(&mut self, out: &Path) -> Result<Streamed, EtcdError> {
+    /// `progress` hears the bytes written so far and, from etcd's `remaining_bytes`, the
+    /// size the stream will reach (without the 32-byte trailer etcd appends last).
+    pub async fn snapshot_to(&mut self, out: &Path, progress: &mut (dyn FnMut(u64, Option<u64>) + Send)) -> Result<Streamed, EtcdError> {
         use std::io::Write;
         let io = |e: std::io::Error| EtcdError::Call { endpoint: self.url.clone(), op: "snapshot", reason: format!("{}: {e}", out.display()) };
         let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out).map_err(io)?);
@@ -442,6 +444,8 @@ impl Endpoint {
             let b = chunk.blob();
             f.write_all(b).map_err(io)?;
             h.update(b);
+            let total = (chunk.remaining_bytes() > 0).then(|| h.n + chunk.remaining_bytes());
+            progress(h.n, total);
         }
         let file = f.into_inner().map_err(|e| io(e.into_error()))?;
         // One fsync, at the end: the file is renamed into place only after it.

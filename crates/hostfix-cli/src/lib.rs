@@ -71,6 +71,10 @@ pub struct Global {
     /// ETCDCTL_DIAL_TIMEOUT sets it too.
     #[arg(long, global = true, default_value = "3", env = "ETCDCTL_DIAL_TIMEOUT", value_parser = parse_timeout)]
     pub timeout: std::time::Duration,
+    /// No progress bars. They are drawn only on a terminal (stderr) anyway: never into a
+    /// pipe, a log file or journald.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
 }
 
 /// `3` (seconds, as before) or `3s`/`500ms` (etcdctl's form).

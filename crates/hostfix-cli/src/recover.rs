@@ -101,10 +101,11 @@ fn print_next(plan: &RecoveryPlan) {
 }
 
 pub async fn rebuild(g: &Global, o: &RecoverOpts) -> Result<i32> {
-    run(&g.settings(), o, RecoveryKind::Rebuild, None).await
+    run(&g.settings(), o, RecoveryKind::Rebuild, None, &Terminal::new(g)).await
 }
 
 pub async fn restore(g: &Global, o: &RestoreOpts) -> Result<i32> {
+    let rep = Terminal::new(g);
     let g = &g.settings();
     // Bad input is an error before anything else happens.
     let meta = std::fs::metadata(&o.snapshot).with_context(|| format!("snapshot {}", o.snapshot.display()))?;
@@ -112,14 +113,13 @@ pub async fn restore(g: &Global, o: &RestoreOpts) -> Result<i32> {
         bail!("snapshot {} is not a file", o.snapshot.display());
     }
     let snapshot = std::fs::canonicalize(&o.snapshot)?;
-    run(g, &o.common, RecoveryKind::Restore, Some(snapshot)).await
+    run(g, &o.common, RecoveryKind::Restore, Some(snapshot), &rep).await
 }
 
-async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<PathBuf>) -> Result<i32> {
+async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<PathBuf>, rep: &Terminal) -> Result<i32> {
     let local = Local::discover(g).await?;
     let opts = RecoverOptions { force: o.force, peers_down: o.peers_down.clone(), wait: Duration::from_secs(o.wait_timeout) };
-    let rep = Terminal;
-    let (plan, resumed, tool) = match playbook::prepare(g, &local, kind, &opts, &rep).await? {
+    let (plan, resumed, tool) = match playbook::prepare(g, &local, kind, &opts, rep).await? {
         Prepared::Refused(why) => return Ok(refused(why)),
         Prepared::Plan { plan, resumed, tool } => (plan, resumed, tool),
     };
@@ -131,7 +131,7 @@ async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option
     if !confirmed(o.yes)? {
         return Ok(exit::REFUSED);
     }
-    match playbook::execute(g, &local, &plan, resumed, tool, snapshot, &opts, &rep).await? {
+    match playbook::execute(g, &local, &plan, resumed, tool, snapshot, &opts, rep).await? {
         Outcome::Refused(why) => Ok(refused(why)),
         Outcome::Done { history } => {
             println!("{} complete: {} serves as a one-member cluster (journal kept at {})", kind_word(kind), plan.name, history.display());
@@ -142,11 +142,12 @@ async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option
 }
 
 pub async fn snapshot_save(g: &Global, o: &SaveOpts) -> Result<i32> {
+    let rep = Terminal::new(g);
     let g = &g.settings();
     let local = Local::discover(g).await?;
     let conn = local.connector(g)?;
     let out = o.out.clone().unwrap_or_else(|| hostfix_playbooks::snapshot::default_path(g, "snapshot"));
-    let saved = hostfix_playbooks::snapshot::save(g, &local, &conn, &out, hostfix_playbooks::snapshot::Source::Best, o.status).await?;
+    let saved = hostfix_playbooks::snapshot::save(g, &local, &conn, &out, hostfix_playbooks::snapshot::Source::Best, o.status, &rep).await?;
     if !saved.member.quorum_read {
         eprintln!("warning: the cluster has no quorum; saved {}'s own data, which may be behind", saved.member.name);
     }

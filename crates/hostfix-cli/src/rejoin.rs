@@ -10,7 +10,7 @@ use hostfix_core::backup::BackupMode;
 use hostfix_core::exit;
 use hostfix_playbooks::local::Local;
 use hostfix_playbooks::rejoin::{self as playbook, Outcome, Prepared, RejoinOptions};
-use hostfix_playbooks::Reporter;
+use hostfix_playbooks::{Progress, Reporter};
 
 use crate::Global;
 
@@ -48,8 +48,38 @@ fn parse_backup(s: &str) -> Result<BackupMode, String> {
 }
 
 /// Renders a playbook's progress on the terminal: the plan as a numbered list, notes as
-/// lines of their own. Steps are quiet; the plan said what they do.
-pub struct Terminal;
+/// lines of their own. Steps are quiet; the plan said what they do. Long waits get a bar
+/// on stderr, only when stderr is a terminal and `--no-progress` is not given.
+pub struct Terminal {
+    bars: bool,
+    bar: std::sync::Mutex<Option<(String, indicatif::ProgressBar)>>,
+}
+
+impl Terminal {
+    pub fn new(g: &Global) -> Terminal {
+        Terminal { bars: !g.no_progress && std::io::stderr().is_terminal(), bar: Default::default() }
+    }
+
+    /// Print a line without tearing a bar that is being drawn.
+    fn line(&self, msg: &str) {
+        match &*self.bar.lock().unwrap() {
+            Some((_, b)) => b.suspend(|| println!("{msg}")),
+            None => println!("{msg}"),
+        }
+    }
+}
+
+fn new_bar(task: &str, p: Progress) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let template = match p {
+        Progress::Bytes { .. } => "{prefix:>9} {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {elapsed}",
+        Progress::Index { .. } => "{prefix:>9} {bar:30} applied index {pos}/{len} {elapsed}",
+    };
+    let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    b.set_style(ProgressStyle::with_template(template).expect("static template").progress_chars("=> "));
+    b.set_prefix(task.to_string());
+    b
+}
 
 impl Reporter for Terminal {
     fn plan(&self, _playbook: &str, header: &str, steps: &[(String, String)]) {
@@ -59,7 +89,53 @@ impl Reporter for Terminal {
         }
     }
     fn note(&self, msg: &str) {
-        println!("{msg}");
+        self.line(msg);
+    }
+    fn wants_progress(&self) -> bool {
+        self.bars
+    }
+    fn progress(&self, task: &str, p: Progress) {
+        if !self.bars {
+            return;
+        }
+        let mut slot = self.bar.lock().unwrap();
+        if slot.as_ref().is_none_or(|(t, _)| t != task) {
+            if let Some((_, old)) = slot.take() {
+                old.finish();
+            }
+            *slot = Some((task.to_string(), new_bar(task, p)));
+        }
+        let b = &slot.as_ref().expect("just set").1;
+        match p {
+            Progress::Bytes { done, total } => {
+                if let Some(t) = total {
+                    b.set_length(t.max(done));
+                }
+                b.set_position(done);
+            }
+            Progress::Index { applied, target } => {
+                b.set_length(target.max(applied));
+                b.set_position(applied);
+            }
+        }
+    }
+    fn progress_end(&self, task: &str, completed: bool) {
+        let mut slot = self.bar.lock().unwrap();
+        if slot.as_ref().is_some_and(|(t, _)| t == task) {
+            // The last figure stays on screen: how much, how fast. A size known only at the
+            // end (a small stream comes in one piece) is the whole when it completed.
+            if let Some((_, b)) = slot.take() {
+                if completed {
+                    b.set_length(b.position());
+                    b.finish();
+                } else {
+                    b.abandon();
+                }
+                // indicatif leaves the cursor on the bar's line; what is printed next
+                // starts a line of its own.
+                eprintln!();
+            }
+        }
     }
 }
 
@@ -74,7 +150,7 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
         backup: o.backup,
         backup_max_age: o.backup_max_age,
     };
-    let rep = Terminal;
+    let rep = Terminal::new(g);
     let (plan, resumed) = match playbook::prepare(&s, &local, &conn, &opts, &rep).await? {
         Prepared::Refused(why) => return Ok(refused(why)),
         Prepared::Plan { plan, resumed } => (plan, resumed),

@@ -96,7 +96,7 @@ impl Scheduler {
         let r = async {
             let local = Local::discover(s).await?;
             let conn = local.connector(s)?;
-            snapshot::save(s, &local, &conn, &out, Source::LocalHealthy, false).await
+            snapshot::save(s, &local, &conn, &out, Source::LocalHealthy, false, &hostfix_playbooks::Quiet).await
         }
         .await;
         match r {

@@ -74,6 +74,25 @@ pub trait Reporter: Send + Sync {
     fn step_done(&self, _n: usize, _total: usize, _step: &str, _elapsed: Duration) {}
     /// Something worth saying that is neither a step nor an error.
     fn note(&self, _msg: &str) {}
+    /// Whether `progress` is rendered at all. Playbooks ask before they spend a call on a
+    /// figure nobody sees (the learner's index, say).
+    fn wants_progress(&self) -> bool {
+        false
+    }
+    /// How far a long wait has got (`task` names it: "snapshot", "restore", "learner").
+    /// A terminal draws a bar; journald and pipes get nothing, the steps say enough there.
+    fn progress(&self, _task: &str, _p: Progress) {}
+    /// The wait named `task` is over: `completed`, or cut short by an error.
+    fn progress_end(&self, _task: &str, _completed: bool) {}
+}
+
+/// A long wait's figure, for [`Reporter::progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Bytes streamed or written, of a total when one is known.
+    Bytes { done: u64, total: Option<u64> },
+    /// A learner's applied raft index against the leader's.
+    Index { applied: u64, target: u64 },
 }
 
 /// A reporter that says nothing (tests, and callers that only want the outcome).

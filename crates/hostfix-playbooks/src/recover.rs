@@ -18,7 +18,7 @@ use tracing::{info, info_span, Instrument};
 use crate::actions::{free_name, Actions};
 use crate::local::{configured, Local};
 use crate::lock::{file_lock_holder, lock_path, FileLock};
-use crate::{crash_point, run_id, Reporter, Settings};
+use crate::{crash_point, run_id, Progress, Reporter, Settings};
 
 pub const JOURNAL: &str = "recover";
 
@@ -180,13 +180,23 @@ impl Offline {
 
     #[allow(clippy::too_many_arguments)]
     async fn restore(&self, file: &Path, data: &Path, target: &str, name: &str, peer_url: &str, token: &str, rep: &dyn Reporter) -> Result<()> {
+        // etcd's restore copies the snapshot to member/snap/db first: that file's growth is
+        // the part worth a bar.
+        let file_len = std::fs::metadata(file).map(|m| m.len()).ok();
+        let db = data.join(target).join("member/snap/db");
         match self {
             Offline::Host(t) => {
                 let bump = t.can_bump_revision().then_some(1_000_000_000);
                 if bump.is_none() {
                     rep.note(&format!("note: {} {}.{} cannot bump the revision or mark it compacted; watchers that saw newer revisions must re-list", t.path.display(), t.version.0, t.version.1));
                 }
-                Ok(t.restore(file, &data.join(target), name, peer_url, token, bump)?)
+                let (t, file, out, name, peer_url, token) =
+                    (t.clone(), file.to_path_buf(), data.join(target), name.to_string(), peer_url.to_string(), token.to_string());
+                let work = async move {
+                    let r = tokio::task::spawn_blocking(move || t.restore(&file, &out, &name, &peer_url, &token, bump)).await?;
+                    Ok::<_, anyhow::Error>(r?)
+                };
+                with_restore_progress(rep, file_len, &db, work).await
             }
             Offline::Image { docker, image, bin } => {
                 let (dir, file_name) = Self::parent_and_name(file);
@@ -202,13 +212,31 @@ impl Offline {
                     format!("--initial-advertise-peer-urls={peer_url}"),
                     format!("--initial-cluster-token={token}"),
                 ];
-                docker
-                    .run_tool(image, &argv, &[format!("{dir}:/hostfix-in:ro"), format!("{}:/hostfix-out", data.display())])
-                    .await?;
+                let binds = [format!("{dir}:/hostfix-in:ro"), format!("{}:/hostfix-out", data.display())];
+                with_restore_progress(rep, file_len, &db, docker.run_tool(image, &argv, &binds)).await?;
                 Ok(())
             }
         }
     }
+}
+
+/// Await `work` while a terminal watches `db` grow towards the snapshot's size.
+async fn with_restore_progress<T, E>(rep: &dyn Reporter, total: Option<u64>, db: &Path, work: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
+    if !rep.wants_progress() {
+        return work.await;
+    }
+    let show = || rep.progress("restore", Progress::Bytes { done: std::fs::metadata(db).map(|m| m.len()).unwrap_or(0), total });
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let out = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => show(),
+        }
+    };
+    show();
+    rep.progress_end("restore", out.is_ok());
+    out
 }
 
 pub async fn gather(g: &Settings, local: &Local, o: &RecoverOptions) -> Result<RecoveryFacts> {

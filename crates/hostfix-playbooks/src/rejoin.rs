@@ -23,7 +23,7 @@ use tracing::{info, info_span, Instrument};
 use crate::actions::{free_name, wait_for, Actions};
 use crate::local::Local;
 use crate::lock::{cluster_lock, file_lock_holder, lock_path, FileLock, LOCK_KEY};
-use crate::{crash_point, run_id, unix_now, Reporter, Settings};
+use crate::{crash_point, run_id, unix_now, Progress, Reporter, Settings};
 
 /// How a rejoin runs.
 #[derive(Debug, Clone)]
@@ -512,7 +512,7 @@ impl Runner<'_> {
             ..Default::default()
         };
         // Verified while streaming: the SHA-256 trailer is checked before this returns.
-        let streamed = crate::snapshot::stream_into(&mut ep, &path).await?;
+        let streamed = crate::snapshot::stream_into(&mut ep, &path, self.rep).await?;
         crate::snapshot::write_records(&path, &streamed, &from, &ep.url, None)?;
         Ok(path)
     }
@@ -644,12 +644,36 @@ impl Runner<'_> {
     }
 
     async fn promote(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
+        let r = self.promote_when_caught_up(j).await;
+        if self.rep.wants_progress() {
+            self.rep.progress_end("learner", r.is_ok());
+        }
+        r
+    }
+
+    /// The learner's applied index against the peer's, for a terminal's bar; a figure that
+    /// cannot be had now is skipped, the wait goes on regardless.
+    async fn show_learner(&self, ep: &mut Endpoint) {
+        let Some(url) = self.local.local_client_url() else { return };
+        let Ok(peer) = ep.status().await else { return };
+        let Ok(mut mine) = self.conn.connect(&url).await else { return };
+        if let Ok(st) = mine.status().await {
+            self.rep.progress("learner", Progress::Index { applied: st.raft_applied_index, target: peer.raft_index });
+        }
+    }
+
+    async fn promote_when_caught_up(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
         let id: u64 = j.get("new_id").context("journal lacks new_id")?;
         let started = Instant::now();
         let deadline = started + self.wait;
         let mut bounced = false;
+        let mut shown: Option<Instant> = None;
         loop {
             let mut ep = self.peer().await?;
+            if self.rep.wants_progress() && shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+                self.show_learner(&mut ep).await;
+                shown = Some(Instant::now());
+            }
             let list = ep.member_list().await?;
             match list.members.iter().find(|m| m.id == id) {
                 Some(m) if !m.is_learner => return Ok(()),

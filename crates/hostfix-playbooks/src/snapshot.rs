@@ -12,7 +12,7 @@ use hostfix_adapters::etcdtool::{self, EtcdTool};
 use hostfix_core::status::MemberStatus;
 
 use crate::local::Local;
-use crate::Settings;
+use crate::{Progress, Reporter, Settings};
 
 /// Which member to stream from.
 pub enum Source {
@@ -38,7 +38,7 @@ pub fn default_path(g: &Settings, prefix: &str) -> PathBuf {
 
 /// `with_status` also reads the saved file's revision and key count with etcdutl, which
 /// reads it all again; the `.json` record has the member's revision either way.
-pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, source: Source, with_status: bool) -> Result<Saved> {
+pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, source: Source, with_status: bool, rep: &dyn Reporter) -> Result<Saved> {
     let (_, probed) = local
         .cluster_view(g, conn)
         .await
@@ -64,7 +64,7 @@ pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, sou
         std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
     }
     let mut ep = conn.connect(&url).await?;
-    let streamed = stream_into(&mut ep, out).await?;
+    let streamed = stream_into(&mut ep, out, rep).await?;
     // etcdutl's status reads the whole db again: only when asked for.
     let status = if with_status {
         EtcdTool::for_reading(etcdtool::parse_version(&local.config.image))
@@ -81,9 +81,17 @@ pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, sou
 /// Stream a snapshot from `ep` into `out`: written as `<out>.part`, its trailer checked while
 /// streaming, then renamed into place. A failed stream's part is removed: it is ours and
 /// worthless, and a full disk must not stay full.
-pub async fn stream_into(ep: &mut Endpoint, out: &Path) -> Result<Streamed> {
+pub async fn stream_into(ep: &mut Endpoint, out: &Path, rep: &dyn Reporter) -> Result<Streamed> {
     let part = PathBuf::from(format!("{}.part", out.display()));
-    match ep.snapshot_to(&part).await {
+    let streamed = if rep.wants_progress() {
+        let mut on = |done, total| rep.progress("snapshot", Progress::Bytes { done, total });
+        let r = ep.snapshot_to(&part, &mut on).await;
+        rep.progress_end("snapshot", r.is_ok());
+        r
+    } else {
+        ep.snapshot_to(&part, &mut |_, _| {}).await
+    };
+    match streamed {
         Ok(s) => {
             std::fs::rename(&part, out).with_context(|| format!("{} -> {}", part.display(), out.display()))?;
             Ok(s)
