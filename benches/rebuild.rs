@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hostfix_lab::benchutil::{converged, run_matrix, Matrix};
+use hostfix_lab::benchutil::{converged, run_logged, run_matrix, steps_line, Matrix};
 use hostfix_lab::Lab;
 
 const BIN: &str = env!("CARGO_BIN_EXE_etcd-hostfix");
@@ -46,28 +46,35 @@ async fn time_manual(lab: &Lab) -> Duration {
     took
 }
 
-fn run(lab: &Lab, i: usize, args: &[&str]) {
-    let out = std::process::Command::new(BIN)
-        .args(["--host-root", lab.node(i).host_root.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
+/// Runs the tool with its step log on; its steps' times.
+fn run(lab: &Lab, i: usize, args: &[&str]) -> Vec<(String, u64)> {
+    let (out, steps) = run_logged(Path::new(BIN), &lab.node(i).host_root, args);
     assert!(out.status.success(), "{args:?}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    steps
 }
 
 async fn time_tool(lab: &Lab) -> Duration {
     lose_two(lab).await;
     let t = Instant::now();
-    run(lab, 0, &["rebuild", "--yes"]);
+    let s = Instant::now();
+    let steps = run(lab, 0, &["rebuild", "--yes"]);
+    let mut lines = vec![steps_line("rebuild on m1", s.elapsed(), &steps)];
     // The replaced masters get their manifests back (as the manual procedure does) and are
     // rejoined. Started before the rebuild, members that still hold `existing` in their
     // manifests would rejoin the old cluster by themselves (seed 003 saw exactly that).
     for i in [1, 2] {
+        let s = Instant::now();
         lab.start_member(i).await.unwrap();
-        run(lab, i, &["rejoin", "--yes"]);
+        let steps = run(lab, i, &["rejoin", "--yes"]);
+        lines.push(steps_line(&format!("start + rejoin on m{}", i + 1), s.elapsed(), &steps));
     }
     converged(lab, 2).await;
-    t.elapsed()
+    let took = t.elapsed();
+    // Outside the clock: where the time went.
+    for l in lines {
+        eprintln!("{l}");
+    }
+    took
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

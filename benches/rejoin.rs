@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hostfix_lab::benchutil::{converged, run_matrix, Matrix};
+use hostfix_lab::benchutil::{converged, run_logged, run_matrix, steps_line, Matrix};
 use hostfix_lab::Lab;
 
 const BIN: &str = env!("CARGO_BIN_EXE_etcd-hostfix");
@@ -56,10 +56,8 @@ async fn time_rejoin(lab: &Lab, i: usize, backup: &str) -> Duration {
     }
     break_member(lab, i).await;
     let t = Instant::now();
-    let out = std::process::Command::new(BIN)
-        .args(["--host-root", lab.node(i).host_root.to_str().unwrap(), "rejoin", "--yes", "--backup", backup])
-        .output()
-        .unwrap();
+    let (out, steps) = run_logged(Path::new(BIN), &lab.node(i).host_root, &["rejoin", "--yes", "--backup", backup]);
+    let ran = t.elapsed();
     if backup == "auto" {
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.contains("SHA-256 trailer verified"), "the recent snapshot was not reused:\n{said}");
@@ -67,6 +65,8 @@ async fn time_rejoin(lab: &Lab, i: usize, backup: &str) -> Duration {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     converged(lab, i).await;
     let took = t.elapsed();
+    // Outside the clock: where the time went (the run, then the wait for convergence).
+    eprintln!("{} + converged {:.2}s", steps_line(&format!("rejoin --backup {backup}"), ran, &steps), (took - ran).as_secs_f64());
     let _ = std::fs::remove_dir_all(snapshots(lab, i));
     took
 }

@@ -530,9 +530,109 @@ impl Endpoint {
         Ok(())
     }
 
+    /// One page of `[start, end)` at `revision` (0: the current one), serializable once
+    /// the revision is pinned. Keys with their value sizes, never the values kept: the
+    /// caller counts, it does not hold. `keys_only` leaves the sizes at 0.
+    pub async fn range_page(&mut self, start: &[u8], end: &[u8], limit: i64, revision: i64, keys_only: bool) -> Result<Page, EtcdError> {
+        let mut o = etcd_client::GetOptions::new().with_range(end.to_vec()).with_limit(limit);
+        if revision > 0 {
+            o = o.with_revision(revision).with_serializable();
+        }
+        if keys_only {
+            o = o.with_keys_only();
+        }
+        // tonic's 4 MiB default fails a page of large values; the page size bounds it anyway.
+        let mut kv = self.client.kv_client().max_decoding_message_size(PAGE_MESSAGE_LIMIT);
+        let key = start.to_vec();
+        let mut r = self.bounded("range", async move { kv.get(key, Some(o)).await }).await?;
+        let rev = r.header().map(|h| h.revision()).unwrap_or_default();
+        let more = r.more();
+        let kvs = r.take_kvs().into_iter().map(|kv| (kv.key().to_vec(), kv.value().len() as u64)).collect();
+        Ok(Page { kvs, more, revision: rev })
+    }
+
+    /// How many keys `[start, end)` holds at `revision` (0: now), from etcd's index alone:
+    /// no value is read. Also the revision it answered at.
+    pub async fn count_range(&mut self, start: &[u8], end: &[u8], revision: i64) -> Result<(u64, i64), EtcdError> {
+        let mut o = etcd_client::GetOptions::new().with_range(end.to_vec()).with_count_only();
+        if revision > 0 {
+            o = o.with_revision(revision).with_serializable();
+        }
+        let mut c = self.client.clone();
+        let key = start.to_vec();
+        let r = self.bounded("count", async move { c.get(key, Some(o)).await }).await?;
+        Ok((r.count().max(0) as u64, r.header().map(|h| h.revision()).unwrap_or_default()))
+    }
+
+    /// Compact the keyspace up to `revision`, physically (the call returns once the space
+    /// is free to reclaim). `Ok(false)` when a compaction at or past it already happened.
+    pub async fn compact(&mut self, revision: i64) -> Result<bool, EtcdError> {
+        let mut c = self.client.clone();
+        let o = etcd_client::CompactionOptions::new().with_physical();
+        // A physical compaction of a large keyspace takes longer than a short call.
+        match tokio::time::timeout(self.timeout * 10, async move { c.compact(revision, Some(o)).await }).await {
+            Err(_) => Err(self.timed_out("compact")),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if error_chain(&e).contains("required revision has been compacted") => Ok(false),
+            Ok(Err(e)) => Err(self.call_err("compact", e)),
+        }
+    }
+
+    /// Defragment this member. It blocks the member's reads and writes while it runs, so
+    /// the bound is `within`, not the short call timeout.
+    pub async fn defragment(&mut self, within: Duration) -> Result<(), EtcdError> {
+        let mut c = self.client.clone();
+        match tokio::time::timeout(within, async move { c.defragment().await }).await {
+            Err(_) => Err(EtcdError::Call { endpoint: self.url.clone(), op: "defragment", reason: format!("timed out after {within:?}") }),
+            Ok(r) => r.map(|_| ()).map_err(|e| self.call_err("defragment", e)),
+        }
+    }
+
+    /// Disarm one alarm of one member.
+    pub async fn disarm(&mut self, alarm: &Alarm) -> Result<(), EtcdError> {
+        let kind = match alarm.alarm.as_str() {
+            "NOSPACE" => AlarmType::Nospace,
+            "CORRUPT" => AlarmType::Corrupt,
+            _ => AlarmType::None,
+        };
+        let mut o = etcd_client::AlarmOptions::new();
+        o.with_member(alarm.member_id);
+        let mut c = self.client.clone();
+        self.bounded("alarm disarm", async move { c.alarm(AlarmAction::Deactivate, kind, Some(o)).await }).await?;
+        Ok(())
+    }
+
+    /// A put of `value` bytes, timed by the caller (check perf).
+    pub async fn put_bytes(&mut self, key: &[u8], value: &[u8]) -> Result<(), EtcdError> {
+        let mut c = self.client.clone();
+        let (k, v) = (key.to_vec(), value.to_vec());
+        self.bounded("put", async move { c.put(k, v, None).await }).await?;
+        Ok(())
+    }
+
+    /// Delete every key under `prefix`; how many went.
+    pub async fn delete_prefix(&mut self, prefix: &[u8]) -> Result<u64, EtcdError> {
+        let mut c = self.client.clone();
+        let o = etcd_client::DeleteOptions::new().with_prefix();
+        let k = prefix.to_vec();
+        let r = self.bounded("delete", async move { c.delete(k, Some(o)).await }).await?;
+        Ok(r.deleted().max(0) as u64)
+    }
+
     pub fn client(&mut self) -> &mut Client {
         &mut self.client
     }
+}
+
+/// The most a single range response may decode to.
+const PAGE_MESSAGE_LIMIT: usize = 64 << 20;
+
+/// One page of a range: keys and their value sizes.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub kvs: Vec<(Vec<u8>, u64)>,
+    pub more: bool,
+    pub revision: i64,
 }
 
 pub enum LockAttempt {

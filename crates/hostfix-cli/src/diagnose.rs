@@ -66,7 +66,6 @@ fn render(f: &Finding, source: &str) -> String {
 /// pasted as is.
 struct Commands {
     prefix: String,
-    etcdctl: String,
 }
 
 impl CommandFor for Commands {
@@ -74,10 +73,7 @@ impl CommandFor for Commands {
         match p {
             Playbook::None => String::new(),
             Playbook::Rejoin | Playbook::Rebuild => format!("{} {}", self.prefix, p.as_str()),
-            Playbook::Defrag => format!(
-                "{e} defrag && {e} alarm disarm   # after deleting or compacting what filled the quota",
-                e = self.etcdctl
-            ),
+            Playbook::Defrag => format!("{} defrag   # compact, defragment each member in turn, disarm NOSPACE; the plan comes first", self.prefix),
             Playbook::Manual if class == Class::Partitioned => format!(
                 "{} status   # and the same from another master: if the others are healthy there, this host is cut off (see the checks below)",
                 self.prefix
@@ -98,7 +94,7 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-fn commands(g: &Global, local: Option<&Local>) -> Commands {
+fn commands(g: &Global) -> Commands {
     let mut p = vec!["sudo etcd-hostfix".to_string()];
     if g.host_root != PathBuf::from("/") {
         p.push(format!("--host-root {}", shell_word(&g.host_root.display().to_string())));
@@ -117,19 +113,7 @@ fn commands(g: &Global, local: Option<&Local>) -> Commands {
     if let Some(d) = &g.docker_host {
         p.push(format!("--docker-host {}", shell_word(d)));
     }
-    let mut e = vec!["ETCDCTL_API=3 etcdctl".to_string()];
-    if let Some(l) = local {
-        if let Some(u) = l.local_client_url() {
-            e.push(format!("--endpoints={}", shell_word(&u)));
-        }
-        let (ca, cert, key) = l.tls_files(&g.settings());
-        for (flag, v) in [("cacert", ca), ("cert", cert), ("key", key)] {
-            if let Some(v) = v {
-                e.push(format!("--{flag}={}", shell_word(&v.display().to_string())));
-            }
-        }
-    }
-    Commands { prefix: p.join(" "), etcdctl: e.join(" ") }
+    Commands { prefix: p.join(" ") }
 }
 
 fn read_log_file(path: &PathBuf) -> Result<String> {
@@ -150,12 +134,12 @@ async fn gather(g: &Global, o: &DiagnoseOpts) -> Result<(Finding, String, Option
         // The member may be anything; do not touch the host to find its name.
         let local = Local::discover(&g.settings()).await.ok();
         let name = local.as_ref().map(|l| l.config.flags.name().to_string()).unwrap_or_else(|| "-".into());
-        let f = diagnose_log(&name, &lines, &Probes::default(), &commands(g, local.as_ref()));
+        let f = diagnose_log(&name, &lines, &Probes::default(), &commands(g));
         return Ok((f, path.display().to_string(), None));
     }
     let s = g.settings();
     let local = Local::discover(&s).await?;
     let conn = local.connector(&s)?;
-    let d = hostfix_playbooks::diagnose::diagnose_local(&s, &local, &conn, &commands(g, Some(&local)), hostfix_playbooks::diagnose::Logs::Always).await?;
+    let d = hostfix_playbooks::diagnose::diagnose_local(&s, &local, &conn, &commands(g), hostfix_playbooks::diagnose::Logs::Always).await?;
     Ok((d.finding, d.log_source, Some(d.probes)))
 }

@@ -9,6 +9,7 @@ mod recover;
 pub(crate) mod rejoin;
 mod status;
 mod labcmd;
+mod toolbox;
 
 use std::path::PathBuf;
 
@@ -159,6 +160,20 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: recover::SnapshotCmd,
     },
+    /// A key inventory by path segment (seed 003's `get --keys-only | cut | sort | uniq -c`):
+    /// keys and value bytes per group, largest first, read page by page at one revision.
+    Keys(toolbox::KeysOpts),
+    /// The NOSPACE playbook: compact, then defragment every member in turn (the leader
+    /// last, each serving quorum reads again before the next), then disarm NOSPACE when
+    /// every db is below the quota. Cluster-wide, from any master. Refuses (exit 3) while
+    /// any member is down or the cluster has fewer than three voters. Exit 4 when the alarm
+    /// has to stay.
+    Defrag(toolbox::DefragOpts),
+    /// Checks of the cluster's environment.
+    Check {
+        #[command(subcommand)]
+        cmd: toolbox::CheckCmd,
+    },
     /// Print the `docker run` command that recreates a container exactly as it is, every
     /// word shell-quoted, with etcd flags optionally edited. Changes nothing.
     DockerRun(dockerrun::DockerRunOpts),
@@ -238,6 +253,9 @@ pub fn main() -> i32 {
             Cmd::Restore(o) => recover::restore(&cli.global, &o).await,
             Cmd::Snapshot { cmd: recover::SnapshotCmd::Save(o) } => recover::snapshot_save(&cli.global, &o).await,
             Cmd::DockerRun(o) => dockerrun::run(&cli.global, &o).await,
+            Cmd::Keys(o) => toolbox::keys(&cli.global, &o).await,
+            Cmd::Defrag(o) => toolbox::defrag(&cli.global, &o).await,
+            Cmd::Check { cmd } => toolbox::check(&cli.global, &cmd).await,
             Cmd::Lab { cmd } => labcmd::run(&cli.global, cmd).await,
             Cmd::Daemon(o) => daemoncmd::run(&cli.global, &o).await,
             Cmd::Pause(o) => daemoncmd::pause(&cli.global, &o),

@@ -7,12 +7,15 @@
 pub mod backup;
 pub mod config;
 pub mod container;
+pub mod defrag;
 pub mod diagnose;
 pub mod dr;
 pub mod exit;
 pub mod logs;
 pub mod flags;
+pub mod keys;
 pub mod manifest;
+pub mod perf;
 pub mod policy;
 pub mod rejoin;
 pub mod status;

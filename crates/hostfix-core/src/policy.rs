@@ -414,7 +414,10 @@ fn alert(o: &Observation) -> Decision {
             format!("{m} cannot reach a quorum and its peers time out: either they are down or this host is cut off. No rebuild is offered: it could split the cluster"),
             None,
         ),
-        Class::Nospace => ("the NOSPACE alarm is raised; compact and defragment, then disarm (never automatic)".into(), None),
+        Class::Nospace => (
+            "the NOSPACE alarm is raised; run `etcd-hostfix defrag` from any master (compact, defragment each member in turn, disarm); never automatic".into(),
+            None,
+        ),
         _ => (format!("{m} fails for a cause no playbook covers; read `etcd-hostfix diagnose`"), None),
     };
     Decision::Alert { class: o.class, reason, command }

@@ -137,3 +137,69 @@ pub async fn run_matrix(m: &Matrix, bin: &std::path::Path, subnet: u8, columns: 
     std::fs::write(out, &report).unwrap();
     eprintln!("written to {}", out.display());
 }
+
+/// Run the tool with its step log on (`RUST_LOG=hostfix_playbooks=info`): the outcome and
+/// each step's time as the runner logged it (`step done`, and the overlapped snapshot and
+/// stop as `snapshot+stop`), so a benchmark can say where the time went.
+pub fn run_logged(bin: &std::path::Path, host_root: &std::path::Path, args: &[&str]) -> (std::process::Output, Vec<(String, u64)>) {
+    let out = std::process::Command::new(bin)
+        .env("RUST_LOG", "hostfix_playbooks=info")
+        .args(["--host-root", host_root.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let steps = parse_step_times(&String::from_utf8_lossy(&out.stderr));
+    (out, steps)
+}
+
+pub fn parse_step_times(log: &str) -> Vec<(String, u64)> {
+    let mut out = vec![];
+    for line in log.lines() {
+        let (name, rest) = if let Some(p) = line.find("snapshot and stop done") {
+            (Some("snapshot+stop".to_string()), &line[p..])
+        } else if let Some(p) = line.find("step done") {
+            (None, &line[p..])
+        } else {
+            continue;
+        };
+        let mut step = name;
+        let mut ms = None;
+        for t in rest.split_whitespace() {
+            if let Some(v) = t.strip_prefix("step=") {
+                step.get_or_insert_with(|| v.trim_matches('"').to_string());
+            } else if let Some(v) = t.strip_prefix("elapsed_ms=") {
+                ms = v.parse().ok();
+            }
+        }
+        if let (Some(s), Some(ms)) = (step, ms) {
+            out.push((s, ms));
+        }
+    }
+    out
+}
+
+/// `label: stop 0.10s, remove 0.02s, …` for the benchmark's log.
+pub fn steps_line(label: &str, total: Duration, steps: &[(String, u64)]) -> String {
+    let sum: u64 = steps.iter().map(|s| s.1).sum();
+    let parts: Vec<String> = steps.iter().map(|(s, ms)| format!("{s} {:.2}s", *ms as f64 / 1000.0)).collect();
+    format!(
+        "  {label}: {:.2}s = steps {:.2}s ({}) + outside the steps {:.2}s",
+        total.as_secs_f64(),
+        sum as f64 / 1000.0,
+        parts.join(", "),
+        total.as_secs_f64() - sum as f64 / 1000.0
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn step_times_from_the_runner_log() {
+        let log = "\
+2026-12-02T05:40:00.1Z  INFO rejoin{member=m3}:step{n=1 step=\"snapshot+stop\"}: hostfix_playbooks::rejoin: snapshot and stop done elapsed_ms=812
+2026-12-02T05:40:00.2Z  INFO rejoin{member=m3}:step{n=3 step=\"remove\"}: hostfix_playbooks::rejoin: step done step=\"remove\" elapsed_ms=12
+2026-12-02T05:40:00.3Z  WARN something else elapsed_ms=5
+";
+        assert_eq!(super::parse_step_times(log), [("snapshot+stop".to_string(), 812), ("remove".to_string(), 12)]);
+    }
+}

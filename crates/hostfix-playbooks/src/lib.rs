@@ -7,8 +7,11 @@
 //! sd_notify `STATUS=`. Its input is a plain [`Settings`] value; clap stops at the CLI.
 
 pub mod actions;
+pub mod defrag;
 pub mod diagnose;
+pub mod keys;
 pub mod local;
+pub mod perf;
 pub mod lock;
 pub mod probe;
 pub mod recover;

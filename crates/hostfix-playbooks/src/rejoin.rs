@@ -293,13 +293,22 @@ pub fn describe(g: &Settings, local: &Local, plan: &RejoinPlan) -> (String, Vec<
         ),
         Backup::None => "backup: NONE (--backup none): no restore point is taken or checked before the membership changes".to_string(),
     };
-    let header = format!(
+    let mut header = format!(
         "rejoin plan for member {} ({}), through peer {} ({}):\n{backup}",
         plan.name,
         plan.peer_url,
         plan.peer.name,
         plan.peer.client_urls.join(",")
     );
+    if let Some(d) = crate::perf::load_last(&state).filter(|d| !d.pass) {
+        header.push_str(&format!(
+            "\nwarning: the last disk check here (check perf, {} ago) measured fdatasync p99 {:.1} ms under {}, above 10 ms: \
+             the new member's catch-up and its heartbeats may be slow on this disk",
+            age_words(unix_now().saturating_sub(d.checked_at_unix)),
+            d.p99_ms,
+            d.dir
+        ));
+    }
     let mut out = vec![];
     for s in &plan.steps {
         let what = match s {
