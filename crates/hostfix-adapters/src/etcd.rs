@@ -610,6 +610,15 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Many puts in one transaction (at most etcd's `--max-txn-ops`, 128 by default).
+    pub async fn put_batch(&mut self, kvs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), EtcdError> {
+        use etcd_client::{Txn, TxnOp};
+        let ops: Vec<TxnOp> = kvs.iter().map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None)).collect();
+        let mut c = self.client.clone();
+        self.bounded("txn put", async move { c.txn(Txn::new().and_then(ops)).await }).await?;
+        Ok(())
+    }
+
     /// Delete every key under `prefix`; how many went.
     pub async fn delete_prefix(&mut self, prefix: &[u8]) -> Result<u64, EtcdError> {
         let mut c = self.client.clone();

@@ -26,9 +26,9 @@ pub struct KeysOpts {
     /// keyspaces, and no value bytes.
     #[arg(long)]
     pub count_only: bool,
-    /// Keys per page when values are read. Memory is about one page of values.
-    #[arg(long, default_value_t = 1000, hide = true)]
-    pub page: i64,
+    /// Keys per page when values are read (by default each page is sized to about 4 MiB).
+    #[arg(long, hide = true)]
+    pub page: Option<i64>,
 }
 
 pub async fn keys(g: &Global, o: &KeysOpts) -> Result<i32> {

@@ -50,6 +50,35 @@ pub fn next_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Range ends to probe for the first key at or after `cursor`, smallest range first, ending
+/// with `end` itself. etcd 3.4 and 3.5 walk the whole `[key, range_end)` of a request in their
+/// index even with a limit (to count it), so "the next key" asked over the rest of the
+/// keyspace costs the rest of the keyspace. Probing ranges that grow from the cursor (the
+/// last byte incremented by 1, 2, 4 … 128, then the byte before it) finds the next key at a
+/// cost of about the keys up to it, with an empty probe costing almost nothing.
+pub fn gallop_ends(cursor: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
+    let before_end = |k: &[u8]| end == [0] || k < end;
+    let mut out: Vec<Vec<u8>> = vec![];
+    for m in (1..=cursor.len()).rev() {
+        let b = cursor[m - 1];
+        let mut step: u16 = 1;
+        while b as u16 + step <= 0xff {
+            let mut e = cursor[..m - 1].to_vec();
+            e.push((b as u16 + step) as u8);
+            if !before_end(&e) {
+                out.push(end.to_vec());
+                return out;
+            }
+            if out.last().is_none_or(|l| *l < e) {
+                out.push(e);
+            }
+            step *= 2;
+        }
+    }
+    out.push(end.to_vec());
+    out
+}
+
 /// One row of the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Group {
@@ -131,6 +160,25 @@ mod tests {
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
         assert_eq!(prefix_end(b""), vec![0]);
         assert_eq!(next_key(b"/a"), b"/a\0".to_vec());
+    }
+
+    #[test]
+    fn gallop_grows_from_the_cursor_and_ends_at_the_end() {
+        let e = gallop_ends(b"/a0", &[0]);
+        assert_eq!(e[0], b"/a1".to_vec());
+        assert_eq!(e[1], b"/a2".to_vec());
+        assert_eq!(e[2], b"/a4".to_vec());
+        assert!(e.windows(2).all(|w| w[0] < w[1] || w[1] == [0]), "{e:?}");
+        assert!(e.contains(&b"/b".to_vec()) && e.contains(&b"0".to_vec()));
+        assert_eq!(e.last(), Some(&vec![0]));
+        // Never past a real end.
+        let e = gallop_ends(b"/a0", b"/a3");
+        assert_eq!(e, vec![b"/a1".to_vec(), b"/a2".to_vec(), b"/a3".to_vec()]);
+        // Every key at or after the cursor is below one of the ends.
+        let e = gallop_ends(b"/registry/events0", &[0]);
+        for k in [&b"/registry/events0x"[..], b"/registry/leases/a", b"/registry0", b"zzz", b"\xff\xff"] {
+            assert!(e.iter().any(|end| end == &[0] || k < end.as_slice()), "{k:?}");
+        }
     }
 
     #[test]

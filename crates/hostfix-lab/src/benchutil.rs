@@ -203,3 +203,37 @@ mod tests {
         assert_eq!(super::parse_step_times(log), [("snapshot+stop".to_string(), 812), ("remove".to_string(), 12)]);
     }
 }
+
+/// `n` keys laid out like a Kubernetes keyspace (`/registry/<resource>/<namespace>/<name>`,
+/// a few resources holding most keys, as events and pods do), `value_bytes` each, through
+/// member 0 in transactions of 128 puts from 8 writers.
+pub async fn fill_keys(lab: &Lab, n: usize, value_bytes: usize) {
+    const RESOURCES: [(&str, usize); 8] =
+        [("events", 40), ("pods", 25), ("leases", 10), ("configmaps", 8), ("secrets", 7), ("services/endpoints", 5), ("replicasets", 3), ("deployments", 2)];
+    let total: usize = RESOURCES.iter().map(|r| r.1).sum();
+    let mut keys = Vec::with_capacity(n);
+    for (res, share) in RESOURCES {
+        for i in 0..n * share / total {
+            keys.push(format!("/registry/{res}/ns-{}/obj-{i:07}", i % 50).into_bytes());
+        }
+    }
+    let value = vec![b'v'; value_bytes];
+    let chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>> = keys.chunks(128).map(|c| c.iter().map(|k| (k.clone(), value.clone())).collect()).collect();
+    let per = chunks.len().div_ceil(8);
+    let mut tasks = vec![];
+    let mut it = chunks.into_iter();
+    for _ in 0..8 {
+        let mine: Vec<_> = it.by_ref().take(per).collect();
+        let conn = lab.connector(0).unwrap();
+        let url = lab.node(0).client_url();
+        tasks.push(tokio::spawn(async move {
+            let mut ep = conn.connect(&url).await.unwrap();
+            for c in mine {
+                ep.put_batch(&c).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

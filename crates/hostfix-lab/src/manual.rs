@@ -111,3 +111,37 @@ async fn retry(mut f: impl FnMut() -> Result<String, LabError>) -> Result<String
     }
     Err(last.unwrap())
 }
+
+/// A snapshot restore on one master as an operator types it (the etcd docs' procedure,
+/// kubeadm layout), scripted with zero think time: park the manifest, move the data dir
+/// aside, `etcdutl snapshot restore` (3.5; `etcdctl snapshot restore` with 3.4) into the data
+/// dir as a one-member cluster, put the manifest back, and wait until it serves quorum reads.
+/// Nothing verifies the snapshot first, and the data dir is moved, not copied.
+pub async fn restore_procedure(lab: &Lab, i: usize, snapshot: &std::path::Path) -> Result<(), LabError> {
+    let n = lab.node(i).clone();
+    lab.stop_member(i).await?;
+    let data = n.data_dir();
+    if data.exists() {
+        let aside = n.host_root.join(format!("etcd.bak-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()));
+        std::fs::rename(&data, &aside).map_err(|e| LabError::io(&data, e))?;
+    }
+    let v = lab.state.spec.version;
+    let bin = v.bin_dir()?.join(if v == crate::EtcdVersion::V3_4 { "etcdctl" } else { "etcdutl" });
+    let name = lab.member_name(i);
+    let out = std::process::Command::new(&bin)
+        .env("ETCDCTL_API", "3")
+        .arg("snapshot")
+        .arg("restore")
+        .arg(snapshot)
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--name={name}"))
+        .arg(format!("--initial-cluster={name}={}", n.peer_url()))
+        .arg(format!("--initial-advertise-peer-urls={}", n.peer_url()))
+        .output()
+        .map_err(|e| LabError::Runner(format!("{}: {e}", bin.display())))?;
+    if !out.status.success() {
+        return Err(LabError::Runner(format!("{} snapshot restore: {}", bin.display(), String::from_utf8_lossy(&out.stderr))));
+    }
+    lab.start_member(i).await?;
+    wait_until(|| lab.etcdctl(i, &["endpoint", "health"]).is_ok()).await
+}

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, Result};
 use hostfix_adapters::etcd::{Connector, Endpoint};
-use hostfix_core::keys::{group_of, next_key, prefix_end, Inventory};
+use hostfix_core::keys::{gallop_ends, group_of, next_key, prefix_end, Inventory};
 
 use crate::local::Local;
 use crate::Settings;
@@ -15,8 +15,9 @@ pub struct KeysOptions {
     pub revision: i64,
     /// Count from etcd's index alone (two small requests per group); no value bytes.
     pub count_only: bool,
-    /// Keys per page when values are read.
-    pub page: i64,
+    /// Keys per page when values are read; `None` sizes each page to about 4 MiB from the
+    /// previous page's average.
+    pub page: Option<i64>,
 }
 
 pub struct KeysReport {
@@ -46,63 +47,99 @@ fn before_end(key: &[u8], end: &[u8]) -> bool {
     end == [0] || key < end
 }
 
+/// The target size of one page of values, and its bounds in keys.
+const PAGE_BYTES: u64 = 4 << 20;
+const MIN_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 20_000;
+
+struct Walk<'a> {
+    ep: &'a mut Endpoint,
+    rev: i64,
+    requests: u64,
+}
+
+impl Walk<'_> {
+    async fn page(&mut self, from: &[u8], to: &[u8], limit: i64, keys_only: bool) -> Result<hostfix_adapters::etcd::Page> {
+        let p = self.ep.range_page(from, to, limit, self.rev, keys_only).await?;
+        self.requests += 1;
+        if self.rev == 0 {
+            self.rev = p.revision;
+        }
+        Ok(p)
+    }
+
+    /// The first key at or after `cursor` (below `end`), with its value size, probing
+    /// ranges that grow from the cursor (see `gallop_ends`).
+    async fn next(&mut self, cursor: &[u8], end: &[u8], keys_only: bool) -> Result<Option<(Vec<u8>, u64)>> {
+        for e in gallop_ends(cursor, end) {
+            let p = self.page(cursor, &e, 1, keys_only).await?;
+            if let Some(kv) = p.kvs.into_iter().next() {
+                return Ok(Some(kv));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Walk the keyspace group by group: find the next key, then count its group's subtree in
+/// one request (`count_only`), or read it in pages bounded to the subtree, so that no
+/// request makes etcd walk more than one group.
 pub async fn inventory(ep: &mut Endpoint, o: &KeysOptions) -> Result<KeysReport> {
     let start = if o.prefix.is_empty() { vec![0] } else { o.prefix.clone() };
     let end = prefix_end(&o.prefix);
     let mut inv = Inventory::new(!o.count_only);
-    let mut rev = o.revision;
-    let mut requests = 0;
+    let mut w = Walk { ep, rev: o.revision, requests: 0 };
     let mut cursor = start;
-    let mut limit = o.page.max(1);
-    loop {
-        if !before_end(&cursor, &end) {
+    let mut limit = o.page.unwrap_or(1000).max(1);
+    while before_end(&cursor, &end) {
+        let Some((k, n)) = w.next(&cursor, &end, o.count_only).await? else { break };
+        let (group, subtree) = group_of(&k, o.depth);
+        if !subtree {
+            inv.add(&group, 1, n);
+            cursor = next_key(&k);
+            continue;
+        }
+        let mut below = group.clone();
+        below.push(b'/');
+        let from = if cursor > below { cursor.clone() } else { below.clone() };
+        let sub_end = prefix_end(&below);
+        let to = if before_end(&sub_end, &end) { sub_end } else { end.clone() };
+        if o.count_only {
+            let (n, _) = w.ep.count_range(&from, &to, w.rev).await?;
+            w.requests += 1;
+            inv.add(&group, n, 0);
+        } else {
+            let mut c = from;
+            loop {
+                let page = match w.page(&c, &to, limit, false).await {
+                    Ok(p) => p,
+                    // A page of very large values: halve the page rather than fail.
+                    Err(e) if limit > 1 && e.to_string().contains("message length too large") => {
+                        limit = (limit / 2).max(1);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut bytes = 0;
+                for (k, n) in &page.kvs {
+                    inv.add(&group, 1, *n);
+                    bytes += *n + k.len() as u64;
+                }
+                // The next page holds about PAGE_BYTES, whatever the values weigh.
+                if !page.kvs.is_empty() && o.page.is_none() {
+                    let per = (bytes / page.kvs.len() as u64).max(1);
+                    limit = ((PAGE_BYTES / per) as i64).clamp(MIN_PAGE, MAX_PAGE);
+                }
+                match page.kvs.last() {
+                    Some((k, _)) if page.more => c = next_key(k),
+                    _ => break,
+                }
+            }
+        }
+        if to == [0] {
             break;
         }
-        if o.count_only {
-            // The next key says which group comes next; the group's subtree is counted in
-            // one request and skipped.
-            let page = ep.range_page(&cursor, &end, 1, rev, true).await?;
-            requests += 1;
-            rev = if rev == 0 { page.revision } else { rev };
-            let Some((k, _)) = page.kvs.first() else { break };
-            let (group, subtree) = group_of(k, o.depth);
-            if !subtree {
-                inv.add(&group, 1, 0);
-                cursor = next_key(k);
-                continue;
-            }
-            let mut below = group.clone();
-            below.push(b'/');
-            let from = if cursor > below { cursor.clone() } else { below.clone() };
-            let sub_end = prefix_end(&below);
-            let to = if before_end(&sub_end, &end) { sub_end } else { end.clone() };
-            let (n, _) = ep.count_range(&from, &to, rev).await?;
-            requests += 1;
-            inv.add(&group, n, 0);
-            cursor = to;
-            if cursor == [0] {
-                break;
-            }
-        } else {
-            let page = match ep.range_page(&cursor, &end, limit, rev, false).await {
-                Ok(p) => p,
-                // A page of very large values: halve the page rather than fail.
-                Err(e) if limit > 1 && e.to_string().contains("message length too large") => {
-                    limit /= 2;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            requests += 1;
-            rev = if rev == 0 { page.revision } else { rev };
-            for (k, n) in &page.kvs {
-                inv.add(&group_of(k, o.depth).0, 1, *n);
-            }
-            match page.kvs.last() {
-                Some((k, _)) if page.more => cursor = next_key(k),
-                _ => break,
-            }
-        }
+        cursor = to;
     }
-    Ok(KeysReport { endpoint: ep.url.clone(), revision: rev, inventory: inv, requests })
+    Ok(KeysReport { endpoint: w.ep.url.clone(), revision: w.rev, inventory: inv, requests: w.requests })
 }
