@@ -38,6 +38,7 @@ async fn capture(v: EtcdVersion, class: &str) {
         "membership-mismatch" => failures::membership_mismatch(&lab, failures::TARGET).await,
         "cluster-id-mismatch" => failures::cluster_id_mismatch(&lab, failures::TARGET).await,
         "unknown" => failures::unknown(&lab, failures::TARGET).await,
+        "cluster-info-unreachable" => failures::cluster_info_unreachable(&lab, failures::TARGET).await,
         _ => unreachable!(),
     };
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -54,7 +55,7 @@ async fn capture_all() {
     for v in EtcdVersion::all() {
         for c in [
             "already-bootstrapped", "data-lost", "member-removed", "db-corrupt", "wal-corrupt", "nospace",
-            "quorum-lost", "membership-mismatch", "cluster-id-mismatch", "unknown",
+            "quorum-lost", "membership-mismatch", "cluster-id-mismatch", "unknown", "cluster-info-unreachable",
         ] {
             // HOSTFIX_CAPTURE_ONLY=class[,class] re-captures just those.
             if let Ok(only) = std::env::var("HOSTFIX_CAPTURE_ONLY") {

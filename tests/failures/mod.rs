@@ -91,7 +91,21 @@ pub async fn quorum_lost(lab: &Lab, t: usize) -> usize {
     let _ = t;
     lab.stop_member(1).await.unwrap();
     lab.stop_member(2).await.unwrap();
+    // Clients keep reading from the survivor, as the API server does: ReadIndex times out.
+    for _ in 0..3 {
+        let _ = lab.etcdctl(0, &["get", "/a", "--command-timeout=2s"]);
+    }
     0
+}
+
+/// A member with no data joins with `existing` while every peer is down: no peer answers
+/// its request for the cluster's membership.
+pub async fn cluster_info_unreachable(lab: &Lab, t: usize) -> usize {
+    for i in (0..lab.nodes().len()).filter(|i| *i != t) {
+        lab.stop_member(i).await.unwrap();
+    }
+    lab.offline(t, |n| Lab::lose_data(n).map(|_| vec![edit("initial-cluster-state", "existing")])).await.unwrap();
+    t
 }
 
 pub async fn membership_mismatch(lab: &Lab, t: usize) -> usize {

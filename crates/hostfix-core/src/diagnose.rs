@@ -196,6 +196,13 @@ struct Rule {
 const RULES: &[Rule] = &[
     Rule { class: Class::AlreadyBootstrapped, any: &["has already been bootstrapped"], with: &[] },
     Rule { class: Class::DataLost, any: &["tocommit("], with: &["out of range"] },
+    // A member restarting under its existing ID with an empty log: its data went, its WAL's
+    // identity stayed (3.4 capnslog, then 3.5 zap).
+    Rule { class: Class::DataLost, any: &["at commit index 0"], with: &["restarting member"] },
+    Rule { class: Class::DataLost, any: &["restarting local member"], with: &["commit-index=0 "] },
+    // A joining member (no data, `existing`) that no peer in --initial-cluster answered:
+    // the peers are down or cut off, or the flag names the wrong URLs (see `diagnose`).
+    Rule { class: Class::QuorumLost, any: &["could not retrieve cluster information", "cannot fetch cluster info from peer urls"], with: &[] },
     Rule { class: Class::MemberRemoved, any: &["permanently removed from the cluster", "data-dir used by this member must be removed"], with: &[] },
     Rule { class: Class::MembershipMismatch, any: &["member count is unequal", "couldn't find local name", "error validating peerurls", "unmatched member while checking peurls", "has no corresponding entry in --initial-cluster", "--initial-cluster has"], with: &[] },
     Rule { class: Class::ClusterIdMismatch, any: &["cluster id mismatch"], with: &[] },
@@ -218,7 +225,12 @@ const RULES: &[Rule] = &[
         ],
         with: &[],
     },
-    Rule { class: Class::WalCorrupt, any: &["crc mismatch", "walpb:", "failed to read wal", "illegal wiretype", "proto: ", "wal: max entry size"], with: &[] },
+    Rule {
+        class: Class::WalCorrupt,
+        // "cannot use none as id": the WAL's metadata decoded to member ID 0.
+        any: &["crc mismatch", "walpb:", "failed to read wal", "illegal wiretype", "proto: ", "wal: max entry size", "cannot use none as id"],
+        with: &[],
+    },
     Rule { class: Class::Nospace, any: &["database space exceeded", "exceeded backend quota", "etcdserver: no space", "alarm nospace", "alarm=nospace", "alarm:nospace"], with: &[] },
 ];
 
@@ -253,7 +265,7 @@ pub fn classify_log(run: &[LogLine]) -> Option<(Class, Vec<&LogLine>)> {
             }
         }
     }
-    let (_, _, class) = best?;
+    let Some((_, _, class)) = best else { return quorum_signal(run) };
     let mut lines: Vec<&LogLine> = run.iter().filter(|l| line_class(l) == Some(class)).collect();
     if lines.is_empty() {
         lines = run.iter().filter(|l| l.text.starts_with("panic:") || l.text.contains("fatal error")).collect();
@@ -261,6 +273,29 @@ pub fn classify_log(run: &[LogLine]) -> Option<(Class, Vec<&LogLine>)> {
     // Keep the last few: repeated warnings say nothing new.
     let keep = lines.len().saturating_sub(MAX_EVIDENCE / 2);
     Some((class, lines.split_off(keep)))
+}
+
+/// Quorum lost, as a surviving member's log shows it without saying so: elections that never
+/// end (three or more since a leader was last elected), or reads that time out waiting for a
+/// leader's ReadIndex. One election or one slow read is a normal hiccup; a run that ends
+/// that way is not.
+fn quorum_signal(run: &[LogLine]) -> Option<(Class, Vec<&LogLine>)> {
+    let since = run.iter().rposition(|l| l.text.contains("elected leader") || l.text.contains("became leader")).map(|i| i + 1).unwrap_or(0);
+    let tail = &run[since..];
+    let elections: Vec<&LogLine> = tail.iter().filter(|l| l.text.contains("is starting a new election")).collect();
+    let read_index: Vec<&LogLine> = tail
+        .iter()
+        .filter(|l| l.text.contains("waiting for readindex response took too long") || l.text.contains("timed out waiting for read index response"))
+        .collect();
+    if elections.len() < 3 && read_index.len() < 2 {
+        return None;
+    }
+    // Peers that refuse or cannot be reached are the why; keep the newest of each kind.
+    let refused = tail.iter().filter(|l| l.text.contains("connection refused") || l.text.contains("i/o timeout")).last();
+    let mut lines: Vec<&LogLine> = elections.iter().rev().take(2).rev().copied().collect();
+    lines.extend(read_index.iter().last().copied());
+    lines.extend(refused);
+    Some((Class::QuorumLost, lines))
 }
 
 fn generic_panic_class(run: &[LogLine], i: usize) -> Option<Class> {
@@ -426,7 +461,28 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
         (None, None) => Class::Unknown,
     };
 
+    // A joiner that no peer answered, while the probes see peers that answer: they do not
+    // know this member by the URLs it was given.
+    let cluster_info = log.as_ref().is_some_and(|(_, ls)| ls.iter().any(|l| l.text.contains("cluster info")));
+    let class = if cluster_info && class == Class::QuorumLost && p.member_list == Some(true) {
+        notes.push("the peers answer here, but not to this member's --initial-cluster URLs as it was started: its configuration names the wrong peers or this member's own URL is not in the member list".into());
+        Class::MembershipMismatch
+    } else {
+        class
+    };
+    let log_only_quorum = class == Class::QuorumLost && probe_class.is_none();
+    if log_only_quorum {
+        notes.push(if cluster_info {
+            "from the log alone: no peer in --initial-cluster answered. Either they are down or this host is cut off (quorum lost), or the flag names the wrong peer URLs (membership-mismatch); the probes tell which (run diagnose on the master itself)".into()
+        } else {
+            "from the log alone: this member keeps electing and never finds a leader. Lost peers and a partition of this host look the same here; the probes tell which (run diagnose on the master itself)".into()
+        });
+    }
     let mut playbook = base_playbook(class, quorum);
+    if log_only_quorum {
+        // Never a rebuild on the log's word: a cut-off master sees exactly these lines.
+        playbook = Playbook::Manual;
+    }
     if notes.iter().any(|n| n.starts_with("signs disagree")) {
         playbook = Playbook::Manual;
     }
@@ -495,6 +551,9 @@ mod tests {
             ("membership-mismatch", Class::MembershipMismatch, Playbook::Rejoin),
             ("cluster-id-mismatch", Class::ClusterIdMismatch, Playbook::Rejoin),
             ("unknown", Class::Unknown, Playbook::Manual),
+            // A surviving member after the other two stopped: elections that never end.
+            ("quorum-lost", Class::QuorumLost, Playbook::Manual),
+            ("cluster-info-unreachable", Class::QuorumLost, Playbook::Manual),
         ];
         for v in ["3.4.23", "3.5.1"] {
             for (name, class, playbook) in cases {
@@ -507,6 +566,49 @@ mod tests {
                 assert!(f.evidence.len() <= MAX_EVIDENCE);
                 assert!(f.evidence.iter().all(|e| e.chars().count() <= MAX_EVIDENCE_LEN + 1));
             }
+        }
+    }
+
+    /// The data-lost fixtures cut just after the member restarts under its old ID with an
+    /// empty log, before the leader's first heartbeat makes it panic: the restart alone says
+    /// the data went.
+    #[test]
+    fn restart_at_commit_index_zero_is_data_lost() {
+        for v in ["3.4.23", "3.5.1"] {
+            let text = fixture(v, "data-lost");
+            let cut: Vec<&str> = text.lines().take_while(|l| !l.contains("tocommit(")).collect();
+            let upto = cut.iter().rposition(|l| l.contains("restarting member") || l.contains("restarting local member")).expect("a restart line");
+            let f = from_log(&cut[..=upto].join("\n"));
+            assert_eq!(f.class, Class::DataLost, "{v}: {f:#?}");
+            assert!(f.evidence.iter().any(|e| e.contains("commit index 0") || e.contains("\"commit-index\":0")), "{v}: {f:#?}");
+        }
+    }
+
+    #[test]
+    fn wal_metadata_without_an_id_is_wal_corrupt() {
+        // raft's own panic when the WAL's metadata decodes to member ID 0 (not reproduced
+        // against a live member: it needs a hand-made WAL record with a valid CRC).
+        let line = "panic: cannot use none as id\n\ngoroutine 1 [running]:\ngo.etcd.io/etcd/raft/v3.newRaft(0xc0001c2000)";
+        assert_eq!(from_log(line).class, Class::WalCorrupt);
+    }
+
+    /// A few elections or one slow read are hiccups, not quorum loss.
+    #[test]
+    fn a_single_election_is_not_quorum_lost() {
+        let text = fixture("3.5.1", "quorum-lost");
+        let first = text.lines().position(|l| l.contains("is starting a new election")).unwrap();
+        let f = from_log(&text.lines().take(first + 1).collect::<Vec<_>>().join("\n"));
+        assert_ne!(f.class, Class::QuorumLost, "{f:#?}");
+    }
+
+    /// With probes, a joiner nobody answered is membership-mismatch when the peers do answer.
+    #[test]
+    fn cluster_info_with_peers_that_answer_is_membership_mismatch() {
+        for v in ["3.4.23", "3.5.1"] {
+            let lines = parse_text(&fixture(v, "cluster-info-unreachable"));
+            let p = Probes { member_list: Some(true), ..Default::default() };
+            let f = diagnose("m3", newest_run(&lines), &p, &Cmd);
+            assert_eq!(f.class, Class::MembershipMismatch, "{v}: {f:#?}");
         }
     }
 

@@ -54,6 +54,9 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
                 }
                 if let Some(s) = v.as_str() {
                     text.push_str(&format!("{k}={s} "));
+                } else if v.is_number() || v.is_boolean() {
+                    // `"commit-index":0` says as much as any message.
+                    text.push_str(&format!("{k}={v} "));
                 }
             }
             return Some(LogLine {
