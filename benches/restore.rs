@@ -29,6 +29,7 @@ async fn prepare(lab: &Lab) {
     if snap.exists() {
         return;
     }
+    std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
     lab.etcdctl(0, &["--command-timeout=600s", "snapshot", "save", snap.to_str().unwrap()]).unwrap();
     for i in [1, 2] {
         lab.stop_member(i).await.unwrap();

@@ -127,3 +127,30 @@ async fn wrong_ca() {
     assert_eq!(hostfix(&["--host-root", root.to_str().unwrap(), "status"]).code, 0);
     lab.down().await.unwrap();
 }
+
+#[test]
+fn manifest_not_utf8() {
+    let d = tempfile::tempdir().unwrap();
+    let mut bytes = valid_manifest(subnet()).into_bytes();
+    bytes.extend_from_slice(b"# \xff\xfe\n");
+    let p = d.path().join("etc/kubernetes/manifests/etcd.yaml");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, bytes).unwrap();
+    refuses(d.path(), &[], &[p.to_str().unwrap(), "UTF-8"]);
+}
+
+#[test]
+fn manifest_of_50_mb() {
+    let d = tempfile::tempdir().unwrap();
+    let filler = format!("# {}\n", "x".repeat(1 << 20)).repeat(50);
+    let p = write_manifest(d.path(), &format!("{}{filler}", valid_manifest(subnet())));
+    refuses(d.path(), &[], &[p.to_str().unwrap(), "MiB"]);
+}
+
+#[test]
+fn manifest_that_is_a_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("etc/kubernetes/manifests/etcd.yaml");
+    std::fs::create_dir_all(&p).unwrap();
+    refuses(d.path(), &[], &[p.to_str().unwrap()]);
+}

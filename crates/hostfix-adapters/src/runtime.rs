@@ -12,10 +12,15 @@ use hostfix_core::EtcdFlags;
 
 use crate::hostroot::HostRoot;
 
+/// kubelet's own limit for a static pod file (`maxConfigLength`).
+pub const MAX_MANIFEST_BYTES: u64 = 10 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is {} MiB; kubelet reads static pod manifests of at most 10 MiB, so this is not the manifest it runs", .bytes >> 20)]
+    TooLarge { path: PathBuf, bytes: u64 },
     #[error("{path}: {source}")]
     Manifest { path: PathBuf, source: ManifestError },
     #[error("no etcd manifest at {path} (nor parked at {parked})")]
@@ -107,6 +112,10 @@ impl StaticPod {
         let (path, state) = self.locate();
         if state == ManifestState::Missing {
             return Err(RuntimeError::NoManifest { path, parked: self.parked_path() });
+        }
+        let len = std::fs::metadata(&path).map_err(|source| RuntimeError::Read { path: path.clone(), source })?.len();
+        if len > MAX_MANIFEST_BYTES {
+            return Err(RuntimeError::TooLarge { path, bytes: len });
         }
         let text = std::fs::read_to_string(&path).map_err(|source| RuntimeError::Read { path: path.clone(), source })?;
         let merr = |source| RuntimeError::Manifest { path: path.clone(), source };

@@ -267,7 +267,9 @@ pub fn edit_manifest_flags(text: &str, edits: &[FlagEdit]) -> Result<String, Man
                 Some(f) => f.line + if f.split_value { 1 } else { 0 },
                 None => block[0].line,
             };
-            let line = format!("{}- --{}={}\n", anchor.indent, edit.0, edit.1.as_deref().unwrap_or(""));
+            // The file's own line ending: a CRLF manifest stays CRLF.
+            let eol = if lines[anchor.line].ends_with("\r\n") { "\r\n" } else { "\n" };
+            let line = format!("{}- --{}={}{eol}", anchor.indent, edit.0, edit.1.as_deref().unwrap_or(""));
             let slot = replace[at].get_or_insert_with(|| vec![lines[at].to_string()]);
             if after.is_some() {
                 slot.push(line);
