@@ -215,7 +215,8 @@ fn init_tracing(daemon: bool) {
         Some(j) => tracing_subscriber::registry().with(filter).with(j).init(),
         None => tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            // Colour only for a person: a pipe or a log file gets plain text.
+            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr))
             .init(),
     }
 }

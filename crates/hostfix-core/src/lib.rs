@@ -13,6 +13,8 @@ pub mod dr;
 pub mod exit;
 pub mod logs;
 pub mod flags;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod manifest;
 pub mod perf;

@@ -242,7 +242,7 @@ pub fn edit_manifest_flags(text: &str, edits: &[FlagEdit]) -> Result<String, Man
             Some(h) => {
                 let eol = if lines[h.line].ends_with("\r\n") { "\r\n" } else { "\n" };
                 replace[h.line] = Some(match &edit.1 {
-                    Some(v) => vec![format!("{}- --{}={}{}", h.indent, edit.0, v, eol)],
+                    Some(v) => vec![format!("{}- {}{}", h.indent, yaml_item(&format!("--{}={}", edit.0, v)), eol)],
                     None => vec![],
                 });
                 if h.split_value {
@@ -269,7 +269,7 @@ pub fn edit_manifest_flags(text: &str, edits: &[FlagEdit]) -> Result<String, Man
             };
             // The file's own line ending: a CRLF manifest stays CRLF.
             let eol = if lines[anchor.line].ends_with("\r\n") { "\r\n" } else { "\n" };
-            let line = format!("{}- --{}={}{eol}", anchor.indent, edit.0, edit.1.as_deref().unwrap_or(""));
+            let line = format!("{}- {}{eol}", anchor.indent, yaml_item(&format!("--{}={}", edit.0, edit.1.as_deref().unwrap_or(""))));
             let slot = replace[at].get_or_insert_with(|| vec![lines[at].to_string()]);
             if after.is_some() {
                 slot.push(line);
@@ -288,6 +288,22 @@ pub fn edit_manifest_flags(text: &str, edits: &[FlagEdit]) -> Result<String, Man
     }
     verify_edit(text, &out, &before_flags, edits)?;
     Ok(out)
+}
+
+/// A list item's text as YAML reads it back unchanged: plain, as kubeadm writes flags,
+/// unless the value holds what YAML would read as structure (`: `, ` #`, a trailing `:`,
+/// quotes, control characters); then double-quoted, JSON's escaping being valid YAML.
+fn yaml_item(s: &str) -> String {
+    let plain = !s.contains(": ")
+        && !s.contains(" #")
+        && !s.ends_with(':')
+        && !s.ends_with(' ')
+        && !s.chars().any(|c| c.is_control() || matches!(c, '"' | '\'' | '\\' | '\u{feff}'));
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::to_string(s).expect("a string serialises")
+    }
 }
 
 fn verify_edit(old: &str, new: &str, before: &EtcdFlags, edits: &[FlagEdit]) -> Result<(), ManifestError> {

@@ -155,6 +155,9 @@ pub fn run_logged(bin: &std::path::Path, host_root: &std::path::Path, args: &[&s
 pub fn parse_step_times(log: &str) -> Vec<(String, u64)> {
     let mut out = vec![];
     for line in log.lines() {
+        // Tolerate colour codes, should a log carry them.
+        let plain = strip_ansi(line);
+        let line = plain.as_str();
         let (name, rest) = if let Some(p) = line.find("snapshot and stop done") {
             (Some("snapshot+stop".to_string()), &line[p..])
         } else if let Some(p) = line.find("step done") {
@@ -173,6 +176,23 @@ pub fn parse_step_times(log: &str) -> Vec<(String, u64)> {
         }
         if let (Some(s), Some(ms)) = (step, ms) {
             out.push((s, ms));
+        }
+    }
+    out
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
         }
     }
     out
@@ -201,6 +221,8 @@ mod tests {
 2026-12-02T05:40:00.3Z  WARN something else elapsed_ms=5
 ";
         assert_eq!(super::parse_step_times(log), [("snapshot+stop".to_string(), 812), ("remove".to_string(), 12)]);
+        let coloured = "\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m step done \u{1b}[3mstep\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"start\" \u{1b}[3melapsed_ms\u{1b}[0m\u{1b}[2m=\u{1b}[0m40";
+        assert_eq!(super::parse_step_times(coloured), [("start".to_string(), 40)]);
     }
 }
 
