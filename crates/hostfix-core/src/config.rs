@@ -148,8 +148,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => n * 86400.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    // Bounded well below where deadlines (`Instant + d`) and doubling would overflow; found
+    // by fuzzing: an absurd value used to panic instead of being an error.
+    if !(0.0..=MAX_DURATION_SECS).contains(&secs) {
+        return Err(format!("{s:?} is longer than 10 years"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
+
+/// The longest duration any option or key takes: 10 years.
+const MAX_DURATION_SECS: f64 = 10.0 * 365.0 * 86400.0;
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -294,6 +302,14 @@ fn located(file: &str, text: &str, err: &str) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn absurd_durations_are_errors_not_panics() {
+        assert!(parse_duration("241111114444444444444444444444440444444444411111444444444444h").unwrap_err().contains("longer than 10 years"));
+        assert!(parse_duration("11y").is_err());
+        assert!(parse_duration("3650d").is_ok());
+        assert!(parse_duration("3651d").is_err());
+    }
+
     use super::*;
 
     const F: &str = "/etc/etcd-hostfix/config.yaml";

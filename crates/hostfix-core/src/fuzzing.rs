@@ -32,7 +32,8 @@ pub fn container(data: &[u8]) {
     let image = serde_json::json!({"Config": {}});
     let Ok(spec) = crate::container::run_spec(&v, &image) else { return };
     let Ok(out) = crate::container::render_docker_run(&spec) else { return };
-    let body: String = out[out.find("docker run").expect("docker run")..].replace(" \\\n", " ");
+    // Notes come first as `# ` lines, and may mention docker run themselves.
+    let body: String = out[if out.starts_with("docker run") { 0 } else { out.find("\ndocker run").expect("a docker run line") + 1 }..].replace(" \\\n", " ");
     let words = shlex::split(&body).expect("rendered docker run is shell-splittable");
     assert!(words.len() >= 2 && words[0] == "docker" && words[1] == "run", "{out}");
     assert!(words.ends_with(&spec.cmd), "argv lost: {:?} vs {:?}", words, spec.cmd);

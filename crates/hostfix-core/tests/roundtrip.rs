@@ -77,7 +77,7 @@ proptest! {
         });
         let spec = run_spec(&c, &serde_json::json!({"Config": {}})).unwrap();
         let out = render_docker_run(&spec).unwrap();
-        let body: String = out[out.find("docker run").expect("docker run")..].replace(" \\\n", " ");
+        let body: String = out[if out.starts_with("docker run") { 0 } else { out.find("\ndocker run").expect("a docker run line") + 1 }..].replace(" \\\n", " ");
         let words = shlex::split(&body).expect("splittable");
         // The argv is the entrypoint (after the image, or as --entrypoint) and the command.
         let image = words.iter().position(|w| w == "etcd:x").expect("the image");
