@@ -428,6 +428,9 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
             ));
             Class::Healthy
         }
+        // A log without a leader (elections, ReadIndex timeouts) is what a partition and a
+        // quorum loss both write; the probes tell them apart, and they do not disagree.
+        (Some(pc @ (Class::Partitioned | Class::QuorumLost)), Some(Class::QuorumLost)) => pc,
         (Some(pc), Some(lc)) if pc != lc => {
             if base_playbook(pc, quorum) != base_playbook(lc, quorum) {
                 notes.push(format!(
