@@ -28,6 +28,19 @@ pub struct DefragPlan {
     pub before: Vec<(String, i64, i64)>,
 }
 
+impl DefragPlan {
+    /// The members to defragment, `(name, client URL)`, in plan order.
+    pub fn members(&self) -> Vec<(&str, &str)> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                DefragStep::Defrag { name, url } => Some((name.as_str(), url.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// The plan, or why not. `members` are the probed members, `revision` the cluster's, and
 /// `quota` the members' `--quota-backend-bytes` (etcd's default when unset).
 pub fn plan_defrag(members: &[MemberStatus], revision: i64, quota: i64) -> Result<DefragPlan, String> {
@@ -124,6 +137,7 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["m4", "m2", "m3", "m1"]);
+        assert_eq!(p.members().iter().map(|m| m.0).collect::<Vec<_>>(), names);
         assert_eq!(p.steps[0], DefragStep::Compact { revision: 42 });
         assert_eq!(p.steps.last(), Some(&DefragStep::Disarm));
     }

@@ -43,6 +43,11 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// Whether `key` lies before a range end as etcd reads one: `[0]` is "no end".
+pub fn before_end(key: &[u8], end: &[u8]) -> bool {
+    end == [0] || key < end
+}
+
 /// The key right after `key` in etcd's byte order.
 pub fn next_key(key: &[u8]) -> Vec<u8> {
     let mut k = key.to_vec();
@@ -57,7 +62,6 @@ pub fn next_key(key: &[u8]) -> Vec<u8> {
 /// last byte incremented by 1, 2, 4 … 128, then the byte before it) finds the next key at a
 /// cost of about the keys up to it, with an empty probe costing almost nothing.
 pub fn gallop_ends(cursor: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
-    let before_end = |k: &[u8]| end == [0] || k < end;
     let mut out: Vec<Vec<u8>> = vec![];
     for m in (1..=cursor.len()).rev() {
         let b = cursor[m - 1];
@@ -65,7 +69,7 @@ pub fn gallop_ends(cursor: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
         while b as u16 + step <= 0xff {
             let mut e = cursor[..m - 1].to_vec();
             e.push((b as u16 + step) as u8);
-            if !before_end(&e) {
+            if !before_end(&e, end) {
                 out.push(end.to_vec());
                 return out;
             }

@@ -79,15 +79,8 @@ pub async fn execute(g: &Settings, local: &Local, conn: &Connector, plan: &Defra
         Some(l) => l,
         None => return Ok(Outcome::Refused(format!("another etcd-hostfix run holds {}", crate::lock::lock_path(&state_dir).display()))),
     };
-    let urls: Vec<String> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            DefragStep::Defrag { url, .. } => Some(url.clone()),
-            _ => None,
-        })
-        .collect();
-    let mut peer = conn.connect(urls.last().ok_or_else(|| anyhow!("no member to defragment"))?).await?;
+    let (_, leader_last) = *plan.members().last().ok_or_else(|| anyhow!("no member to defragment"))?;
+    let mut peer = conn.connect(leader_last).await?;
     let holder = format!("{}-defrag", local.config.flags.name());
     // NOSPACE refuses every write, the lock's too: then it is enough that nobody holds it,
     // since nobody else can take it either until the alarm is gone.
@@ -132,14 +125,7 @@ async fn run(conn: &Connector, plan: &DefragPlan, o: &DefragOptions, rep: &dyn R
     let total = plan.steps.len();
     let mut compacted = false;
     let mut disarm = None;
-    let urls: Vec<(String, String)> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            DefragStep::Defrag { name, url } => Some((name.clone(), url.clone())),
-            _ => None,
-        })
-        .collect();
+    let urls = plan.members();
     for (i, step) in plan.steps.iter().enumerate() {
         let name = match step {
             DefragStep::Compact { .. } => "compact",
@@ -152,7 +138,7 @@ async fn run(conn: &Connector, plan: &DefragPlan, o: &DefragOptions, rep: &dyn R
         async {
             match step {
                 DefragStep::Compact { revision } => {
-                    let mut ep = conn.connect(&urls[0].1).await?;
+                    let mut ep = conn.connect(urls[0].1).await?;
                     compacted = ep.compact(*revision).await?;
                     if !compacted {
                         rep.note(&format!("note: a compaction at or past revision {revision} exists; not compacted again"));
@@ -169,7 +155,7 @@ async fn run(conn: &Connector, plan: &DefragPlan, o: &DefragOptions, rep: &dyn R
                     let verdict = may_disarm(&sizes.iter().map(|(n, d, _)| (n.clone(), *d)).collect::<Vec<_>>(), plan.quota);
                     disarm = Some(match verdict {
                         Ok(()) => {
-                            let mut ep = conn.connect(&urls[0].1).await?;
+                            let mut ep = conn.connect(urls[0].1).await?;
                             let alarms = ep.alarms().await?;
                             let mut n = 0;
                             for a in alarms.iter().filter(|a| a.alarm == "NOSPACE") {
@@ -192,12 +178,12 @@ async fn run(conn: &Connector, plan: &DefragPlan, o: &DefragOptions, rep: &dyn R
     Ok(Done { after, compacted, disarm })
 }
 
-async fn sizes(conn: &Connector, urls: &[(String, String)]) -> Result<Vec<(String, i64, i64)>> {
+async fn sizes(conn: &Connector, urls: &[(&str, &str)]) -> Result<Vec<(String, i64, i64)>> {
     let mut out = vec![];
     for (name, url) in urls {
         let mut ep = conn.connect(url).await?;
         let st = ep.status().await?;
-        out.push((name.clone(), st.db_size, st.db_size_in_use));
+        out.push((name.to_string(), st.db_size, st.db_size_in_use));
     }
     Ok(out)
 }

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, Result};
 use hostfix_adapters::etcd::{Connector, Endpoint};
-use hostfix_core::keys::{gallop_ends, group_of, next_key, prefix_end, Inventory};
+use hostfix_core::keys::{before_end, gallop_ends, group_of, next_key, prefix_end, Inventory};
 
 use crate::local::Local;
 use crate::Settings;
@@ -40,11 +40,6 @@ pub async fn endpoint(g: &Settings, local: &Local, conn: &Connector) -> Result<E
         }
     }
     Err(anyhow!("no member answers ({last})"))
-}
-
-/// `end` as etcd reads a range end: `[0]` is "no end".
-fn before_end(key: &[u8], end: &[u8]) -> bool {
-    end == [0] || key < end
 }
 
 /// The target size of one page of values, and its bounds in keys.
