@@ -147,6 +147,9 @@ async fn heals_every_definitive_class(v: EtcdVersion) {
     // `status` shows the daemon's section.
     let s = status(&lab, t, &[]);
     assert!(s.stdout.contains("daemon: pid") && s.stdout.contains("last repair: rejoin healed"), "{}", s.stdout);
+    assert_private(&lab.node(t).host_root.join("var/lib/etcd-hostfix"));
+    let logs: String = ds.iter().map(|d| d.log_text()).collect();
+    assert_no_secrets(&lab, &logs, &[]);
     for d in ds.iter_mut() {
         assert_eq!(d.stop(), Some(0), "SIGTERM stops the daemon cleanly");
     }
@@ -467,6 +470,10 @@ async fn scheduled_snapshots_and_a_full_disk() {
     assert!(!list().iter().any(|p| p.file_name().unwrap().to_string_lossy().starts_with("rejoin-")), "a fresh backup was taken: {:?}", list());
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
     assert_all_keys(&lab, 0);
+    // Scheduled snapshots, the repair's journal and archive, the daemon's own files: 0600
+    // in 0700; and its log holds no key material.
+    assert_private(&lab.node(0).host_root.join("var/lib/etcd-hostfix"));
+    assert_no_secrets(&lab, &d0.log_text(), &[]);
     drop(d0);
     lab.down().await.unwrap();
 }

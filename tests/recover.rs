@@ -12,6 +12,8 @@ use common::*;
 use hostfix_lab::{EtcdVersion, Lab, LabRuntime};
 
 const KEYS: usize = 40;
+/// A value no output may ever print.
+const SECRET_VALUE: &str = "s3cret-value-never-printed-4f1d";
 
 fn write_keys(lab: &Lab, via: usize, prefix: &str) {
     for k in 0..KEYS {
@@ -122,6 +124,20 @@ async fn restore_round_trip(v: EtcdVersion, rt: LabRuntime, hide_tools: bool) {
     let no_tools: &[(&str, &str)] =
         if hide_tools { &[("PATH", "/nonexistent"), ("HOSTFIX_ETCD35_DIR", "/nonexistent"), ("HOSTFIX_ETCD34_DIR", "/nonexistent")] } else { &[] };
     write_keys(&lab, 0, "/k/");
+    lab.etcdctl(0, &["put", "/secret/token", SECRET_VALUE]).unwrap();
+    // What the tool printed, all of it, for the grep for key material and values.
+    let mut said = String::new();
+    let mut cmd = |lab: &Lab, i: usize, args: &[&str], env: &[(&str, &str)]| {
+        let o = cmd(lab, i, args, env);
+        said.push_str(&o.stdout);
+        said.push_str(&o.stderr);
+        o
+    };
+    // A state dir left open by hand (or by an older version): the first run that writes
+    // there tightens it, and says so.
+    let open_state = lab.node(1).host_root.join("var/lib/etcd-hostfix");
+    std::fs::create_dir_all(&open_state).unwrap();
+    std::fs::set_permissions(&open_state, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let snap = d.path().join("before.db");
     ok(&cmd(&lab, 0, &["snapshot", "save", "--status", "--out", snap.to_str().unwrap()], &[]), "snapshot save");
     let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("before.db.json")).unwrap()).unwrap();
@@ -131,6 +147,9 @@ async fn restore_round_trip(v: EtcdVersion, rt: LabRuntime, hide_tools: bool) {
     let sum = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap().to_string();
     assert_eq!(record["sha256"].as_str().unwrap(), sum);
     assert!(std::fs::read_to_string(d.path().join("before.db.sha256")).unwrap().starts_with(&sum));
+    for f in ["before.db", "before.db.json", "before.db.sha256"] {
+        assert_private(&d.path().join(f));
+    }
     let expected = keys(&lab, 0);
     // The destructive change the snapshot must undo.
     lab.etcdctl(0, &["del", "--prefix", "/k/01"]).unwrap();
@@ -165,8 +184,10 @@ async fn restore_round_trip(v: EtcdVersion, rt: LabRuntime, hide_tools: bool) {
         serde_json::from_str(&std::fs::read_to_string(lab.node(0).host_root.join("var/lib/etcd-hostfix/journal/recover.json")).unwrap()).unwrap();
     let run = journal["run_id"].as_str().unwrap();
     let leftover = lab.node(0).data_dir().join(format!(".hostfix-restore-{run}/member"));
-    std::fs::create_dir_all(&leftover).unwrap();
+    // 0700, as etcd's restore creates its target.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&leftover).unwrap();
     std::fs::write(leftover.join("half-written"), b"x").unwrap();
+    std::fs::set_permissions(leftover.join("half-written"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let o = cmd(&lab, 0, &["restore", "--snapshot", snap.to_str().unwrap(), "--yes"], no_tools);
     ok(&o, "restore (resumed)");
     if hide_tools {
@@ -188,11 +209,17 @@ async fn restore_round_trip(v: EtcdVersion, rt: LabRuntime, hide_tools: bool) {
         if o.code != 0 {
             panic!("rejoin --force {}:\n{}\n{}\n{}", lab.node(i).name, o.stdout, o.stderr, explain(&lab, i));
         }
+        let tightened = o.stderr.matches("tightened to 0700").count();
+        assert_eq!(tightened, usize::from(i == 1), "{}", o.stderr);
     }
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
     for i in 0..3 {
         assert_eq!(keys(&lab, i), expected, "{} serves other keys than the snapshot's", lab.node(i).name);
+        // Snapshots, journals, parked manifests, archives: 0600 in 0700, after the restore
+        // on m1 and the rejoins on the others.
+        assert_private(&lab.node(i).host_root.join("var/lib/etcd-hostfix"));
     }
+    assert_no_secrets(&lab, &said, &[SECRET_VALUE]);
     lab.down().await.unwrap();
 }
 

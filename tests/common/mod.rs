@@ -296,3 +296,48 @@ impl Drop for DaemonProc {
         self.kill();
     }
 }
+
+/// Everything under `dir` (and `dir` itself) is private to its owner: no group or other
+/// bits on any directory or file. Symlinks are not followed.
+pub fn assert_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::symlink_metadata(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mode = m.permissions().mode() & 0o7777;
+    assert_eq!(mode & 0o077, 0, "{} is {mode:04o}: readable by other local accounts", dir.display());
+    if m.is_dir() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            assert_private(&e.unwrap().path());
+        }
+    }
+}
+
+/// The base64 lines of every private key the lab wrote for node `i` (kubeadm's `*.key`,
+/// RKE's `*-key.pem`).
+pub fn key_lines(lab: &Lab, i: usize) -> Vec<String> {
+    let mut out = vec![];
+    let h = &lab.node(i).host_root;
+    for d in [h.join("etc/kubernetes/pki/etcd"), h.join("etc/kubernetes/ssl")] {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".key") || n.ends_with("-key.pem") {
+                let t = std::fs::read_to_string(e.path()).unwrap();
+                out.extend(t.lines().filter(|l| !l.starts_with("-----") && l.len() >= 16).map(str::to_string));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no private key found for {}", lab.node(i).name);
+    out
+}
+
+/// No key material of any node, and none of `values`, in what the tool printed.
+pub fn assert_no_secrets(lab: &Lab, said: &str, values: &[&str]) {
+    for i in 0..lab.nodes().len() {
+        for l in key_lines(lab, i) {
+            assert!(!said.contains(&l), "key material of {} in the output: {l}", lab.node(i).name);
+        }
+    }
+    for v in values {
+        assert!(!said.contains(v), "a value was printed: {v}");
+    }
+}

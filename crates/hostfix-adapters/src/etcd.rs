@@ -437,7 +437,7 @@ impl Endpoint {
     pub async fn snapshot_to(&mut self, out: &Path, progress: &mut (dyn FnMut(u64, Option<u64>) + Send)) -> Result<Streamed, EtcdError> {
         use std::io::Write;
         let io = |e: std::io::Error| EtcdError::Call { endpoint: self.url.clone(), op: "snapshot", reason: format!("{}: {e}", out.display()) };
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out).map_err(io)?);
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, crate::private::create(out).map_err(io)?);
         let mut stream = self.client.snapshot().await.map_err(|e| self.call_err("snapshot", e))?;
         let mut h = TrailerHasher::default();
         while let Some(chunk) = stream.message().await.map_err(|e| self.call_err("snapshot", e))? {

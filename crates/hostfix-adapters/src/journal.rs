@@ -37,7 +37,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::private::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -68,7 +68,7 @@ impl<P: Serialize + DeserializeOwned> Journal<P> {
 
     pub fn create(state_dir: &Path, playbook: &str, run_id: String, plan: P) -> Result<Self, JournalError> {
         let path = Self::path_for(state_dir, playbook);
-        std::fs::create_dir_all(path.parent().unwrap()).map_err(io(&path))?;
+        crate::private::create_dir(path.parent().unwrap()).map_err(io(&path))?;
         let j = Journal { run_id, playbook: playbook.into(), plan, done: vec![], data: BTreeMap::new(), path };
         j.save()?;
         Ok(j)

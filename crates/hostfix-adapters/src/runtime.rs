@@ -139,7 +139,7 @@ impl StaticPod {
         let parked = self.parked_path();
         if self.manifest.exists() {
             let dir = parked.parent().expect("parked path has a parent");
-            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Read { path: dir.to_path_buf(), source })?;
+            crate::private::create_dir(dir).map_err(|source| RuntimeError::Read { path: dir.to_path_buf(), source })?;
             std::fs::rename(&self.manifest, &parked).map_err(|source| RuntimeError::Read { path: self.manifest.clone(), source })?;
         } else if !parked.exists() {
             return Err(RuntimeError::NoManifest { path: self.manifest.clone(), parked });

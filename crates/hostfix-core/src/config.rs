@@ -58,6 +58,16 @@ impl Default for DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// Why the metrics address deserves a warning: anything but loopback is reachable by
+    /// other hosts. The metrics hold no secret, but member names, addresses and the repair
+    /// history are nobody else's business unless the operator chose to expose them.
+    pub fn metrics_exposure(&self) -> Option<String> {
+        let addr: std::net::SocketAddr = self.metrics_listen.parse().ok()?;
+        (!addr.ip().is_loopback()).then(|| {
+            format!("metrics listen on {addr}, which is not loopback: other hosts can read them (metrics_listen or --metrics-listen says so)")
+        })
+    }
+
     /// How old a snapshot the daemon's repairs reuse as their backup (`--backup auto`): 1 h,
     /// or two snapshot intervals when the schedule is slower, so that the schedule's newest
     /// one always qualifies.
@@ -351,6 +361,12 @@ mod tests {
         assert_eq!(c.snapshot_retention.max_bytes, 512 << 20);
         assert!((c.snapshot_retention.min_free_disk - 0.2).abs() < 1e-9);
         assert_eq!(c.metrics_listen, "127.0.0.1:19379");
+        assert_eq!(c.metrics_exposure(), None);
+        assert_eq!(DaemonConfig::default().metrics_exposure(), None, "loopback unless configured otherwise");
+        let open = DaemonConfig { metrics_listen: "0.0.0.0:9379".into(), ..DaemonConfig::default() };
+        assert!(open.metrics_exposure().unwrap().contains("not loopback"));
+        let v6 = DaemonConfig { metrics_listen: "[::1]:9379".into(), ..DaemonConfig::default() };
+        assert_eq!(v6.metrics_exposure(), None);
     }
 
     #[test]

@@ -21,11 +21,11 @@ pub fn daemon_dir(state_dir: &Path) -> PathBuf {
 pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), FilesError> {
     let io = |source| FilesError::Io { path: path.to_path_buf(), source };
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(io)?;
+        hostfix_adapters::private::create_dir(d).map_err(io)?;
     }
     let part = path.with_extension("json.part");
     let text = serde_json::to_string_pretty(v).map_err(|e| FilesError::Json { path: path.to_path_buf(), reason: e.to_string() })?;
-    std::fs::write(&part, text + "\n").map_err(io)?;
+    hostfix_adapters::private::write(&part, text + "\n").map_err(io)?;
     std::fs::rename(&part, path).map_err(io)
 }
 
@@ -94,8 +94,8 @@ pub fn resume(state_dir: &Path) -> Result<Option<Pause>, FilesError> {
         std::fs::remove_file(&p).map_err(|source| FilesError::Io { path: p, source })?;
     }
     let r = resume_path(state_dir);
-    std::fs::create_dir_all(daemon_dir(state_dir)).map_err(|source| FilesError::Io { path: daemon_dir(state_dir), source })?;
-    std::fs::write(&r, now_rfc3339()).map_err(|source| FilesError::Io { path: r, source })?;
+    hostfix_adapters::private::create_dir(daemon_dir(state_dir)).map_err(|source| FilesError::Io { path: daemon_dir(state_dir), source })?;
+    hostfix_adapters::private::write(&r, now_rfc3339()).map_err(|source| FilesError::Io { path: r, source })?;
     Ok(was)
 }
 

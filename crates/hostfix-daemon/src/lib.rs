@@ -63,6 +63,10 @@ struct RepairEnd {
 
 pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let state_dir = settings.state_dir();
+    hostfix_playbooks::secure_state_dir(&state_dir).map_err(|source| DaemonError::Files(files::FilesError::Io { path: state_dir.clone(), source }))?;
+    if let Some(w) = config.metrics_exposure() {
+        tracing::warn!(metrics = %config.metrics_listen, "{w}");
+    }
     let metrics = Metrics::new();
     let listener = tokio::net::TcpListener::bind(&config.metrics_listen)
         .await

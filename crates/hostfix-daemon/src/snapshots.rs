@@ -67,7 +67,7 @@ impl Scheduler {
         }
         self.next_due = Instant::now() + self.interval + jitter(self.interval);
         let expect = kept.last().map(|k| k.bytes).unwrap_or(0);
-        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+        if let Err(e) = hostfix_adapters::private::create_dir(&self.dir) {
             tracing::error!(dir = %self.dir.display(), error = %e, "cannot create the snapshot dir");
             return;
         }

@@ -317,7 +317,8 @@ impl Lab {
                     }
                     certs::write_kubeadm(&n.host_root.join("etc/kubernetes/pki/etcd"), &ca, &n.name, n.ip)?;
                     let m = kubeadm_manifest(&spec.version.kubeadm_image(), &n.name, n.ip, &initial_cluster, "new");
-                    certs::write(&n.manifest(), &m, false)?;
+                    // 0600, as kubeadm writes its static-pod manifests.
+                    certs::write(&n.manifest(), &m, true)?;
                 }
                 for i in 0..lab.state.nodes.len() {
                     lab.start_runner(i, runner_exe, &bins, detach)?;

@@ -64,8 +64,8 @@ impl Actions<'_> {
         let text = std::fs::read_to_string(&parked).with_context(|| parked.display().to_string())?;
         let orig = archive.join("etcd.yaml.before");
         if !orig.exists() {
-            std::fs::create_dir_all(archive)?;
-            std::fs::write(&orig, &text)?;
+            hostfix_adapters::private::create_dir(archive)?;
+            hostfix_adapters::private::write(&orig, &text)?;
         }
         let new = edit_manifest_flags(&text, edits).with_context(|| format!("editing {}", parked.display()))?;
         if new != text {
@@ -89,9 +89,9 @@ impl Actions<'_> {
         let (c, image) = d.inspect_json(&source).await?;
         hostfix_core::container::check_etcd(&c)?;
         d.check_image(&c).await?;
-        std::fs::create_dir_all(archive)?;
+        hostfix_adapters::private::create_dir(archive)?;
         let run = hostfix_core::container::render_docker_run(&hostfix_core::container::run_spec(&c, &image)?)?;
-        std::fs::write(archive.join("docker-run.before.sh"), run)?;
+        hostfix_adapters::private::write(archive.join("docker-run.before.sh"), run)?;
         hostfix_adapters::journal::write_atomic(&saved, serde_json::to_string_pretty(&c)?.as_bytes())?;
         Ok(())
     }
@@ -123,7 +123,7 @@ impl Actions<'_> {
     /// Move `<data dir>/member`, and a separate `--wal-dir`, into `dest`. Never copied,
     /// never deleted, never onto something already archived. Done already is fine.
     pub fn archive_data(&self, dest: &Path) -> Result<()> {
-        std::fs::create_dir_all(dest).with_context(|| dest.display().to_string())?;
+        hostfix_adapters::private::create_dir(dest).with_context(|| dest.display().to_string())?;
         let member = self.local.data_dir().join("member");
         if member.exists() {
             let to = if dest.join("member").exists() { free_name(dest, "member.") } else { dest.join("member") };

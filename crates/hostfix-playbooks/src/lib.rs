@@ -66,6 +66,20 @@ impl Settings {
     }
 }
 
+/// Create the state dir `0700`, or tighten it, and say so when it was open to other local
+/// accounts: it holds snapshots, journals, parked manifests and archived data dirs, which is
+/// every Secret of the cluster. Called by whatever writes there (the local lock, the daemon,
+/// a snapshot saved into it), never by a command that only reads.
+pub fn secure_state_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if let Some(was) = hostfix_adapters::private::state_dir(dir)? {
+        tracing::warn!(
+            state_dir = %dir.display(),
+            "the state dir was {was:04o}, so other local accounts could read its snapshots and archives; tightened to 0700"
+        );
+    }
+    Ok(())
+}
+
 /// Where a playbook's progress goes. Every method has a quiet default, so a driver renders
 /// only what it cares about.
 pub trait Reporter: Send + Sync {

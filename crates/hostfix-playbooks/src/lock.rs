@@ -67,10 +67,13 @@ impl FileLock {
     pub fn take(state_dir: &Path) -> Result<Option<FileLock>> {
         use std::os::unix::io::AsRawFd;
         let created_dir = (!state_dir.exists()).then(|| state_dir.to_path_buf());
-        std::fs::create_dir_all(state_dir).with_context(|| state_dir.display().to_string())?;
+        crate::secure_state_dir(state_dir).with_context(|| state_dir.display().to_string())?;
         let path = lock_path(state_dir);
         let created_file = !path.exists();
-        let mut file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(hostfix_adapters::private::FILE_MODE).open(&path)?
+        };
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Ok(None);
         }

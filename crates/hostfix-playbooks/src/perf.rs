@@ -72,9 +72,9 @@ fn fsync_loop(dir: &Path, block: usize, max_bytes: u64, max_time: Duration) -> R
 pub fn save_last(state_dir: &Path, c: &DiskCheck) -> Result<()> {
     let p = last_path(state_dir);
     if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
+        hostfix_adapters::private::create_dir(d).with_context(|| d.display().to_string())?;
     }
-    std::fs::write(&p, serde_json::to_string_pretty(c)? + "\n").with_context(|| p.display().to_string())
+    hostfix_adapters::private::write(&p, serde_json::to_string_pretty(c)? + "\n").with_context(|| p.display().to_string())
 }
 
 pub fn load_last(state_dir: &Path) -> Option<DiskCheck> {

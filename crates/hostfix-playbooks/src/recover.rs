@@ -469,10 +469,10 @@ impl Runner<'_> {
         let target = data.join(&target_name);
         if target.exists() {
             let aside = free_name(&self.archive(run), "failed-restore-");
-            std::fs::create_dir_all(self.archive(run))?;
+            hostfix_adapters::private::create_dir(self.archive(run))?;
             std::fs::rename(&target, &aside)?;
         }
-        std::fs::create_dir_all(&data)?;
+        hostfix_adapters::private::create_dir(&data)?;
         tool.restore(snap, &data, &target_name, &self.plan.name, &self.plan.peer_url, &format!("etcd-hostfix-{run}"), self.rep).await?;
         std::fs::rename(target.join("member"), data.join("member"))?;
         // Now empty: removing it deletes nothing.
@@ -501,7 +501,7 @@ impl Runner<'_> {
 }
 
 fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
-    std::fs::create_dir_all(dest).with_context(|| dest.display().to_string())?;
+    hostfix_adapters::private::create_dir(dest).with_context(|| dest.display().to_string())?;
     for e in std::fs::read_dir(src).with_context(|| src.display().to_string())? {
         let e = e?;
         let to = dest.join(e.file_name());

@@ -502,7 +502,7 @@ impl Runner<'_> {
         if path.exists() && verify_snapshot(&path).is_ok() {
             return Ok(path);
         }
-        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        hostfix_adapters::private::create_dir(&dir).with_context(|| dir.display().to_string())?;
         let (mut ep, name) = match src {
             Some((name, u)) => match self.conn.connect(u).await {
                 Ok(ep) => (ep, name.to_string()),
@@ -641,7 +641,7 @@ impl Runner<'_> {
         let member = self.local.data_dir().join("member");
         if member.exists() {
             let dest = free_name(archive, "member.late-");
-            std::fs::create_dir_all(archive)?;
+            hostfix_adapters::private::create_dir(archive)?;
             self.rep.note(&format!("note: a restart raced the stop and wrote {}; archived to {}", member.display(), dest.display()));
             std::fs::rename(&member, &dest).with_context(|| member.display().to_string())?;
         }

@@ -60,8 +60,12 @@ pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, sou
     if out.exists() {
         bail!("{} exists; choose another path (nothing is overwritten)", out.display());
     }
+    let state = g.state_dir();
+    if out.starts_with(&state) {
+        crate::secure_state_dir(&state).with_context(|| state.display().to_string())?;
+    }
     if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
+        hostfix_adapters::private::create_dir(d).with_context(|| d.display().to_string())?;
     }
     let mut ep = conn.connect(&url).await?;
     let streamed = stream_into(&mut ep, out, rep).await?;
@@ -108,7 +112,7 @@ pub async fn stream_into(ep: &mut Endpoint, out: &Path, rep: &dyn Reporter) -> R
 /// to reuse a snapshot, so every snapshot the tool takes gets one.
 pub fn write_records(out: &Path, s: &Streamed, from: &MemberStatus, url: &str, status: Option<&serde_json::Value>) -> Result<()> {
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    std::fs::write(format!("{}.sha256", out.display()), format!("{}  {name}\n", s.sha256)).with_context(|| format!("{}.sha256", out.display()))?;
+    hostfix_adapters::private::write(Path::new(&format!("{}.sha256", out.display())), format!("{}  {name}\n", s.sha256)).with_context(|| format!("{}.sha256", out.display()))?;
     let record = serde_json::json!({
         "file": out.display().to_string(),
         "bytes": s.bytes,
@@ -123,7 +127,7 @@ pub fn write_records(out: &Path, s: &Streamed, from: &MemberStatus, url: &str, s
         "saved_at_unix": crate::unix_now(),
         "status": status,
     });
-    std::fs::write(format!("{}.json", out.display()), serde_json::to_string_pretty(&record)? + "\n").with_context(|| format!("{}.json", out.display()))?;
+    hostfix_adapters::private::write(Path::new(&format!("{}.json", out.display())), serde_json::to_string_pretty(&record)? + "\n").with_context(|| format!("{}.json", out.display()))?;
     Ok(())
 }
 
