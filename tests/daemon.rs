@@ -55,13 +55,7 @@ fn daemons(lab: &Lab, extra: &str) -> Vec<DaemonProc> {
 }
 
 async fn break_as(lab: &Lab, t: usize, class: &str) {
-    match class {
-        "already-bootstrapped" => failures::already_bootstrapped(lab, t).await,
-        "data-lost" => failures::data_lost(lab, t).await,
-        "db-corrupt" => failures::db_corrupt(lab, t).await,
-        "cluster-id-mismatch" => failures::cluster_id_mismatch(lab, t).await,
-        other => unreachable!("{other}"),
-    };
+    hostfix_lab::breaks::Break::from_class(class).unwrap_or_else(|| unreachable!("{class}")).apply(lab, t).await.unwrap();
 }
 
 /// Every definitive class, healed by the broken master's own daemon with no command typed:

@@ -10,17 +10,15 @@ use hostfix_lab::{Lab, LabError};
 
 pub const TARGET: usize = 2;
 
-fn edit(name: &str, v: &str) -> (String, Option<String>) {
-    (name.to_string(), Some(v.to_string()))
-}
+use hostfix_lab::breaks::{edit, Break};
 
 pub async fn already_bootstrapped(lab: &Lab, t: usize) -> usize {
-    lab.offline(t, |n| Lab::lose_data(n).map(|_| vec![edit("initial-cluster-state", "new")])).await.unwrap();
+    Break::AlreadyBootstrapped.apply(lab, t).await.unwrap();
     t
 }
 
 pub async fn data_lost(lab: &Lab, t: usize) -> usize {
-    lab.offline(t, |n| Lab::lose_data(n).map(|_| vec![edit("initial-cluster-state", "existing")])).await.unwrap();
+    Break::DataLost.apply(lab, t).await.unwrap();
     t
 }
 
@@ -36,10 +34,7 @@ pub async fn member_removed(lab: &Lab, t: usize) -> usize {
 }
 
 pub async fn db_corrupt(lab: &Lab, t: usize) -> usize {
-    // Both bbolt meta pages destroyed: bbolt refuses the file as an invalid database.
-    lab.offline(t, |n: &Node| Lab::scribble(&n.data_dir().join("member/snap/db"), 0, 8192).map(|_| vec![]))
-        .await
-        .unwrap();
+    Break::DbCorrupt.apply(lab, t).await.unwrap();
     t
 }
 
@@ -123,12 +118,7 @@ pub async fn membership_mismatch(lab: &Lab, t: usize) -> usize {
 }
 
 pub async fn cluster_id_mismatch(lab: &Lab, t: usize) -> usize {
-    // A data dir from another cluster: the member bootstraps a cluster of its own.
-    lab.offline(t, |n| {
-        Lab::lose_data(n).map(|_| vec![edit("initial-cluster-token", "some-other-cluster"), edit("initial-cluster-state", "new")])
-    })
-        .await
-        .unwrap();
+    Break::ClusterIdMismatch.apply(lab, t).await.unwrap();
     t
 }
 

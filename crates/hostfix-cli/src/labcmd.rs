@@ -68,6 +68,10 @@ pub enum LabCmd {
     /// saw and did until it is healed, with the incident record; then tear it all down.
     /// With --manual, heal it by typing `rejoin` instead.
     Demo(DemoOpts),
+    /// Not CI: the lab with a daemon per master for N minutes, breaking a random member in
+    /// a random definitive way at random intervals under a steady write load; then breaks,
+    /// heals, time to healthy, keys lost (must be 0) and the daemons' RSS over time.
+    Soak(crate::soak::SoakOpts),
     /// The lab's stand-in for the kubelet (internal).
     #[command(hide = true)]
     Kubelet {
@@ -84,7 +88,7 @@ pub enum LabCmd {
 
 pub async fn run(g: &Global, mut cmd: LabCmd) -> Result<i32> {
     // `lab demo --runtime docker` reads naturally; the global option picks the lab's kind.
-    if let LabCmd::Up(o) | LabCmd::Demo(DemoOpts { up: o, .. }) = &mut cmd {
+    if let LabCmd::Up(o) | LabCmd::Demo(DemoOpts { up: o, .. }) | LabCmd::Soak(crate::soak::SoakOpts { up: o, .. }) = &mut cmd {
         match g.runtime {
             RuntimeArg::Docker => o.lab_runtime = LabRuntime::Docker,
             RuntimeArg::StaticPod => o.lab_runtime = LabRuntime::StaticPod,
@@ -116,6 +120,7 @@ pub async fn run(g: &Global, mut cmd: LabCmd) -> Result<i32> {
         }
         LabCmd::Demo(o) if o.manual => demo(g, o.up).await,
         LabCmd::Demo(o) => demo_daemons(g, o.up).await,
+        LabCmd::Soak(o) => crate::soak::soak(o).await,
         LabCmd::Kubelet { host_root, node, images, backoff_base_ms } => {
             let cfg = KubeletConfig {
                 host_root,
@@ -136,7 +141,7 @@ fn spec(o: &UpOpts) -> LabSpec {
     LabSpec::new(&o.lab.dir, o.members, o.version, o.lab_runtime, o.subnet)
 }
 
-fn all(lab: &Lab) -> Vec<usize> {
+pub(crate) fn all(lab: &Lab) -> Vec<usize> {
     (0..lab.nodes().len()).collect()
 }
 
@@ -165,15 +170,15 @@ fn status_args(lab: &Lab, i: usize) -> Vec<String> {
     }
 }
 
-fn step(s: &str) {
+pub(crate) fn step(s: &str) {
     println!("\n==> {s}");
 }
 
 /// A demo's lab, in a fresh directory each time: what it leaves (archives, logs, incident
 /// records) stays there for reading.
-async fn demo_lab(exe: &std::path::Path, mut o: UpOpts) -> Result<(Lab, UpOpts)> {
+pub(crate) async fn demo_lab(exe: &std::path::Path, mut o: UpOpts, kind: &str) -> Result<(Lab, UpOpts)> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    o.lab.dir = o.lab.dir.join(format!("demo-{stamp}"));
+    o.lab.dir = o.lab.dir.join(format!("{kind}-{stamp}"));
     step(&format!(
         "bringing up a {}-member etcd {} lab ({}) in {}",
         o.members,
@@ -190,7 +195,7 @@ async fn demo_lab(exe: &std::path::Path, mut o: UpOpts) -> Result<(Lab, UpOpts)>
 
 async fn demo(g: &Global, o: UpOpts) -> Result<i32> {
     let exe = std::env::current_exe()?;
-    let (mut lab, o) = demo_lab(&exe, o).await?;
+    let (mut lab, o) = demo_lab(&exe, o, "demo").await?;
     let result = async {
         lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(60)).await?;
         for i in 0..100 {
@@ -239,19 +244,20 @@ async fn demo(g: &Global, o: UpOpts) -> Result<i32> {
 }
 
 /// One `etcd-hostfix daemon` per master, as the systemd unit would run it.
-struct Daemons {
-    children: Vec<std::process::Child>,
+pub(crate) struct Daemons {
+    pub(crate) children: Vec<std::process::Child>,
     logs: Vec<PathBuf>,
 }
 
 impl Daemons {
-    fn start(exe: &std::path::Path, lab: &Lab) -> Result<Daemons> {
+    /// `extra` is appended to each daemon's config file.
+    pub(crate) fn start(exe: &std::path::Path, lab: &Lab, extra: &str) -> Result<Daemons> {
         let mut d = Daemons { children: vec![], logs: vec![] };
         for i in all(lab) {
             let n = lab.node(i);
             let cfg = n.host_root.join("etc/etcd-hostfix/config.yaml");
             std::fs::create_dir_all(cfg.parent().unwrap())?;
-            std::fs::write(&cfg, format!("probe_interval: 500ms\nsnapshot_interval: 0\nmetrics_listen: {}:9379\n", n.ip))?;
+            std::fs::write(&cfg, format!("probe_interval: 500ms\nsnapshot_interval: 0\nmetrics_listen: {}:9379\n{extra}", n.ip))?;
             let log = n.host_root.join("daemon.log");
             let out = std::fs::File::create(&log)?;
             let mut args: Vec<String> = match &n.container {
@@ -274,7 +280,7 @@ impl Daemons {
     }
 
     /// SIGTERM each daemon we started, by PID, and wait for it.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         for c in &mut self.children {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
@@ -311,7 +317,7 @@ fn daemon_lines(text: &str, from: usize) -> Vec<String> {
 
 async fn demo_daemons(g: &Global, o: UpOpts) -> Result<i32> {
     let exe = std::env::current_exe()?;
-    let (mut lab, o) = demo_lab(&exe, o).await?;
+    let (mut lab, o) = demo_lab(&exe, o, "demo").await?;
     let mut daemons = None;
     let result = async {
         lab.wait_healthy(&all(&lab), lab.nodes().len(), Duration::from_secs(60)).await?;
@@ -320,7 +326,7 @@ async fn demo_daemons(g: &Global, o: UpOpts) -> Result<i32> {
         }
         println!("wrote 100 keys through {}", lab.node(0).client_url());
         step("starting `etcd-hostfix daemon` on every master (as systemd would: one per master)");
-        let d = daemons.insert(Daemons::start(&exe, &lab)?);
+        let d = daemons.insert(Daemons::start(&exe, &lab, "")?);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut table = g.clone();
         table.output = Output::Table;
@@ -339,17 +345,7 @@ async fn demo_daemons(g: &Global, o: UpOpts) -> Result<i32> {
         let incidents = lab.node(last).host_root.join("var/lib/etcd-hostfix/incidents");
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         let record = loop {
-            let done = std::fs::read_dir(&incidents)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
-                .find_map(|p| {
-                    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;
-                    (!v["outcome"].is_null()).then_some((p, v))
-                });
-            if let Some(r) = done {
+            if let Some(r) = finished_incidents(&incidents).into_iter().next() {
                 break r;
             }
             anyhow::ensure!(std::time::Instant::now() < deadline, "no repair within 300 s; see {}", d.logs[last].display());
@@ -382,6 +378,26 @@ async fn demo_daemons(g: &Global, o: UpOpts) -> Result<i32> {
     }
     lab.down().await?;
     result
+}
+
+/// The daemon's incident records that have an outcome, oldest first (their names begin with
+/// the time they were opened).
+pub(crate) fn finished_incidents(dir: &std::path::Path) -> Vec<(PathBuf, serde_json::Value)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;
+            (!v["outcome"].is_null()).then_some((p, v))
+        })
+        .collect()
 }
 
 async fn wait_crashloop(g: &Global, lab: &Lab, i: usize) -> Result<()> {

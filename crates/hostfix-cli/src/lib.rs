@@ -9,6 +9,7 @@ mod recover;
 pub(crate) mod rejoin;
 mod status;
 mod labcmd;
+mod soak;
 mod toolbox;
 
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! addresses of this machine, used by the integration tests and by `etcd-hostfix lab`.
 
 pub mod benchutil;
+pub mod breaks;
 pub mod certs;
 pub mod fault;
 pub mod image;
