@@ -74,15 +74,7 @@ async fn break_member(lab: &Lab, i: usize) -> Instant {
 }
 
 fn incidents(lab: &Lab, i: usize) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(lab.node(i).host_root.join("var/lib/etcd-hostfix/incidents"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
-        .collect();
-    v.sort();
-    v
+    hostfix_daemon::files::incident_files(&lab.node(i).host_root.join("var/lib/etcd-hostfix"))
 }
 
 fn rfc3339(s: &str) -> Option<SystemTime> {

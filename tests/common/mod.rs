@@ -268,15 +268,7 @@ impl DaemonProc {
 
     /// The incident records written so far.
     pub fn incidents(&self) -> Vec<serde_json::Value> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.state_dir.join("incidents"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
-            .collect();
-        files.sort();
-        files.iter().filter_map(|p| serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()).collect()
+        hostfix_daemon::files::incident_files(&self.state_dir).iter().filter_map(|p| serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()).collect()
     }
 
     pub fn kill(&mut self) {

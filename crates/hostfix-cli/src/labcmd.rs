@@ -342,10 +342,10 @@ async fn demo_daemons(g: &Global, o: UpOpts) -> Result<i32> {
         ));
         let broke = std::time::Instant::now();
         lab.crashloop_member(last).await?;
-        let incidents = lab.node(last).host_root.join("var/lib/etcd-hostfix/incidents");
+        let state_dir = lab.node(last).host_root.join("var/lib/etcd-hostfix");
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         let record = loop {
-            if let Some(r) = finished_incidents(&incidents).into_iter().next() {
+            if let Some(r) = finished_incidents(&state_dir).into_iter().next() {
                 break r;
             }
             anyhow::ensure!(std::time::Instant::now() < deadline, "no repair within 300 s; see {}", d.logs[last].display());
@@ -380,18 +380,9 @@ async fn demo_daemons(g: &Global, o: UpOpts) -> Result<i32> {
     result
 }
 
-/// The daemon's incident records that have an outcome, oldest first (their names begin with
-/// the time they were opened).
-pub(crate) fn finished_incidents(dir: &std::path::Path) -> Vec<(PathBuf, serde_json::Value)> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
-        .collect();
-    paths.sort();
-    paths
+/// The daemon's incident records in `state_dir` that have an outcome, oldest first.
+pub(crate) fn finished_incidents(state_dir: &std::path::Path) -> Vec<(PathBuf, serde_json::Value)> {
+    hostfix_daemon::files::incident_files(state_dir)
         .into_iter()
         .filter_map(|p| {
             let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;

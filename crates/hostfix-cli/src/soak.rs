@@ -123,8 +123,8 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn incidents_dir(lab: &Lab, i: usize) -> PathBuf {
-    lab.node(i).host_root.join("var/lib/etcd-hostfix/incidents")
+fn state_dir(lab: &Lab, i: usize) -> PathBuf {
+    lab.node(i).host_root.join("var/lib/etcd-hostfix")
 }
 
 pub async fn soak(o: SoakOpts) -> Result<i32> {
@@ -212,14 +212,14 @@ async fn run(o: &SoakOpts, rng: &mut Rng, lab: &Lab, exe: &Path, daemons: &mut O
         tokio::time::sleep(pause).await;
         let t = rng.below(n as u64) as usize;
         let b = Break::ALL[rng.below(Break::ALL.len() as u64) as usize];
-        let before = finished_incidents(&incidents_dir(lab, t)).len();
+        let before = finished_incidents(&state_dir(lab, t)).len();
         b.apply(lab, t).await.with_context(|| format!("breaking {} ({})", lab.node(t).name, b.class()))?;
         let broke = Instant::now();
         let at_s = broke.duration_since(began).as_secs_f64();
         let deadline = broke + Duration::from_secs(300);
         let mut rec = BreakRecord { at_s, member: lab.node(t).name.clone(), class: b.class(), healed: false, to_healthy_s: None, incident_result: None, incident_class: None };
         while Instant::now() < deadline {
-            let done = finished_incidents(&incidents_dir(lab, t));
+            let done = finished_incidents(&state_dir(lab, t));
             if done.len() > before {
                 let v = &done[done.len() - 1].1;
                 rec.incident_result = v["outcome"]["result"].as_str().map(str::to_string);
@@ -290,7 +290,7 @@ async fn run(o: &SoakOpts, rng: &mut Rng, lab: &Lab, exe: &Path, daemons: &mut O
         keys_lost,
         rss,
         rss_first_last_kib: first_last,
-        incidents_per_member: all(lab).into_iter().map(|i| (lab.node(i).name.clone(), finished_incidents(&incidents_dir(lab, i)).len())).collect(),
+        incidents_per_member: all(lab).into_iter().map(|i| (lab.node(i).name.clone(), finished_incidents(&state_dir(lab, i)).len())).collect(),
     })
 }
 

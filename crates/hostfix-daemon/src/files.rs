@@ -75,6 +75,19 @@ pub fn incidents_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("incidents")
 }
 
+/// The incident records, oldest first: their names begin with the time they were opened.
+pub fn incident_files(state_dir: &Path) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(incidents_dir(state_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
+        .collect();
+    all.sort();
+    all
+}
+
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

@@ -102,14 +102,7 @@ impl IncidentFile {
     }
 
     fn unfinished(state_dir: &Path, playbook: &str) -> Option<IncidentFile> {
-        let mut all: Vec<PathBuf> = std::fs::read_dir(files::incidents_dir(state_dir))
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().map(|x| x == "json").unwrap_or(false))
-            .collect();
-        all.sort();
-        let path = all.pop()?;
+        let path = files::incident_files(state_dir).pop()?;
         let incident: Incident = files::read_json(&path).ok()??;
         (incident.outcome.is_none() && incident.playbook == playbook).then_some(IncidentFile { path, incident })
     }
