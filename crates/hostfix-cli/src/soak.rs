@@ -279,7 +279,7 @@ async fn run(o: &SoakOpts, rng: &mut Rng, lab: &Lab, exe: &Path, daemons: &mut O
         .collect();
     Ok(Report {
         seed,
-        etcd: lab.nodes().first().map(|_| o.up.version.tag()).unwrap_or(""),
+        etcd: o.up.version.tag(),
         minutes: o.minutes,
         ran_s,
         heals: breaks.iter().filter(|b| b.healed).count(),
