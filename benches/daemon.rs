@@ -160,8 +160,7 @@ fn usage(pid: u32) -> (f64, u64) {
     let fields: Vec<&str> = stat.rsplit_once(')').map(|x| x.1).unwrap_or("").split_whitespace().collect();
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = (fields.get(11).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0)) / tick;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()).unwrap_or(0);
+    let rss = hostfix_lab::benchutil::proc_status_kib(pid, "VmRSS").unwrap_or(0);
     (cpu, rss)
 }
 

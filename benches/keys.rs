@@ -36,10 +36,8 @@ fn run(cmd: &mut std::process::Command) -> Run {
         std::thread::spawn(move || {
             let mut peak = 0i64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kib) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()) {
-                        peak = peak.max(kib);
-                    }
+                if let Some(kib) = hostfix_lab::benchutil::proc_status_kib(pid, "VmHWM") {
+                    peak = peak.max(kib as i64);
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }

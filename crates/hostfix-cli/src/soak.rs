@@ -117,10 +117,7 @@ fn summary(v: &[f64]) -> Summary {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))))
-        .unwrap_or(0)
+    hostfix_lab::benchutil::proc_status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 fn state_dir(lab: &Lab, i: usize) -> PathBuf {

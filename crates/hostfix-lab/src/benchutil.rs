@@ -53,6 +53,12 @@ pub async fn converged(lab: &Lab, i: usize) {
     }
 }
 
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB; `None` once the process is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -213,6 +219,14 @@ pub fn steps_line(label: &str, total: Duration, steps: &[(String, u64)]) -> Stri
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn proc_status_fields() {
+        let me = std::process::id();
+        assert!(super::proc_status_kib(me, "VmRSS").unwrap() > 0);
+        assert!(super::proc_status_kib(me, "VmHWM").unwrap() >= super::proc_status_kib(me, "VmRSS").unwrap() / 2);
+        assert_eq!(super::proc_status_kib(me, "Vm"), None, "a field name is matched whole");
+    }
+
     #[test]
     fn step_times_from_the_runner_log() {
         let log = "\
