@@ -20,6 +20,10 @@ pub enum EtcdError {
     MissingFile { what: &'static str, path: PathBuf },
     #[error("{what} file {path} is not usable PEM: {reason}")]
     BadPem { what: &'static str, path: PathBuf, reason: String },
+    /// Checked before any connection: the server's rejection of an expired client
+    /// certificate is an alert with no dates in it.
+    #[error("{what} file {path} {problem}: valid from {not_before} to {not_after}, and it is now {now}")]
+    CertNotValidNow { what: &'static str, path: PathBuf, problem: &'static str, not_before: String, not_after: String, now: String },
     #[error("endpoint {endpoint} is not a valid URL")]
     BadEndpoint { endpoint: String },
     #[error("endpoint {endpoint}: TLS handshake failed: {reason}")]
@@ -92,11 +96,43 @@ fn certs(what: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateD
     Ok(certs)
 }
 
+/// A certificate outside its validity period, by name and dates.
+fn check_validity(what: &'static str, path: &Path, der: &CertificateDer) -> Result<(), EtcdError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| EtcdError::BadPem { what, path: path.to_path_buf(), reason: format!("not an X.509 certificate: {e}") })?;
+    let v = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    let problem = if now < v.not_before {
+        "is not valid yet"
+    } else if now > v.not_after {
+        "has expired"
+    } else {
+        return Ok(());
+    };
+    Err(EtcdError::CertNotValidNow {
+        what,
+        path: path.to_path_buf(),
+        problem,
+        not_before: v.not_before.to_string(),
+        not_after: v.not_after.to_string(),
+        now: now.to_string(),
+    })
+}
+
 impl ClientTls {
     pub fn load(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<Self, EtcdError> {
         let ca_pem = read_file("CA", ca)?;
         let mut roots = rustls::RootCertStore::empty();
-        for c in certs("CA", ca, &ca_pem)? {
+        let cas = certs("CA", ca, &ca_pem)?;
+        // A bundle may carry an old CA beside the current one; only all of them out of date
+        // is an error.
+        let checked: Vec<_> = cas.iter().map(|c| check_validity("CA", ca, c)).collect();
+        if checked.iter().all(Result::is_err) {
+            if let Some(Err(e)) = checked.into_iter().next() {
+                return Err(e);
+            }
+        }
+        for c in cas {
             roots.add(c).map_err(|e| EtcdError::BadPem { what: "CA", path: ca.to_path_buf(), reason: e.to_string() })?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -109,6 +145,7 @@ impl ClientTls {
                 let cert_pem = read_file("client certificate", cert)?;
                 let key_pem = read_file("client key", key)?;
                 let chain = certs("client certificate", cert, &cert_pem)?;
+                check_validity("client certificate", cert, &chain[0])?;
                 let k = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| EtcdError::BadPem {
                     what: "client key",
                     path: key.to_path_buf(),
@@ -183,6 +220,11 @@ pub fn preflight(endpoint: &str, tls: Option<&ClientTls>, timeout: Duration) -> 
     let mut conn = rustls::ClientConnection::new(tls.rustls.clone(), name)
         .map_err(|e| EtcdError::Tls { endpoint: endpoint.into(), reason: e.to_string() })?;
     let tls_err = |reason: String| EtcdError::Tls { endpoint: endpoint.to_string(), reason };
+    // TLS 1.2 rejects a client certificate during the handshake, TLS 1.3 right after it.
+    let rejected = |alert: &str| {
+        let cert = tls.identity.as_ref().map(|i| format!(" {}", i.0.display())).unwrap_or_default();
+        tls_err(format!("server rejected the client certificate{cert} ({alert}): it is not signed by a CA the server trusts, or the server wants one and none was given"))
+    };
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).map_err(|e| {
             // A handshake that stalls is a silent network, not a certificate problem.
@@ -192,6 +234,8 @@ pub fn preflight(endpoint: &str, tls: Option<&ClientTls>, timeout: Duration) -> 
             let msg = e.to_string();
             if msg.contains("UnknownIssuer") || msg.contains("BadSignature") {
                 tls_err(format!("server certificate is not signed by CA {} ({msg})", tls.ca_path.display()))
+            } else if msg.contains("alert") && ["BadCertificate", "UnknownCA", "CertificateRequired", "CertificateExpired"].iter().any(|a| msg.contains(a)) {
+                rejected(&msg)
             } else {
                 tls_err(msg)
             }
@@ -205,7 +249,7 @@ pub fn preflight(endpoint: &str, tls: Option<&ClientTls>, timeout: Duration) -> 
     let mut buf = [0u8; 64];
     match stream.read(&mut buf) {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => Ok(()),
-        Err(e) if e.to_string().contains("alert") => Err(tls_err(format!("server rejected the client certificate ({e})"))),
+        Err(e) if e.to_string().contains("alert") => Err(rejected(&e.to_string())),
         _ => Ok(()),
     }
 }

@@ -158,6 +158,10 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
     let (header, steps) = playbook::describe(&s, &local, &plan);
     rep.plan("rejoin", &header, &steps);
     if o.dry_run {
+        // What `execute` would refuse for, said now rather than after the operator said yes.
+        if let Err(why) = playbook::preflight(&s, &local, &conn, &plan, resumed.as_ref()).await {
+            return Ok(refused(why));
+        }
         println!("dry run: nothing was changed");
         return Ok(exit::OK);
     }

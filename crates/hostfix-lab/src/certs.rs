@@ -79,6 +79,32 @@ impl Ca {
     }
 }
 
+/// A client certificate signed by the CA in `ca_crt`/`ca_key` (a lab master's own, read
+/// from disk), valid only from `not_before` to `not_after`: the expired and not-yet-valid
+/// certificates of the fault tests.
+pub fn issue_client_from(
+    ca_crt: &Path,
+    ca_key: &Path,
+    cn: &str,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> Result<Pair, LabError> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| LabError::io(p, e));
+    let ca = KeyPair::from_pem(&read(ca_key)?).map_err(gen_err)?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&read(ca_crt)?, ca).map_err(gen_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
+    Ok(Pair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
 pub fn write(path: &Path, contents: &str, private: bool) -> Result<(), LabError> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(p) = path.parent() {

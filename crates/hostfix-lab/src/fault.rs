@@ -20,6 +20,11 @@ const UNIFIED: &str = "/sys/fs/cgroup/unified";
 
 pub struct Partition {
     group: PathBuf,
+    /// The group's name under the unified hierarchy, as `-m cgroup --path` takes it.
+    name: String,
+    /// The cut-off master's address, and the other masters'.
+    own: String,
+    others: Vec<String>,
     /// Each rule as given to `iptables -A`, without the `-A`.
     rules: Vec<Vec<String>>,
     /// Where the moved processes came from, to put them back.
@@ -76,32 +81,48 @@ fn move_to(group: &Path, pid: u32) -> std::io::Result<()> {
 impl Partition {
     /// Cut lab master `i` (a static-pod node) off from every other master.
     pub fn cut(lab: &Lab, i: usize) -> Result<Partition, LabError> {
+        let mut p = Partition::group(lab, i)?;
+        p.cut_off()?;
+        Ok(p)
+    }
+
+    /// The first half of [`Partition::cut`]: the group, with master `i`'s processes in it,
+    /// and no rule yet. A command that must be cut off with the master while it runs is
+    /// started in the group ([`Partition::enter`]) before [`Partition::cut_off`]:
+    /// `-m cgroup` matches the cgroup a socket was created in, so a process moved in later
+    /// would keep the connections it already has.
+    pub fn group(lab: &Lab, i: usize) -> Result<Partition, LabError> {
         let n = lab.node(i);
         let runner = n.runner_pid.ok_or_else(|| LabError::Runner(format!("{}: a partition needs a static-pod node's runner", n.name)))?;
         let name = format!("hostfix-partition-{}-{}", std::process::id(), n.ip).replace('.', "-");
         let group = Path::new(UNIFIED).join(&name);
         std::fs::create_dir_all(&group).map_err(|e| LabError::io(&group, e))?;
         let home = cgroup_of(runner).unwrap_or_else(|| PathBuf::from(UNIFIED));
-        let mut p = Partition { group: group.clone(), rules: vec![], home, healed: false };
+        let others = lab.nodes().iter().enumerate().filter(|(j, _)| *j != i).map(|(_, o)| o.ip.to_string()).collect();
+        let p = Partition { group: group.clone(), name, own: n.ip.to_string(), others, rules: vec![], home, healed: false };
         for pid in descendants(runner) {
             // A process may exit meanwhile; the rest still move.
             let _ = move_to(&group, pid);
         }
+        Ok(p)
+    }
+
+    /// The second half of [`Partition::cut`]: the rules, both directions.
+    pub fn cut_off(&mut self) -> Result<(), LabError> {
         let drop_rule = |negate: bool, ip: String| {
             let mut r: Vec<String> = ["OUTPUT", "-m", "cgroup"].iter().map(|s| s.to_string()).collect();
             if negate {
                 r.push("!".into());
             }
-            r.extend(["--path".into(), name.clone(), "-d".into(), ip, "-j".into(), "DROP".into()]);
+            r.extend(["--path".into(), self.name.clone(), "-d".into(), ip, "-j".into(), "DROP".into()]);
             r
         };
-        for (j, other) in lab.nodes().iter().enumerate() {
-            if j != i {
-                p.add(drop_rule(false, other.ip.to_string()))?;
-            }
+        let mut rules: Vec<Vec<String>> = self.others.iter().map(|ip| drop_rule(false, ip.clone())).collect();
+        rules.push(drop_rule(true, self.own.clone()));
+        for r in rules {
+            self.add(r)?;
         }
-        p.add(drop_rule(true, n.ip.to_string()))?;
-        Ok(p)
+        Ok(())
     }
 
     fn add(&mut self, rule: Vec<String>) -> Result<(), LabError> {

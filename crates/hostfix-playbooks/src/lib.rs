@@ -17,6 +17,7 @@ pub mod probe;
 pub mod recover;
 pub mod rejoin;
 pub mod snapshot;
+pub mod space;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,6 +125,29 @@ pub fn unix_now() -> u64 {
 /// A run's ID: the Unix second and the pid, unique per host.
 pub fn run_id() -> String {
     format!("{}-{}", unix_now(), std::process::id())
+}
+
+/// An error worth retrying within a bound: the cluster is electing, busy, or briefly out
+/// of reach.
+pub(crate) fn is_transient(msg: &str) -> bool {
+    // etcd derives an added member's ID from its peer URLs and the Unix second; re-adding
+    // a peer URL within the second of a removed add collides with the removed ID and is
+    // answered "member not found" / "ID removed". The next second gets a fresh ID.
+    ["member not found", "id removed", "unhealthy cluster", "too many requests", "leader changed", "no leader", "timed out", "timeout expired", "request timed out", "deadline", "unavailable", "connection"]
+        .iter()
+        .any(|t| msg.to_lowercase().contains(t))
+}
+
+/// Test hook: `HOSTFIX_PAUSE_AT=<step>[,<step>…]` stops the process (SIGSTOP) just before
+/// that step starts, so a test can inject a fault (a partition, a leader stopped) at exactly
+/// that point and let the run go on with SIGCONT. It says so on stderr first.
+pub fn pause_point(step: &str) {
+    if std::env::var("HOSTFIX_PAUSE_AT").map(|s| s.split(',').any(|p| p == step)).unwrap_or(false) {
+        eprintln!("HOSTFIX_PAUSE_AT={step}: stopping myself before {step}");
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGSTOP);
+        }
+    }
 }
 
 /// Test hook: `HOSTFIX_CRASH_AT=<step>` kills the process with SIGKILL right after that

@@ -121,15 +121,20 @@ impl Local {
     /// local member last: a member with a foreign or rolled-back data dir lists its own idea
     /// of the cluster. `None` when nobody answers.
     pub async fn cluster_view(&self, g: &Settings, conn: &Connector) -> Option<(MemberList, Vec<MemberStatus>)> {
+        self.cluster_view_or_why(g, conn).await.ok()
+    }
+
+    /// [`Local::cluster_view`], or how each endpoint failed when none answered.
+    pub async fn cluster_view_or_why(&self, g: &Settings, conn: &Connector) -> Result<(MemberList, Vec<MemberStatus>), Vec<hostfix_adapters::etcd::EtcdError>> {
         let mut endpoints = self.candidate_endpoints(g);
         if let Some(u) = self.local_client_url() {
             endpoints.retain(|e| *e != u);
             endpoints.push(u);
         }
-        let (_, list) = crate::probe::member_list(conn, &endpoints).await.ok()?;
+        let (_, list) = crate::probe::member_list(conn, &endpoints).await?;
         tracing::debug!(members = list.members.len(), "member list");
         let probed = futures_util::future::join_all(list.members.iter().map(|m| crate::probe::probe_member(conn, m))).await;
-        Some((list, probed))
+        Ok((list, probed))
     }
 
     /// The other members as `--initial-cluster` names them, each probed at the client URL

@@ -26,7 +26,18 @@ pub async fn cluster_lock(
     let deadline = Instant::now() + timeout;
     let mut said = false;
     loop {
-        match peer.try_lock(LOCK_KEY, holder, LOCK_TTL).await? {
+        let attempt = match peer.try_lock(LOCK_KEY, holder, LOCK_TTL).await {
+            // A busy or electing cluster times the lease grant out now and then (seen in the
+            // soak under load): retried within the same bound as a held lock. A lease that
+            // was granted all the same expires by itself.
+            Err(e) if Instant::now() < deadline && crate::is_transient(&e.to_string()) => {
+                tracing::info!(error = %e, "taking the repair lock failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            r => r?,
+        };
+        match attempt {
             LockAttempt::Acquired(lease) => {
                 let keeper = peer.keep_alive(lease, Duration::from_secs(LOCK_TTL as u64 / 3)).await?;
                 return Ok(Ok((lease, keeper)));

@@ -23,7 +23,7 @@ use tracing::{info, info_span, Instrument};
 use crate::actions::{free_name, wait_for, Actions};
 use crate::local::Local;
 use crate::lock::{cluster_lock, file_lock_holder, lock_path, FileLock, LOCK_KEY};
-use crate::{crash_point, run_id, unix_now, Progress, Reporter, Settings};
+use crate::{crash_point, is_transient, pause_point, run_id, unix_now, Progress, Reporter, Settings};
 
 /// How a rejoin runs.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ pub async fn prepare(g: &Settings, local: &Local, conn: &Connector, o: &RejoinOp
                 let p = PathBuf::from(&c.path);
                 (c.path.clone(), tokio::task::spawn_blocking(move || verify_snapshot(&p)))
             });
-            let mut facts = gather_facts(g, local, conn).await?;
+            let (mut facts, unanswered) = gather_facts(g, local, conn).await?;
             facts.backup = choose_backup(&dir, candidates, facts.cluster_id.as_deref(), o, rep, early).await;
             let mut planned = plan_rejoin(&facts);
             if let (Err(r @ Refusal::LocalDataNewer { .. }), true) = (&planned, o.force) {
@@ -94,6 +94,12 @@ pub async fn prepare(g: &Settings, local: &Local, conn: &Connector, o: &RejoinOp
             }
             match planned {
                 Ok(p) => p,
+                Err(refusal @ (Refusal::NoQuorum { .. } | Refusal::NoHealthyPeer)) if !unanswered.is_empty() => {
+                    // "0 of 3 answer" alone reads as a dead cluster; a certificate the
+                    // peers reject, or a peer that times out, is another matter.
+                    let why: Vec<String> = unanswered.iter().map(|u| format!("  - {u}")).collect();
+                    return Ok(Prepared::Refused(format!("{refusal}. Not answering:\n{}", why.join("\n"))));
+                }
                 Err(refusal) => return Ok(Prepared::Refused(refusal.to_string())),
             }
         }
@@ -115,6 +121,9 @@ pub async fn execute(
     let name = &plan.name;
     let span = info_span!("rejoin", member = %name, host_root = %g.host_root.display());
     async move {
+        if let Err(why) = preflight(g, local, conn, plan, resumed.as_ref()).await {
+            return Ok(Outcome::Refused(why.to_string()));
+        }
         let _flock = match FileLock::take(&state_dir)? {
             Some(l) => l,
             None => return Ok(Outcome::Refused(format!("another etcd-hostfix run holds {}", lock_path(&state_dir).display()))),
@@ -221,10 +230,17 @@ pub async fn choose_backup(
 
 /// Everything the planner needs, from the peers first: a member with a foreign or rolled-back
 /// data dir cannot be trusted to describe the cluster.
-pub async fn gather_facts(g: &Settings, local: &Local, conn: &Connector) -> Result<RejoinFacts> {
+/// The facts, and why members that did not answer did not.
+pub async fn gather_facts(g: &Settings, local: &Local, conn: &Connector) -> Result<(RejoinFacts, Vec<String>)> {
     let name = local.config.flags.name().to_string();
     let peer_url = local.local_peer_url().context("the local member has no --initial-advertise-peer-urls")?;
-    let view = local.cluster_view(g, conn).await;
+    let view = local.cluster_view_or_why(g, conn).await;
+    // Why members did not answer, for a refusal for want of quorum to say.
+    let unanswered: Vec<String> = match &view {
+        Ok((_, probed)) => probed.iter().filter_map(|p| p.error.as_ref().map(|e| format!("{}: {e}", p.name))).collect(),
+        Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
+    };
+    let view = view.ok();
     let cluster_id = view.as_ref().map(|(list, _)| hex_id(list.cluster_id));
     let members: Vec<MemberFact> = match view {
         Some((list, probed)) => list.members.iter().zip(probed.iter()).map(|(m, p)| to_fact(m, Some(p))).collect(),
@@ -253,7 +269,7 @@ pub async fn gather_facts(g: &Settings, local: &Local, conn: &Connector) -> Resu
     let local_healthy_caught_up = me
         .map(|m| !m.is_learner && m.quorum_read && m.revision.is_some() && m.revision == cluster_rev)
         .unwrap_or(false);
-    Ok(RejoinFacts {
+    Ok((RejoinFacts {
         cluster_id,
         backup: Backup::Fresh,
         name,
@@ -262,7 +278,7 @@ pub async fn gather_facts(g: &Settings, local: &Local, conn: &Connector) -> Resu
         local_data_revision: local_data_revision(local, me),
         members,
         container: (local.config.runtime == RuntimeKind::Docker).then(|| g.container.clone()),
-    })
+    }, unanswered))
 }
 
 /// The local data's revision, when knowable: from the member itself if it answers in the
@@ -361,6 +377,45 @@ pub fn describe(g: &Settings, local: &Local, plan: &RejoinPlan) -> (String, Vec<
     (header, out)
 }
 
+/// What must hold on disk before the first change: room for the fresh backup, and an
+/// archive that can be a rename. Checked for the steps not done yet.
+pub async fn preflight(
+    g: &Settings,
+    local: &Local,
+    conn: &Connector,
+    plan: &RejoinPlan,
+    resumed: Option<&Journal<RejoinPlan>>,
+) -> Result<(), crate::space::SpaceError> {
+    let pending = |name: &str| {
+        plan.steps.iter().enumerate().any(|(i, s)| s.name() == name && !resumed.is_some_and(|j| j.is_done(&format!("{i}:{name}"))))
+    };
+    let state = g.state_dir();
+    if pending("archive") {
+        let archive = state.join("archive");
+        crate::space::check_same_filesystem(&local.data_dir().join("member"), &archive)?;
+        if let Some(wal) = local.config.flags.get("wal-dir") {
+            crate::space::check_same_filesystem(&local.config.host_path(&local.root, wal), &archive)?;
+        }
+    }
+    if let Some(Step::Snapshot { peer, url }) = plan.steps.iter().find(|s| matches!(s, Step::Snapshot { .. })) {
+        if pending("snapshot") {
+            // The source's db size is what the stream will write. A source that does not
+            // answer now is the snapshot step's to report.
+            let mut urls: Vec<String> = url.iter().cloned().collect();
+            urls.extend(plan.peer.client_urls.iter().cloned());
+            for u in urls {
+                if let Ok(mut ep) = conn.connect(&u).await {
+                    if let Ok(st) = ep.status().await {
+                        crate::space::check_room(&state.join("snapshots"), st.db_size.max(0) as u64, if peer.is_empty() { &u } else { peer })?;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 struct Runner<'a> {
     g: &'a Settings,
     local: &'a Local,
@@ -407,6 +462,7 @@ impl Runner<'_> {
             if let (Step::Snapshot { .. }, Some(Step::Stop)) = (&steps[i], steps.get(i + 1)) {
                 let stop_key = format!("{}:stop", i + 1);
                 if !j.is_done(&stop_key) {
+                    pause_point("snapshot");
                     let started = Instant::now();
                     self.rep.step_started(i + 1, steps.len(), "snapshot");
                     self.rep.step_started(i + 2, steps.len(), "stop");
@@ -430,6 +486,7 @@ impl Runner<'_> {
                     continue;
                 }
             }
+            pause_point(steps[i].name());
             let span = info_span!("step", n = i + 1, step = steps[i].name());
             let started = Instant::now();
             self.rep.step_started(i + 1, steps.len(), steps[i].name());
@@ -678,12 +735,26 @@ impl Runner<'_> {
         let mut bounced = false;
         let mut shown: Option<Instant> = None;
         loop {
-            let mut ep = self.peer().await?;
-            if self.rep.wants_progress() && shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
-                self.show_learner(&mut ep).await;
-                shown = Some(Instant::now());
-            }
-            let list = ep.member_list().await?;
+            // A peer that cannot be reached now (a partition, an election) may be back
+            // before the bound: waited for like a learner that has not caught up.
+            let listed = async {
+                let mut ep = self.peer().await?;
+                if self.rep.wants_progress() && shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+                    self.show_learner(&mut ep).await;
+                    shown = Some(Instant::now());
+                }
+                let list = ep.member_list().await?;
+                anyhow::Ok((ep, list))
+            };
+            let (mut ep, list) = match listed.await {
+                Ok(v) => v,
+                Err(e) if Instant::now() < deadline && is_transient(&e.to_string()) => {
+                    info!(error = %e, "no peer to promote through yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.context(format!("learner {} not promoted", hex_id(id)))),
+            };
             match list.members.iter().find(|m| m.id == id) {
                 Some(m) if !m.is_learner => return Ok(()),
                 Some(_) => match ep.member_promote(id).await {
@@ -763,11 +834,3 @@ impl Runner<'_> {
     }
 }
 
-fn is_transient(msg: &str) -> bool {
-    // etcd derives an added member's ID from its peer URLs and the Unix second; re-adding
-    // a peer URL within the second of a removed add collides with the removed ID and is
-    // answered "member not found" / "ID removed". The next second gets a fresh ID.
-    ["member not found", "id removed", "unhealthy cluster", "too many requests", "leader changed", "no leader", "timed out", "request timed out", "deadline", "unavailable", "connection"]
-        .iter()
-        .any(|t| msg.to_lowercase().contains(t))
-}

@@ -87,21 +87,35 @@ pub async fn save(g: &Settings, local: &Local, conn: &Connector, out: &Path, sou
 /// worthless, and a full disk must not stay full.
 pub async fn stream_into(ep: &mut Endpoint, out: &Path, rep: &dyn Reporter) -> Result<Streamed> {
     let part = PathBuf::from(format!("{}.part", out.display()));
-    let streamed = if rep.wants_progress() {
-        let mut on = |done, total| rep.progress("snapshot", Progress::Bytes { done, total });
-        let r = ep.snapshot_to(&part, &mut on).await;
-        rep.progress_end("snapshot", r.is_ok());
-        r
-    } else {
-        ep.snapshot_to(&part, &mut |_, _| {}).await
+    let bars = rep.wants_progress();
+    let mut seen = (0u64, None::<u64>);
+    let mut on = |done, total| {
+        seen = (done, total);
+        if bars {
+            rep.progress("snapshot", Progress::Bytes { done, total });
+        }
     };
+    let streamed = ep.snapshot_to(&part, &mut on).await;
+    if bars {
+        rep.progress_end("snapshot", streamed.is_ok());
+    }
     match streamed {
         Ok(s) => {
             std::fs::rename(&part, out).with_context(|| format!("{} -> {}", part.display(), out.display()))?;
             Ok(s)
         }
         Err(e) => {
+            // Only this run's own partial file goes; nothing else is touched.
             let _ = std::fs::remove_file(&part);
+            if e.to_string().contains("No space left") {
+                let free = crate::space::free_bytes(out).map(|b| b.to_string()).unwrap_or_else(|_| "?".into());
+                let need = seen.1.map(|t| format!("{} bytes", crate::space::snapshot_bytes_needed(t))).unwrap_or_else(|| "more".into());
+                return Err(anyhow::anyhow!(
+                    "the filesystem of {} filled up after {} bytes of the snapshot: it needs {need}, and {free} are free there now that the partial file is gone ({e})",
+                    out.display(),
+                    seen.0
+                ));
+            }
             Err(e.into())
         }
     }
