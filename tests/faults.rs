@@ -321,6 +321,33 @@ async fn full_disk(v: EtcdVersion) {
         assert_eq!(members, ids(&lab), "a refusal changed the membership");
     }
 
+    // Room at the start, none halfway: the stream fails with the path and the bytes, before
+    // any membership change, and the journal is there for the rerun.
+    {
+        let dir = state.join("snapshots");
+        let _m = Mount::tmpfs(&dir, "16m");
+        let mut run = spawn_rejoin(&lab, T, &["--backup", "fresh"], "snapshot", None);
+        run.stopped("snapshot").await;
+        let filler = dir.join("filler");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let chunk = vec![0u8; 64 * 1024];
+            while f.write_all(&chunk).is_ok() {}
+            let len = f.metadata().unwrap().len();
+            f.set_len(len.saturating_sub(256 * 1024)).unwrap();
+        }
+        run.resume();
+        let (code, said) = run.finish(120).await;
+        assert_eq!(code, 1, "{said}");
+        assert!(said.contains(&format!("the filesystem of {}", dir.display())) && said.contains("filled up after"), "{said}");
+        assert!(said.contains("it needs") && said.contains("bytes"), "{said}");
+        assert!(said.contains("run `etcd-hostfix rejoin` again to resume"), "{said}");
+        assert_eq!(members, ids(&lab), "no membership change before the backup");
+        std::fs::remove_file(&filler).unwrap();
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "only the run's own partial file went, and it did");
+    }
+
     // Room again: the same command converges.
     let o = rejoin(&lab, T, &["--yes", "--backup", "fresh"], &[]);
     assert_eq!(o.code, 0, "{}\n{}\n{}", o.stdout, o.stderr, explain(&lab, T));
