@@ -354,6 +354,41 @@ async fn full_disk(v: EtcdVersion) {
     healed(&lab).await;
     // The broken member dir, when there was one, went to the archive, not away.
     assert!(!data.0 || archived_members(&lab, T) > data.1, "the broken member dir was archived");
+
+    // Disaster recovery on m1, with m2 and m3 down: rebuild copies the member dir into the
+    // archive, restore moves it there. Each is checked before anything is stopped.
+    let snap = d.path().join("dr.db");
+    let mut a = node_args(&lab, 0);
+    a.extend(["snapshot", "save", "--out", snap.to_str().unwrap()].map(String::from));
+    assert_eq!(hostfix(&a.iter().map(String::as_str).collect::<Vec<_>>()).code, 0);
+    for i in [1, 2] {
+        lab.stop_member(i).await.unwrap();
+    }
+    let root0 = lab.node(0).host_root.clone();
+    let archive0 = root0.join("var/lib/etcd-hostfix/archive");
+    let dr = |extra: &[&str]| {
+        let mut a = node_args(&lab, 0);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        hostfix(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    {
+        let _m = Mount::tmpfs(&archive0, "256k");
+        let before = config_snapshot(&root0);
+        let o = dr(&["rebuild", "--yes"]);
+        assert_eq!(o.code, 3, "{}
+{}", o.stdout, o.stderr);
+        assert!(o.stderr.contains("not enough space for the copy of") && o.stderr.contains(&archive0.display().to_string()), "{}", o.stderr);
+        let o = dr(&["restore", "--yes", "--snapshot", snap.to_str().unwrap()]);
+        assert_eq!(o.code, 3, "{}
+{}", o.stdout, o.stderr);
+        assert!(o.stderr.contains("different filesystems"), "{}", o.stderr);
+        assert_eq!(before, config_snapshot(&root0), "a refusal changed files");
+        assert!(lab.node(0).data_dir().join("member").exists());
+    }
+    for i in [1, 2] {
+        lab.start_member(i).await.unwrap();
+    }
+    healed(&lab).await;
     lab.down().await.unwrap();
 }
 

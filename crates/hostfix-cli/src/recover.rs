@@ -125,6 +125,9 @@ async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option
     };
     print_plan(g, &local, &plan, snapshot.as_deref());
     if o.dry_run {
+        if let Err(why) = hostfix_playbooks::recover::preflight(g, &local, &plan, resumed.as_ref(), snapshot.as_deref()) {
+            return Ok(refused(why));
+        }
         println!("dry run: nothing was changed");
         return Ok(exit::OK);
     }

@@ -96,6 +96,9 @@ pub async fn execute(
     let state_dir = g.state_dir();
     let span = info_span!("recover", kind = ?plan.kind, member = %plan.name);
     async move {
+        if let Err(why) = preflight(g, local, plan, resumed.as_ref(), snapshot.as_deref()) {
+            return Ok(Outcome::Refused(why.to_string()));
+        }
         let Some(_flock) = FileLock::take(&state_dir)? else {
             return Ok(Outcome::Refused(format!("another etcd-hostfix run holds {}", lock_path(&state_dir).display())));
         };
@@ -121,6 +124,34 @@ pub async fn execute(
     }
     .instrument(span)
     .await
+}
+
+/// What must hold on disk before the first change, for the steps not done yet: an archive
+/// that is a rename stays on one filesystem, a copy has room, and so does the restored db.
+pub fn preflight(
+    g: &Settings,
+    local: &Local,
+    plan: &RecoveryPlan,
+    resumed: Option<&Journal<RecoveryPlan>>,
+    snapshot: Option<&Path>,
+) -> Result<(), crate::space::SpaceError> {
+    let pending = |step: RecoveryStep| {
+        plan.steps.contains(&step) && !resumed.is_some_and(|j| j.is_done(step.name()))
+    };
+    let archive = g.state_dir().join("archive");
+    let data = local.data_dir();
+    if pending(RecoveryStep::Archive) {
+        crate::space::check_same_filesystem(&data.join("member"), &archive)?;
+    }
+    if pending(RecoveryStep::ArchiveCopy) {
+        let member = data.join("member");
+        crate::space::check_room_for(&archive, crate::space::dir_bytes(&member), &format!("the copy of {}", member.display()))?;
+    }
+    if let (true, Some(s)) = (pending(RecoveryStep::RestoreSnapshot), snapshot) {
+        let bytes = std::fs::metadata(s).map(|m| m.len()).unwrap_or(0);
+        crate::space::check_room_for(&data, bytes, &format!("the db restored from {}", s.display()))?;
+    }
+    Ok(())
 }
 
 /// etcd's offline tool, from the host, or else (RKE) from the member's own image run

@@ -41,6 +41,8 @@ pub enum SpaceError {
          Put --state-dir on the filesystem of {from}"
     )]
     OtherFilesystem { from: PathBuf, to: PathBuf },
+    #[error("not enough space for {what} in {dir}: it needs {need} bytes and {free} are free there. Free space there first")]
+    NoRoomFor { what: String, dir: PathBuf, need: u64, free: u64 },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -53,6 +55,27 @@ pub fn check_room(dir: &Path, db: u64, source_name: &str) -> Result<(), SpaceErr
         return Err(SpaceError::NoRoom { dir: dir.to_path_buf(), need, free, db, source_name: source_name.to_string() });
     }
     Ok(())
+}
+
+/// Room for `need` bytes of `what` in `dir`.
+pub fn check_room_for(dir: &Path, need: u64, what: &str) -> Result<(), SpaceError> {
+    let free = free_bytes(dir).map_err(|source| SpaceError::Io { path: dir.to_path_buf(), source })?;
+    if free < need {
+        return Err(SpaceError::NoRoomFor { what: what.to_string(), dir: dir.to_path_buf(), need, free });
+    }
+    Ok(())
+}
+
+/// The bytes of the regular files under `dir` (0 when it does not exist).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// `from` can be renamed into `to`. Either may not exist yet: a crashlooping member can
