@@ -354,3 +354,95 @@ async fn progress_bars_only_on_a_terminal() {
     assert!(o.stdout.lines().any(|l| l.contains("restore") && l.contains("B/s")), "no restore bar:\n{}", o.stdout);
     lab.down().await.unwrap();
 }
+
+/// The local stand-in kube-apiserver's PID on lab master `i`, once exactly one runs.
+async fn apiserver_pid(lab: &Lab, i: usize) -> u32 {
+    let arg = format!("--etcd-servers=https://{}:2379", lab.node(i).ip);
+    let mut pids = vec![];
+    for _ in 0..200 {
+        pids = hostfix_adapters::process::apiserver_pids(&arg);
+        if pids.len() == 1 {
+            return pids[0];
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{}: kube-apiserver processes {pids:?}", lab.node(i).name);
+}
+
+/// etcd 3.4 and 3.5.1 cannot bump the revision on restore, so an API server would keep
+/// serving its watch cache from before the restore (kubernetes#107457). The restore
+/// restarts the local kube-apiserver once etcd is up; `rejoin --force` on the other masters
+/// restarts theirs; `--no-apiserver-restart` leaves one alone, and says so.
+async fn restore_restarts_the_apiservers(v: EtcdVersion) {
+    let d = tempfile::tempdir().unwrap();
+    let mut spec = hostfix_lab::LabSpec::new(d.path(), 3, v, LabRuntime::StaticPod, subnet());
+    spec.backoff_base_ms = 300;
+    spec.apiserver = true;
+    let mut lab = Lab::up(spec, std::path::Path::new(BIN), false).await.unwrap();
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    let before: Vec<u32> = apiserver_pids_all(&lab).await;
+    write_keys(&lab, 0, "/k/");
+    let snap = d.path().join("before.db");
+    ok(&cmd(&lab, 0, &["snapshot", "save", "--out", snap.to_str().unwrap()], &[]), "snapshot save");
+    // Writes after the snapshot: the other masters' data is then newer than the restore's.
+    write_keys(&lab, 0, "/after/");
+    for i in [1, 2] {
+        lab.stop_member(i).await.unwrap();
+    }
+
+    let o = cmd(&lab, 0, &["restore", "--yes", "--snapshot", snap.to_str().unwrap()], &[]);
+    ok(&o, "restore");
+    let plan: Vec<&str> = o.stdout.lines().filter_map(|l| l.trim_start().split_once(". ").map(|(_, r)| r.split_whitespace().next().unwrap_or(""))).collect();
+    let (wait, bounce) = (plan.iter().rposition(|s| *s == "wait-single"), plan.iter().position(|s| *s == "bounce-apiserver"));
+    assert!(wait.is_some() && bounce > wait, "the bounce comes after etcd is up: {plan:?}\n{}", o.stdout);
+    assert!(o.stdout.contains("kube-apiserver restarted from"), "{}", o.stdout);
+    assert!(o.stdout.contains("rejoin --force then restarts that master's kube-apiserver too"), "{}", o.stdout);
+    let after0 = apiserver_pid(&lab, 0).await;
+    assert_ne!(before[0], after0, "m1's kube-apiserver was restarted");
+    let m = std::fs::read_to_string(lab.node(0).apiserver_manifest()).unwrap();
+    assert!(m.contains("--etcd-servers="), "its manifest is back in place, unchanged");
+
+    // m2: rejoin --force restarts its kube-apiserver too; m3 opts out.
+    for (i, extra) in [(1usize, None), (2, Some("--no-apiserver-restart"))] {
+        lab.start_member(i).await.unwrap();
+        let mut args = vec!["rejoin", "--yes", "--force"];
+        args.extend(extra);
+        let o = cmd(&lab, i, &args, &[]);
+        ok(&o, "rejoin --force");
+        let now = apiserver_pid(&lab, i).await;
+        if extra.is_none() {
+            assert!(o.stdout.contains("bounce-apiserver") && o.stdout.contains("kube-apiserver restarted from"), "{}", o.stdout);
+            assert_ne!(before[i], now);
+        } else {
+            assert!(!o.stdout.contains("bounce-apiserver"), "{}", o.stdout);
+            assert!(o.stdout.contains("not restarted here: --no-apiserver-restart was given"), "{}", o.stdout);
+            assert_eq!(before[i], now, "left alone");
+        }
+    }
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    let k = keys(&lab, 2);
+    assert_eq!(k.iter().filter(|k| k.starts_with("/k/")).count(), KEYS);
+    assert!(!k.iter().any(|k| k.starts_with("/after/")), "the cluster is the snapshot's");
+    lab.down().await.unwrap();
+    for i in 0..3 {
+        assert!(hostfix_adapters::process::apiserver_pids(&format!("--etcd-servers=https://{}:2379", lab.node(i).ip)).is_empty(), "lab down stops the stand-ins");
+    }
+}
+
+async fn apiserver_pids_all(lab: &Lab) -> Vec<u32> {
+    let mut v = vec![];
+    for i in 0..3 {
+        v.push(apiserver_pid(lab, i).await);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_restarts_the_apiservers_3_4() {
+    restore_restarts_the_apiservers(EtcdVersion::V3_4).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_restarts_the_apiservers_3_5() {
+    restore_restarts_the_apiservers(EtcdVersion::V3_5).await
+}

@@ -35,6 +35,29 @@ pub fn etcd_pids(client_url: &str) -> Vec<u32> {
     out
 }
 
+fn argv_of(pid_dir: &std::path::Path) -> Option<Vec<String>> {
+    let cmdline = std::fs::read(pid_dir.join("cmdline")).ok()?;
+    Some(cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+}
+
+/// PIDs of kube-apiserver processes started with exactly `etcd_servers_arg` (the
+/// `--etcd-servers=...` of the local kube-apiserver manifest): the local master's, told
+/// apart from any other by the etcd it uses. A script interpreter running a file named
+/// `kube-apiserver` counts too (argv[1]).
+pub fn apiserver_pids(etcd_servers_arg: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
+    let mut out = vec![];
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(argv) = argv_of(&e.path()) else { continue };
+        let named = argv.iter().take(2).any(|a| a.rsplit('/').next() == Some("kube-apiserver"));
+        if named && argv.iter().any(|a| a == etcd_servers_arg) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -93,11 +93,54 @@ pub struct StaticPod {
     pub state_dir: PathBuf,
 }
 
+/// The local kube-apiserver static pod, for a restore to bounce: its manifest is parked
+/// in `<state>/parked/kube-apiserver.yaml` and moved back, as etcd's is.
+pub struct ApiserverPod {
+    pub manifest: PathBuf,
+    pub parked: PathBuf,
+}
+
+impl ApiserverPod {
+    /// Beside etcd's manifest.
+    pub fn beside(etcd: &StaticPod) -> ApiserverPod {
+        let dir = etcd.manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+        ApiserverPod { manifest: dir.join("kube-apiserver.yaml"), parked: etcd.state_dir.join("parked").join("kube-apiserver.yaml") }
+    }
+
+    /// The manifest, where it is now (in place or parked), if anywhere.
+    pub fn locate(&self) -> Option<&Path> {
+        [&self.manifest, &self.parked].into_iter().find(|p| p.exists()).map(|p| p.as_path())
+    }
+
+    /// The `--etcd-servers=...` argument of its command, which tells its process apart.
+    pub fn etcd_servers_arg(&self) -> Result<Option<String>, RuntimeError> {
+        let Some(path) = self.locate() else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::Read { path: path.to_path_buf(), source })?;
+        let pod = Pod::parse(&text).map_err(|source| RuntimeError::Manifest { path: path.to_path_buf(), source })?;
+        Ok(pod.spec.containers.iter().flat_map(|c| c.command.iter().chain(c.args.iter())).find(|a| a.starts_with("--etcd-servers=")).cloned())
+    }
+
+    pub fn park(&self) -> Result<(), RuntimeError> {
+        if self.manifest.exists() {
+            let dir = self.parked.parent().expect("parked path has a parent");
+            crate::private::create_dir(dir).map_err(|source| RuntimeError::Read { path: dir.to_path_buf(), source })?;
+            std::fs::rename(&self.manifest, &self.parked).map_err(|source| RuntimeError::Read { path: self.manifest.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    pub fn unpark(&self) -> Result<(), RuntimeError> {
+        if self.parked.exists() {
+            std::fs::rename(&self.parked, &self.manifest).map_err(|source| RuntimeError::Read { path: self.parked.clone(), source })?;
+        }
+        Ok(())
+    }
+}
+
 impl StaticPod {
     pub fn parked_path(&self) -> PathBuf {
         self.state_dir.join("parked").join("etcd.yaml")
     }
-
     pub fn locate(&self) -> (PathBuf, ManifestState) {
         if self.manifest.exists() {
             (self.manifest.clone(), ManifestState::Present)

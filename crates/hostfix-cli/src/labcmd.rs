@@ -227,6 +227,7 @@ async fn demo(g: &Global, o: UpOpts) -> Result<i32> {
             wait_timeout: 120,
             backup: hostfix_core::backup::BackupMode::Auto,
             backup_max_age: Duration::from_secs(3600),
+            no_apiserver_restart: false,
         };
         let started = std::time::Instant::now();
         let code = crate::rejoin::run(&lab_global(&table, &lab, last), &opts).await?;

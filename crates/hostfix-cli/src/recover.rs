@@ -48,6 +48,12 @@ pub struct RestoreOpts {
     /// The snapshot to restore (from `etcd-hostfix snapshot save` or `etcdctl snapshot save`).
     #[arg(long)]
     pub snapshot: PathBuf,
+    /// Do not restart the local kube-apiserver afterwards. etcd 3.4 and 3.5 before 3.5.8
+    /// cannot bump the revision on restore, so an API server keeps serving its watch cache
+    /// from before the restore until it restarts (kubernetes#107457); by default a restore
+    /// restarts the local one (static pod) once etcd is up.
+    #[arg(long)]
+    pub no_apiserver_restart: bool,
     #[command(flatten)]
     pub common: RecoverOpts,
 }
@@ -97,11 +103,12 @@ fn print_next(plan: &RecoveryPlan) {
     }
     if plan.kind == RecoveryKind::Restore {
         println!("  (--force: their data is from before the restore and may be newer than the snapshot; rejoin archives it, never deletes it)");
+        println!("  (rejoin --force then restarts that master's kube-apiserver too, as this restore did here, so that no API server keeps a watch cache from before the restore; --no-apiserver-restart opts out)");
     }
 }
 
 pub async fn rebuild(g: &Global, o: &RecoverOpts) -> Result<i32> {
-    run(&g.settings(), o, RecoveryKind::Rebuild, None, &Terminal::new(g)).await
+    run(&g.settings(), o, RecoveryKind::Rebuild, None, false, &Terminal::new(g)).await
 }
 
 pub async fn restore(g: &Global, o: &RestoreOpts) -> Result<i32> {
@@ -113,12 +120,12 @@ pub async fn restore(g: &Global, o: &RestoreOpts) -> Result<i32> {
         bail!("snapshot {} is not a file", o.snapshot.display());
     }
     let snapshot = std::fs::canonicalize(&o.snapshot)?;
-    run(g, &o.common, RecoveryKind::Restore, Some(snapshot), &rep).await
+    run(g, &o.common, RecoveryKind::Restore, Some(snapshot), o.no_apiserver_restart, &rep).await
 }
 
-async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<PathBuf>, rep: &Terminal) -> Result<i32> {
+async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<PathBuf>, no_apiserver_restart: bool, rep: &Terminal) -> Result<i32> {
     let local = Local::discover(g).await?;
-    let opts = RecoverOptions { force: o.force, peers_down: o.peers_down.clone(), wait: Duration::from_secs(o.wait_timeout) };
+    let opts = RecoverOptions { force: o.force, peers_down: o.peers_down.clone(), wait: Duration::from_secs(o.wait_timeout), no_apiserver_restart };
     let (plan, resumed, tool) = match playbook::prepare(g, &local, kind, &opts, rep).await? {
         Prepared::Refused(why) => return Ok(refused(why)),
         Prepared::Plan { plan, resumed, tool } => (plan, resumed, tool),

@@ -41,6 +41,11 @@ pub struct RejoinOpts {
     /// The oldest snapshot `--backup auto` reuses (30s, 15m, 1h, 2d).
     #[arg(long, default_value = "1h", value_parser = hostfix_core::config::parse_duration)]
     pub backup_max_age: Duration,
+    /// With --force over newer local data (a restore on another master): do not restart
+    /// the local kube-apiserver afterwards. By default it is restarted, because it watched
+    /// revisions the cluster no longer has.
+    #[arg(long)]
+    pub no_apiserver_restart: bool,
 }
 
 fn parse_backup(s: &str) -> Result<BackupMode, String> {
@@ -149,6 +154,7 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
         wait: Duration::from_secs(o.wait_timeout),
         backup: o.backup,
         backup_max_age: o.backup_max_age,
+        no_apiserver_restart: o.no_apiserver_restart,
     };
     let rep = Terminal::new(g);
     let (plan, resumed) = match playbook::prepare(&s, &local, &conn, &opts, &rep).await? {

@@ -96,6 +96,35 @@ pub enum RecoveryStep {
     Unforce,
     /// Docker only: remove the containers the recreates renamed aside.
     RemoveOldContainers,
+    /// Park the local kube-apiserver's manifest, wait until it has stopped, move it back:
+    /// its watch cache holds revisions the restored data does not (kubernetes#107457).
+    BounceApiserver,
+}
+
+/// What a run that moved the data back in time does about the API servers' watch caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiserverAfter {
+    /// Nothing went back in time, or the revision was bumped past every watcher's.
+    NotNeeded,
+    /// Bounce the local kube-apiserver static pod once etcd is up.
+    Bounce,
+    /// Needed but not done here, and why: the plan says so, with the command.
+    Skip(&'static str),
+}
+
+/// `rolled_back`: the data now served is older than what the API servers may have watched
+/// (a restore; a `rejoin --force` over newer local data). `bumped`: the restore moved the
+/// revision past anything seen before, so watchers re-list by themselves.
+pub fn apiserver_after(rolled_back: bool, bumped: bool, has_local_apiserver: bool, opted_out: bool) -> ApiserverAfter {
+    if !rolled_back || bumped {
+        ApiserverAfter::NotNeeded
+    } else if opted_out {
+        ApiserverAfter::Skip("--no-apiserver-restart was given")
+    } else if !has_local_apiserver {
+        ApiserverAfter::Skip("this master has no kube-apiserver static pod manifest")
+    } else {
+        ApiserverAfter::Bounce
+    }
 }
 
 impl RecoveryStep {
@@ -111,6 +140,7 @@ impl RecoveryStep {
             RecoveryStep::WaitSingle => "wait-single",
             RecoveryStep::Unforce => "unforce",
             RecoveryStep::RemoveOldContainers => "remove-old",
+            RecoveryStep::BounceApiserver => "bounce-apiserver",
         }
     }
 }
@@ -266,6 +296,17 @@ pub fn single_member_edits(name: &str, peer_url: &str, force: bool) -> Vec<(Stri
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_apiserver_is_bounced_only_after_a_step_back_in_time_it_cannot_see() {
+        use super::{apiserver_after, ApiserverAfter::*};
+        assert_eq!(apiserver_after(false, false, true, false), NotNeeded);
+        assert_eq!(apiserver_after(true, true, true, false), NotNeeded, "a bumped revision re-lists by itself");
+        assert_eq!(apiserver_after(true, false, true, false), Bounce);
+        assert!(matches!(apiserver_after(true, false, true, true), Skip(w) if w.contains("--no-apiserver-restart")));
+        assert!(matches!(apiserver_after(true, false, false, false), Skip(w) if w.contains("no kube-apiserver")));
+    }
+
     use super::*;
 
     fn peer(name: &str, reachable: bool, quorum: bool, index: u64, rev: i64) -> PeerFact {

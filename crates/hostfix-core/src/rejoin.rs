@@ -97,6 +97,9 @@ pub enum Step {
     /// Docker only: remove the old container that `start` renamed aside, now that its
     /// replacement is healthy. Its volumes stay.
     RemoveOldContainer { name: String },
+    /// After `--force` over newer local data: bounce the local kube-apiserver, whose watch
+    /// cache saw revisions the cluster no longer has (see `dr::apiserver_after`).
+    BounceApiserver,
 }
 
 impl Step {
@@ -113,6 +116,7 @@ impl Step {
             Step::Promote => "promote",
             Step::WaitHealthy => "wait-healthy",
             Step::RemoveOldContainer { .. } => "remove-old",
+            Step::BounceApiserver => "bounce-apiserver",
         }
     }
 }

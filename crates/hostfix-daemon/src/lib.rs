@@ -296,6 +296,8 @@ async fn run_rejoin(settings: Settings, rep: DaemonReporter, metrics: Arc<Metric
         wait: Duration::from_secs(300),
         backup: hostfix_core::backup::BackupMode::Auto,
         backup_max_age,
+        // Never --force, so never after a step back in time: nothing to bounce.
+        no_apiserver_restart: false,
     };
     let r: anyhow::Result<Option<String>> = async {
         let local = Local::discover(&settings).await?;

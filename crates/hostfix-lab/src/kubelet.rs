@@ -54,6 +54,11 @@ pub fn pod_uid(manifest: &[u8]) -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
+/// The container a lab pod runs: etcd's, else the first (the stand-in kube-apiserver).
+fn main_container(pod: &Pod) -> Result<&hostfix_core::manifest::Container, LabError> {
+    pod.etcd_container().or_else(|e| pod.spec.containers.first().ok_or_else(|| LabError::Runner(e.to_string())))
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -84,7 +89,7 @@ impl KubeletConfig {
     /// The shell script that builds the container's view inside a fresh mount namespace and
     /// execs the container's command there. Mounts die with the namespace.
     fn container_script(&self, pod: &Pod, rootfs: &Path) -> Result<String, LabError> {
-        let c = pod.etcd_container().map_err(|e| LabError::Runner(e.to_string()))?;
+        let c = main_container(pod)?;
         let image_dir = self
             .images
             .get(&c.image)
@@ -122,7 +127,7 @@ impl KubeletConfig {
     }
 
     async fn start(&self, run: &mut Running) -> Result<(), LabError> {
-        let c = run.pod.etcd_container().map_err(|e| LabError::Runner(e.to_string()))?.clone();
+        let c = main_container(&run.pod)?.clone();
         let pod_dir = self.host_root.join("var/lib/kubelet/pods").join(&run.uid);
         let rootfs = pod_dir.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(|e| LabError::io(&rootfs, e))?;
@@ -196,9 +201,9 @@ impl KubeletConfig {
         d.min(self.backoff_max)
     }
 
-    /// One reconcile pass: compare the manifest on disk with the running pod.
-    async fn sync(&self, current: &mut Option<Running>) {
-        let path = self.manifests_dir().join("etcd.yaml");
+    /// One reconcile pass for the manifest `file`: compare it on disk with its running pod.
+    async fn sync(&self, file: &str, current: &mut Option<Running>) {
+        let path = self.manifests_dir().join(file);
         let desired = match std::fs::read(&path) {
             Ok(bytes) => match std::str::from_utf8(&bytes).map_err(|e| e.to_string()).and_then(|t| {
                 Pod::parse(t).map_err(|e| e.to_string())
@@ -281,7 +286,8 @@ impl KubeletConfig {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| LabError::Runner(e.to_string()))?;
         let mut tick = tokio::time::interval(self.rescan);
-        let mut current: Option<Running> = None;
+        // One pod per manifest file, as the kubelet's file source has it.
+        let mut pods: BTreeMap<String, Option<Running>> = BTreeMap::new();
         let mut said = "";
         loop {
             tokio::select! {
@@ -294,8 +300,20 @@ impl KubeletConfig {
                 },
                 _ = tick.tick() => {},
             }
-            self.sync(&mut current).await;
-            let state = if current.is_some() { "pod" } else { "none" };
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(String::from)).filter(|n| n.ends_with(".yaml")).collect())
+                .unwrap_or_default();
+            files.push("etcd.yaml".into());
+            files.extend(pods.keys().cloned());
+            files.sort();
+            files.dedup();
+            for f in files {
+                let cur = pods.entry(f.clone()).or_default();
+                self.sync(&f, cur).await;
+            }
+            pods.retain(|_, p| p.is_some());
+            // What the lab waits on is etcd's pod.
+            let state = if pods.contains_key("etcd.yaml") { "pod" } else { "none" };
             if said != state {
                 let f = Self::state_file(&self.host_root);
                 let _ = std::fs::create_dir_all(f.parent().unwrap());
@@ -303,7 +321,7 @@ impl KubeletConfig {
                 said = state;
             }
         }
-        if let Some(run) = current.as_mut() {
+        for run in pods.values_mut().flatten() {
             self.stop(run).await;
         }
         Ok(())

@@ -103,6 +103,43 @@ pub struct LabSpec {
     /// CrashLoopBackOff base delay of the lab kubelet.
     pub backoff_base_ms: u64,
     pub docker_host: Option<String>,
+    /// Static pods only: a stand-in kube-apiserver pod on every master, beside etcd, for
+    /// what a restore does to the API servers (see [`APISERVER_IMAGE`]).
+    #[serde(default)]
+    pub apiserver: bool,
+}
+
+/// The stand-in kube-apiserver's image, as the lab kubelet knows it: a shell script named
+/// `kube-apiserver` that runs until it is stopped. It is a process to bounce, with the
+/// `--etcd-servers` a real one has; it serves nothing.
+pub const APISERVER_IMAGE: &str = "registry.k8s.io/kube-apiserver:lab-stand-in";
+
+const APISERVER_SCRIPT: &str = "#!/bin/sh\n# The lab's stand-in kube-apiserver: it runs until stopped, as the real one does.\ntrap 'exit 0' TERM INT\nwhile :; do sleep 1 & wait $!; done\n";
+
+/// A kubeadm-like kube-apiserver manifest for the stand-in, pointed at the master's etcd.
+pub fn apiserver_manifest(name: &str, ip: IpAddr) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: kube-apiserver
+  namespace: kube-system
+  labels:
+    component: kube-apiserver
+    tier: control-plane
+spec:
+  containers:
+  - command:
+    - kube-apiserver
+    - --advertise-address={ip}
+    - --etcd-servers=https://{ip}:2379
+    - --etcd-cafile=/etc/kubernetes/pki/etcd/ca.crt
+    image: {APISERVER_IMAGE}
+    name: kube-apiserver
+  hostNetwork: true
+  nodeName: {name}
+"#
+    )
 }
 
 impl LabSpec {
@@ -115,6 +152,7 @@ impl LabSpec {
             subnet,
             backoff_base_ms: 500,
             docker_host: std::env::var("DOCKER_HOST").ok(),
+            apiserver: false,
         }
     }
 
@@ -142,6 +180,11 @@ impl Node {
     pub fn manifest(&self) -> PathBuf {
         self.host_root.join("etc/kubernetes/manifests/etcd.yaml")
     }
+    /// The stand-in kube-apiserver's manifest (labs with `apiserver`).
+    pub fn apiserver_manifest(&self) -> PathBuf {
+        self.host_root.join("etc/kubernetes/manifests/kube-apiserver.yaml")
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.host_root.join("var/lib/etcd")
     }
@@ -319,6 +362,17 @@ impl Lab {
                     let m = kubeadm_manifest(&spec.version.kubeadm_image(), &n.name, n.ip, &initial_cluster, "new");
                     // 0600, as kubeadm writes its static-pod manifests.
                     certs::write(&n.manifest(), &m, true)?;
+                    if spec.apiserver {
+                        let a = n.host_root.join("etc/kubernetes/manifests/kube-apiserver.yaml");
+                        certs::write(&a, &apiserver_manifest(&n.name, n.ip), true)?;
+                    }
+                }
+                if spec.apiserver {
+                    let bin = spec.dir.join("stand-in/kube-apiserver");
+                    std::fs::create_dir_all(bin.parent().unwrap()).map_err(|e| LabError::io(&bin, e))?;
+                    std::fs::write(&bin, APISERVER_SCRIPT).map_err(|e| LabError::io(&bin, e))?;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).map_err(|e| LabError::io(&bin, e))?;
                 }
                 for i in 0..lab.state.nodes.len() {
                     lab.start_runner(i, runner_exe, &bins, detach)?;
@@ -352,7 +406,11 @@ impl Lab {
             .arg(&n.host_root)
             .args(["--node", &n.name, "--image"])
             .arg(format!("{}={}", self.state.spec.version.kubeadm_image(), bins.display()))
-            .args(["--backoff-base-ms", &self.state.spec.backoff_base_ms.to_string()])
+            .args(["--backoff-base-ms", &self.state.spec.backoff_base_ms.to_string()]);
+        if self.state.spec.apiserver {
+            cmd.arg("--image").arg(format!("{APISERVER_IMAGE}={}", self.state.spec.dir.join("stand-in").display()));
+        }
+        cmd
             .stdin(Stdio::null())
             .stdout(logf.try_clone().map_err(|e| LabError::io(&log, e))?)
             .stderr(logf);

@@ -10,7 +10,7 @@ use hostfix_adapters::runtime::{DockerRuntime, RuntimeError, RuntimeKind, ASIDE_
 use hostfix_core::manifest::{edit_manifest_flags, FlagEdit};
 
 use crate::local::Local;
-use crate::Settings;
+use crate::{Reporter, Settings};
 
 pub struct Actions<'a> {
     pub g: &'a Settings,
@@ -150,6 +150,44 @@ impl Actions<'_> {
         for t in tags {
             d.remove(&self.aside(t)).await?;
         }
+        Ok(())
+    }
+}
+
+impl Actions<'_> {
+    /// Whether this master has a kube-apiserver static pod to bounce.
+    pub fn has_apiserver(&self) -> bool {
+        self.local.static_pod.as_ref().is_some_and(|sp| hostfix_adapters::runtime::ApiserverPod::beside(sp).locate().is_some())
+    }
+
+    /// Park the local kube-apiserver's manifest, wait until its process is gone, move the
+    /// manifest back and wait until it runs again: its watch cache is then rebuilt from
+    /// what etcd serves now. Idempotent: a rerun after a crash finds the manifest parked.
+    pub async fn bounce_apiserver(&self, rep: &dyn Reporter) -> Result<()> {
+        let Some(sp) = self.local.static_pod.as_ref() else { return Ok(()) };
+        let a = hostfix_adapters::runtime::ApiserverPod::beside(sp);
+        if a.locate().is_none() {
+            rep.note(&format!("no kube-apiserver manifest at {}; nothing to bounce", a.manifest.display()));
+            return Ok(());
+        }
+        let arg = a.etcd_servers_arg()?;
+        a.park()?;
+        match &arg {
+            Some(arg) => {
+                wait_for("the local kube-apiserver to stop", self.wait, || hostfix_adapters::process::apiserver_pids(arg).is_empty()).await?
+            }
+            None => {
+                // Without --etcd-servers its process cannot be told from another's; give
+                // the kubelet the time a real one takes to notice and stop it.
+                rep.note("the kube-apiserver manifest has no --etcd-servers; waiting 20 s for the kubelet to stop it");
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            }
+        }
+        a.unpark()?;
+        if let Some(arg) = &arg {
+            wait_for("the local kube-apiserver to start again", self.wait, || !hostfix_adapters::process::apiserver_pids(arg).is_empty()).await?;
+        }
+        rep.note(&format!("kube-apiserver restarted from {}: its watch cache now starts from the restored data", a.manifest.display()));
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use hostfix_adapters::etcd::verify_snapshot;
 use hostfix_adapters::etcdtool::{self, EtcdTool};
 use hostfix_adapters::journal::Journal;
 use hostfix_adapters::runtime::RuntimeKind;
-use hostfix_core::dr::{plan_rebuild, plan_restore, single_member_edits, PeerFact, RecoveryFacts, RecoveryKind, RecoveryPlan, RecoveryStep};
+use hostfix_core::dr::{apiserver_after, plan_rebuild, ApiserverAfter, plan_restore, single_member_edits, PeerFact, RecoveryFacts, RecoveryKind, RecoveryPlan, RecoveryStep};
 use tracing::{info, info_span, Instrument};
 
 use crate::actions::{free_name, Actions};
@@ -31,6 +31,8 @@ pub struct RecoverOptions {
     pub peers_down: Vec<String>,
     /// Upper bound for each wait.
     pub wait: Duration,
+    /// Restore: leave the local kube-apiserver running on its stale watch cache.
+    pub no_apiserver_restart: bool,
 }
 
 /// What `prepare` found: a plan to show, or why not.
@@ -73,10 +75,29 @@ pub async fn prepare(g: &Settings, local: &Local, kind: RecoveryKind, o: &Recove
                 RecoveryKind::Rebuild => plan_rebuild(&facts, &data.display().to_string()),
                 RecoveryKind::Restore => plan_restore(&facts),
             };
-            match planned {
+            let mut plan = match planned {
                 Ok(p) => p,
                 Err(refusal) => return Ok(Prepared::Refused(refusal.to_string())),
+            };
+            if kind == RecoveryKind::Restore {
+                let bumped = matches!(&tool, Some(Offline::Host(t)) if t.can_bump_revision());
+                let has = Actions { g, local, wait: o.wait }.has_apiserver();
+                match apiserver_after(true, bumped, has, o.no_apiserver_restart) {
+                    ApiserverAfter::Bounce => {
+                        let at = plan.steps.iter().position(|s| *s == RecoveryStep::RemoveOldContainers).unwrap_or(plan.steps.len());
+                        plan.steps.insert(at, RecoveryStep::BounceApiserver);
+                    }
+                    ApiserverAfter::Skip(why) => rep.note(&format!(
+                        "note: the revision cannot be bumped, so every kube-apiserver keeps serving its watch cache from before the restore until it restarts (kubernetes#107457); not restarted here: {why}. Restart it yourself once etcd is up ({})",
+                        match local.config.runtime {
+                            RuntimeKind::Docker => "`docker restart kube-apiserver` on RKE".to_string(),
+                            RuntimeKind::StaticPod => "move /etc/kubernetes/manifests/kube-apiserver.yaml out and back".to_string(),
+                        }
+                    )),
+                    ApiserverAfter::NotNeeded => {}
+                }
             }
+            plan
         }
     };
     Ok(Prepared::Plan { plan, resumed, tool })
@@ -353,6 +374,7 @@ pub fn describe(g: &Settings, local: &Local, plan: &RecoveryPlan, snapshot: Opti
             RecoveryStep::WaitSingle => format!("wait until {} serves quorum reads as the only member", plan.name),
             RecoveryStep::Unforce => how("--force-new-cluster removed, so no restart cuts the others off again"),
             RecoveryStep::RemoveOldContainers => "remove the old containers renamed aside (their volumes stay)".into(),
+            RecoveryStep::BounceApiserver => "restart the local kube-apiserver (park its manifest, wait for it to stop, move it back), so that its watch cache starts from the restored data; --no-apiserver-restart skips this".into(),
         })
         .collect()
 }
@@ -431,6 +453,7 @@ impl Runner<'_> {
                 self.act.start_with(&edits, &self.archive(&run), &format!("{run}-unforced"), &crash).await
             }
             RecoveryStep::WaitSingle => self.wait_single().await,
+            RecoveryStep::BounceApiserver => self.act.bounce_apiserver(self.rep).await,
             RecoveryStep::RemoveOldContainers => {
                 let tags: Vec<String> = match self.plan.kind {
                     RecoveryKind::Rebuild => vec![format!("{run}-forced"), format!("{run}-unforced")],

@@ -38,6 +38,8 @@ pub struct RejoinOptions {
     pub backup: BackupMode,
     /// `--backup auto` reuses a snapshot no older than this.
     pub backup_max_age: Duration,
+    /// With `--force` over newer local data: leave the local kube-apiserver as it is.
+    pub no_apiserver_restart: bool,
 }
 
 /// What `prepare` found: a plan to show, or why not.
@@ -87,10 +89,27 @@ pub async fn prepare(g: &Settings, local: &Local, conn: &Connector, o: &RejoinOp
             let (mut facts, unanswered) = gather_facts(g, local, conn).await?;
             facts.backup = choose_backup(&dir, candidates, facts.cluster_id.as_deref(), o, rep, early).await;
             let mut planned = plan_rejoin(&facts);
+            let mut rolled_back = false;
             if let (Err(r @ Refusal::LocalDataNewer { .. }), true) = (&planned, o.force) {
                 rep.note(&format!("--force overrides: {r}; the local data is archived, not deleted"));
                 facts.local_data_revision = None;
                 planned = plan_rejoin(&facts);
+                rolled_back = true;
+            }
+            // The local kube-apiserver watched revisions the cluster no longer has (a
+            // restore elsewhere): restart it once the member is back, as the restore did.
+            if let Ok(p) = &mut planned {
+                let has = Actions { g, local, wait: o.wait }.has_apiserver();
+                match hostfix_core::dr::apiserver_after(rolled_back, false, has, o.no_apiserver_restart) {
+                    hostfix_core::dr::ApiserverAfter::Bounce => {
+                        let at = p.steps.iter().position(|s| matches!(s, Step::RemoveOldContainer { .. })).unwrap_or(p.steps.len());
+                        p.steps.insert(at, Step::BounceApiserver);
+                    }
+                    hostfix_core::dr::ApiserverAfter::Skip(why) => {
+                        rep.note(&format!("note: this master's kube-apiserver may serve a watch cache newer than the cluster's data until it restarts; not restarted here: {why}"))
+                    }
+                    hostfix_core::dr::ApiserverAfter::NotNeeded => {}
+                }
             }
             match planned {
                 Ok(p) => p,
@@ -371,6 +390,7 @@ pub fn describe(g: &Settings, local: &Local, plan: &RejoinPlan) -> (String, Vec<
             Step::RemoveOldContainer { name } => {
                 format!("remove the old container, renamed {name}{ASIDE_INFIX}<run> by the recreate (its volumes stay)")
             }
+            Step::BounceApiserver => "restart the local kube-apiserver (park its manifest, wait for it to stop, move it back): it watched revisions from before the restore; --no-apiserver-restart skips this".into(),
         };
         out.push((s.name().to_string(), what));
     }
@@ -538,6 +558,7 @@ impl Runner<'_> {
             Step::Configure => self.configure(j).await,
             Step::Start => self.start(j).await,
             Step::RemoveOldContainer { .. } => self.remove_old(j).await,
+            Step::BounceApiserver => self.act().bounce_apiserver(self.rep).await,
             Step::Promote => self.promote(j).await,
             Step::WaitHealthy => {
                 self.wait_healthy().await?;
