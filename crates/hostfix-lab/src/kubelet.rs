@@ -2,7 +2,8 @@
 //!
 //! It behaves the way etcd-hostfix relies on the real one behaving:
 //! - it watches `etc/kubernetes/manifests/` (the directory: renames kill file watches),
-//!   debounced, with a periodic rescan as the kubelet does;
+//!   debounced, with a periodic rescan as the kubelet does, and runs one pod per `*.yaml`
+//!   there (etcd's, and the stand-in kube-apiserver's when the lab has one);
 //! - a manifest that appears starts the pod; a changed manifest restarts it as a new pod
 //!   (new UID, new log dir); a manifest moved away stops it;
 //! - an exited container is restarted after a CrashLoopBackOff delay that doubles;
