@@ -9,6 +9,7 @@
 //! (A partition of a whole master, and the split-brain refusals, are in tests/partition.rs;
 //! kill -9 at every step in tests/rejoin.rs.)
 
+#[macro_use]
 mod common;
 mod failures;
 
@@ -450,18 +451,6 @@ async fn bad_certs(v: EtcdVersion) {
     lab.down().await.unwrap();
 }
 
-macro_rules! both_versions {
-    ($($f:ident),*) => {
-        mod etcd_3_4 { use super::*; $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $f() { super::$f(EtcdVersion::V3_4).await }
-        )* }
-        mod etcd_3_5 { use super::*; $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $f() { super::$f(EtcdVersion::V3_5).await }
-        )* }
-    };
-}
 
 both_versions!(partition_at_membership_steps, slow_peer, full_disk, bad_certs);
 

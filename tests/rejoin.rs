@@ -2,6 +2,7 @@
 //! versions: every failure class that maps to rejoin is healed with every key present; every
 //! refusal changes nothing; kill -9 at every step and a rerun converge; seed 001's edge cases.
 
+#[macro_use]
 mod common;
 mod failures;
 
@@ -144,18 +145,6 @@ async fn kill_at_every_step(v: EtcdVersion) {
     lab.down().await.unwrap();
 }
 
-macro_rules! both_versions {
-    ($($f:ident),*) => {
-        mod etcd_3_4 { use super::*; $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $f() { super::$f(EtcdVersion::V3_4).await }
-        )* }
-        mod etcd_3_5 { use super::*; $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $f() { super::$f(EtcdVersion::V3_5).await }
-        )* }
-    };
-}
 
 both_versions!(every_class, five_members_two_bad, kill_at_every_step);
 

@@ -10,6 +10,22 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use hostfix_lab::{EtcdVersion, Lab, LabRuntime, LabSpec};
 
+/// `both_versions!(f, g)`: for each `async fn f(EtcdVersion)`, a test on etcd 3.4 and one
+/// on 3.5 (`etcd_3_4::f`, `etcd_3_5::f`). Needs `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! both_versions {
+    ($($f:ident),*) => {
+        mod etcd_3_4 { use super::*; $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $f() { super::$f(EtcdVersion::V3_4).await }
+        )* }
+        mod etcd_3_5 { use super::*; $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $f() { super::$f(EtcdVersion::V3_5).await }
+        )* }
+    };
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_etcd-hostfix");
 
 /// A loopback /24 no other test (in this or another test binary) is using:
