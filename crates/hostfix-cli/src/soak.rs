@@ -75,7 +75,19 @@ struct BreakRecord {
 #[derive(Debug, Serialize)]
 struct RssSample {
     at_s: f64,
+    /// VmRSS per daemon.
     kib: Vec<u64>,
+    /// RssAnon per daemon: the heap and stacks. The rest of VmRSS is file pages, mostly the
+    /// binary's own code as each path first runs (a debug build is over 100 MB), which the
+    /// kernel can drop; growth that matters shows here.
+    anon_kib: Vec<u64>,
+}
+
+impl RssSample {
+    fn now(at_s: f64, pids: &[u32]) -> RssSample {
+        let field = |p: u32, f: &str| hostfix_lab::benchutil::proc_status_kib(p, f).unwrap_or(0);
+        RssSample { at_s, kib: pids.iter().map(|p| field(*p, "VmRSS")).collect(), anon_kib: pids.iter().map(|p| field(*p, "RssAnon")).collect() }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -93,6 +105,7 @@ struct Report {
     keys_lost: Vec<(String, u64)>,
     rss: Vec<RssSample>,
     rss_first_last_kib: Vec<(String, u64, u64)>,
+    anon_first_last_kib: Vec<(String, u64, u64)>,
     incidents_per_member: Vec<(String, usize)>,
 }
 
@@ -114,10 +127,6 @@ fn summary(v: &[f64]) -> Summary {
     s.sort_by(|a, b| a.total_cmp(b));
     let q = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
     Summary { n: s.len(), min: s[0], p50: q(0.5), p90: q(0.9), max: s[s.len() - 1], mean: s.iter().sum::<f64>() / s.len() as f64 }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    hostfix_lab::benchutil::proc_status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 fn state_dir(lab: &Lab, i: usize) -> PathBuf {
@@ -187,7 +196,7 @@ async fn run(o: &SoakOpts, rng: &mut Rng, lab: &Lab, exe: &Path, daemons: &mut O
         let (stop, rss, pids) = (stop.clone(), rss.clone(), pids.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                rss.lock().unwrap().push(RssSample { at_s: began.elapsed().as_secs_f64(), kib: pids.iter().map(|p| rss_kib(*p)).collect() });
+                rss.lock().unwrap().push(RssSample::now(began.elapsed().as_secs_f64(), &pids));
                 for _ in 0..300 {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -252,7 +261,7 @@ async fn run(o: &SoakOpts, rng: &mut Rng, lab: &Lab, exe: &Path, daemons: &mut O
     let _ = writer.await;
     let _ = sampler.await;
     let mut rss = std::mem::take(&mut *rss.lock().unwrap());
-    rss.push(RssSample { at_s: began.elapsed().as_secs_f64(), kib: pids.iter().map(|p| rss_kib(*p)).collect() });
+    rss.push(RssSample::now(began.elapsed().as_secs_f64(), &pids));
     let ran_s = began.elapsed().as_secs_f64();
     if !broken_off {
         lab.wait_healthy(&all(lab), n, Duration::from_secs(60)).await?;
@@ -267,13 +276,16 @@ async fn run(o: &SoakOpts, rng: &mut Rng, lab: &Lab, exe: &Path, daemons: &mut O
         keys_lost.push((lab.node(i).name.clone(), acked.iter().filter(|s| !have.contains(s)).count() as u64));
     }
     let times: Vec<f64> = breaks.iter().filter_map(|b| b.to_healthy_s).collect();
-    let first_last = (0..n)
-        .map(|i| {
-            // The first sample is at start-up; the one after a minute is the warm baseline.
-            let first = rss.iter().find(|s| s.at_s >= 60.0).or(rss.first()).map(|s| s.kib[i]).unwrap_or(0);
-            (lab.node(i).name.clone(), first, rss.last().map(|s| s.kib[i]).unwrap_or(0))
-        })
-        .collect();
+    let first_last = |pick: fn(&RssSample) -> &Vec<u64>| {
+        (0..n)
+            .map(|i| {
+                // The first sample is at start-up; the one after a minute is the warm baseline.
+                let first = rss.iter().find(|s| s.at_s >= 60.0).or(rss.first()).map(|s| pick(s)[i]).unwrap_or(0);
+                (lab.node(i).name.clone(), first, rss.last().map(|s| pick(s)[i]).unwrap_or(0))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (rss_first_last_kib, anon_first_last_kib) = (first_last(|s| &s.kib), first_last(|s| &s.anon_kib));
     Ok(Report {
         seed,
         etcd: o.up.version.tag(),
@@ -286,7 +298,8 @@ async fn run(o: &SoakOpts, rng: &mut Rng, lab: &Lab, exe: &Path, daemons: &mut O
         writes_failed: failed.load(Ordering::Relaxed),
         keys_lost,
         rss,
-        rss_first_last_kib: first_last,
+        rss_first_last_kib,
+        anon_first_last_kib,
         incidents_per_member: all(lab).into_iter().map(|i| (lab.node(i).name.clone(), finished_incidents(&state_dir(lab, i)).len())).collect(),
     })
 }
@@ -305,8 +318,15 @@ fn print_report(r: &Report, path: &Path) {
     for (m, lost) in &r.keys_lost {
         println!("keys lost on {m}: {lost}");
     }
-    for (m, first, last) in &r.rss_first_last_kib {
-        println!("daemon RSS on {m}: {:.1} MiB after a minute, {:.1} MiB at the end", *first as f64 / 1024.0, *last as f64 / 1024.0);
+    for ((m, first, last), (_, a_first, a_last)) in r.rss_first_last_kib.iter().zip(&r.anon_first_last_kib) {
+        let mib = |k: &u64| *k as f64 / 1024.0;
+        println!(
+            "daemon RSS on {m}: {:.1} MiB after a minute, {:.1} MiB at the end (anonymous: {:.1} -> {:.1} MiB)",
+            mib(first),
+            mib(last),
+            mib(a_first),
+            mib(a_last)
+        );
     }
 }
 
