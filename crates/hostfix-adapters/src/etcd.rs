@@ -22,8 +22,8 @@ pub enum EtcdError {
     BadPem { what: &'static str, path: PathBuf, reason: String },
     /// Checked before any connection: the server's rejection of an expired client
     /// certificate is an alert with no dates in it.
-    #[error("{what} file {path} {problem}: valid from {not_before} to {not_after}, and it is now {now}")]
-    CertNotValidNow { what: &'static str, path: PathBuf, problem: &'static str, not_before: String, not_after: String, now: String },
+    #[error("{what} file {path} {problem}: {dates}")]
+    CertNotValidNow { what: &'static str, path: PathBuf, problem: &'static str, dates: String },
     #[error("endpoint {endpoint} is not a valid URL")]
     BadEndpoint { endpoint: String },
     #[error("endpoint {endpoint}: TLS handshake failed: {reason}")]
@@ -113,9 +113,7 @@ fn check_validity(what: &'static str, path: &Path, der: &CertificateDer) -> Resu
         what,
         path: path.to_path_buf(),
         problem,
-        not_before: v.not_before.to_string(),
-        not_after: v.not_after.to_string(),
-        now: now.to_string(),
+        dates: format!("valid from {} to {}, and it is now {now}", v.not_before, v.not_after),
     })
 }
 

@@ -35,7 +35,7 @@ pub async fn keys(g: &Global, o: &KeysOpts) -> Result<i32> {
     let s = g.settings();
     let local = Local::discover(&s).await?;
     let conn = local.connector(&s)?;
-    let mut ep = keys::endpoint(&s, &local, &conn).await?;
+    let mut ep = local.first_answering(&s, &conn).await?;
     let opts = KeysOptions { prefix: o.prefix.as_bytes().to_vec(), depth: o.depth, revision: o.revision, count_only: o.count_only, page: o.page };
     let t = Instant::now();
     let r = keys::inventory(&mut ep, &opts).await?;
@@ -124,7 +124,7 @@ pub async fn check(g: &Global, c: &CheckCmd) -> Result<i32> {
         None
     } else {
         let conn = local.connector(&s)?;
-        let ep = keys::endpoint(&s, &local, &conn).await?;
+        let ep = local.first_answering(&s, &conn).await?;
         let l = hostfix_playbooks::perf::load_check(&conn, &ep.url, o.load, o.duration).await?;
         verdicts.extend(hostfix_core::perf::load_verdicts(&l.profile, l.throughput, l.slowest_ms, l.stddev_ms, l.errors));
         Some(l)

@@ -603,7 +603,7 @@ fn chosen_hostname(c: &Value) -> Option<String> {
     let mode = s(c, &["HostConfig", "NetworkMode"]).unwrap_or_default();
     let shares = mode == "host" || mode.starts_with("container:") || s(c, &["HostConfig", "UTSMode"]) == Some("host");
     let id = s(c, &["Id"]).unwrap_or_default();
-    s(c, &["Config", "Hostname"]).filter(|h| !shares && !(h.len() == 12 && id.starts_with(h))).map(str::to_string)
+    s(c, &["Config", "Hostname"]).filter(|h| !(shares || h.len() == 12 && id.starts_with(h))).map(str::to_string)
 }
 
 /// The fields `docker-run`'s round trip must preserve, normalised so that two inspects of

@@ -291,7 +291,7 @@ fn quorum_signal(run: &[LogLine]) -> Option<(Class, Vec<&LogLine>)> {
         return None;
     }
     // Peers that refuse or cannot be reached are the why; keep the newest of each kind.
-    let refused = tail.iter().filter(|l| l.text.contains("connection refused") || l.text.contains("i/o timeout")).last();
+    let refused = tail.iter().rfind(|l| l.text.contains("connection refused") || l.text.contains("i/o timeout"));
     let mut lines: Vec<&LogLine> = elections.iter().rev().take(2).rev().copied().collect();
     lines.extend(read_index.iter().last().copied());
     lines.extend(refused);

@@ -262,7 +262,7 @@ pub fn edit_manifest_flags(text: &str, edits: &[FlagEdit]) -> Result<String, Man
         })?;
         let block: Vec<&FlagLine> = found.iter().filter(|f| f.indent == anchor.indent).collect();
         for edit in pending_inserts {
-            let after = block.iter().filter(|f| f.name.as_str() < edit.0.as_str()).last();
+            let after = block.iter().rfind(|f| f.name.as_str() < edit.0.as_str());
             let at = match after {
                 Some(f) => f.line + if f.split_value { 1 } else { 0 },
                 None => block[0].line,

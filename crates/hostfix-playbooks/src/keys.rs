@@ -1,12 +1,9 @@
 //! `keys`: a key inventory by path segment, read at one revision, page by page. Memory is
 //! one counter per group and one page, whatever the key count.
 
-use anyhow::{anyhow, Result};
-use hostfix_adapters::etcd::{Connector, Endpoint};
+use anyhow::Result;
+use hostfix_adapters::etcd::Endpoint;
 use hostfix_core::keys::{before_end, gallop_ends, group_of, next_key, prefix_end, Inventory};
-
-use crate::local::Local;
-use crate::Settings;
 
 pub struct KeysOptions {
     pub prefix: Vec<u8>,
@@ -27,20 +24,6 @@ pub struct KeysReport {
     pub requests: u64,
 }
 
-/// The first member that answers a status call, the local one first.
-pub async fn endpoint(g: &Settings, local: &Local, conn: &Connector) -> Result<Endpoint> {
-    let mut last = String::new();
-    for url in local.candidate_endpoints(g) {
-        match conn.connect(&url).await {
-            Ok(mut ep) => match ep.status().await {
-                Ok(_) => return Ok(ep),
-                Err(e) => last = e.to_string(),
-            },
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(anyhow!("no member answers ({last})"))
-}
 
 /// The target size of one page of values, and its bounds in keys.
 const PAGE_BYTES: u64 = 4 << 20;

@@ -137,6 +137,21 @@ impl Local {
         Ok((list, probed))
     }
 
+    /// The first member that answers a status call, the local one first (`keys`, `check perf`).
+    pub async fn first_answering(&self, g: &Settings, conn: &Connector) -> anyhow::Result<hostfix_adapters::etcd::Endpoint> {
+        let mut last = String::new();
+        for url in self.candidate_endpoints(g) {
+            match conn.connect(&url).await {
+                Ok(mut ep) => match ep.status().await {
+                    Ok(_) => return Ok(ep),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(anyhow::anyhow!("no member answers ({last})"))
+    }
+
     /// The other members as `--initial-cluster` names them, each probed at the client URL
     /// its peer URL implies: what is known of the peers when no member list can be had,
     /// or when the member list itself is in question (disaster recovery).
