@@ -381,6 +381,9 @@ impl Lab {
             LabRuntime::Docker => {
                 let docker = DockerRuntime::connect(spec.docker_host.as_deref()).await?;
                 crate::image::ensure_image(&docker, spec.version, &bins).await?;
+                // The lab CA's key, for tests that sign odd client certificates (kubeadm
+                // masters keep theirs in pki/etcd/ca.key).
+                certs::write(&spec.dir.join("ca.key"), ca.key_pem(), true)?;
                 for i in 0..lab.state.nodes.len() {
                     let n = lab.state.nodes[i].clone();
                     std::fs::create_dir_all(n.data_dir()).map_err(|e| LabError::io(&n.data_dir(), e))?;
