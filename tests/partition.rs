@@ -103,6 +103,51 @@ async fn partitioned_minority(v: EtcdVersion) {
     lab.down().await.unwrap();
 }
 
+/// A daemon on every master, and m3 cut off: m3's daemon sees a partition and only
+/// alerts; no daemon repairs anything; healed, m3 catches up with no repair at all.
+async fn daemons_leave_a_partitioned_master_alone(v: EtcdVersion) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let mut cut = Partition::group(&lab, 2).unwrap();
+    let mut ds: Vec<DaemonProc> = (0..3)
+        .map(|i| DaemonProc::start_in(&lab, i, &daemon_config(&lab, i, ""), &[], (i == 2).then_some(&cut)))
+        .collect();
+    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
+    let root = lab.node(2).host_root.clone();
+    let before = snapshot(&root.join("etc"));
+    cut.cut_off().unwrap();
+    lab.etcdctl(0, &["put", "/during/partition", "x"]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while ds[2].status()["class"] != "partitioned" {
+        assert!(std::time::Instant::now() < deadline, "m3's daemon never saw the partition: {:#}\n{}", ds[2].status(), ds[2].log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Long enough for a policy that would act to have acted: the confirmation window and
+    // more probes.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let st = ds[2].status();
+    assert_eq!(st["class"], "partitioned", "{st:#}");
+    assert_eq!(st["decision"], "alert", "{st:#}");
+    assert!(st["why"].as_str().unwrap_or_default().contains("No rebuild is offered"), "{st:#}");
+    for (i, dp) in ds.iter().enumerate() {
+        assert!(dp.incidents().is_empty(), "{}'s daemon opened an incident:\n{}", lab.node(i).name, dp.log_text());
+    }
+    assert_eq!(before, snapshot(&root.join("etc")), "nothing on m3 was touched");
+    cut.heal().unwrap();
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(90)).await.unwrap();
+    assert_all_keys(&lab, 2);
+    let got = lab.etcdctl(2, &["get", "/during/partition", "--print-value-only", "--consistency=s"]).unwrap();
+    assert_eq!(got.trim(), "x");
+    until("m3's daemon sees it healthy again", 60, || ds[2].status()["class"] == "healthy").await;
+    for (i, dp) in ds.iter_mut().enumerate() {
+        assert!(dp.incidents().is_empty(), "{}: no repair after the heal either", lab.node(i).name);
+        dp.stop();
+    }
+    assert!(!root.join("var/lib/etcd-hostfix/archive").exists(), "nothing was archived");
+    lab.down().await.unwrap();
+}
+
 async fn vouched_for_peers_that_time_out(v: EtcdVersion) {
     let d = tempfile::tempdir().unwrap();
     let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
@@ -157,4 +202,14 @@ async fn peers_down_vouches_for_peers_that_time_out_v3_4() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_down_vouches_for_peers_that_time_out_v3_5() {
     vouched_for_peers_that_time_out(EtcdVersion::V3_5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_leave_a_partitioned_master_alone_v3_4() {
+    daemons_leave_a_partitioned_master_alone(EtcdVersion::V3_4).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_leave_a_partitioned_master_alone_v3_5() {
+    daemons_leave_a_partitioned_master_alone(EtcdVersion::V3_5).await
 }

@@ -234,6 +234,12 @@ pub fn daemon_config(lab: &Lab, i: usize, extra: &str) -> String {
 
 impl DaemonProc {
     pub fn start(lab: &Lab, i: usize, config: &str, env: &[(&str, &str)]) -> DaemonProc {
+        Self::start_in(lab, i, config, env, None)
+    }
+
+    /// Started inside a partition's group (before its rules), so that it is cut off with
+    /// its master.
+    pub fn start_in(lab: &Lab, i: usize, config: &str, env: &[(&str, &str)], cut: Option<&hostfix_lab::fault::Partition>) -> DaemonProc {
         let n = lab.node(i);
         let cfg = n.host_root.join("etc/etcd-hostfix/config.yaml");
         std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
@@ -242,15 +248,17 @@ impl DaemonProc {
         let out = std::fs::File::create(&log).unwrap();
         let mut args = node_args(lab, i);
         args.push("daemon".into());
-        let child = Command::new(BIN)
-            .args(&args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args)
             .envs(env.iter().copied())
             .env("RUST_LOG", std::env::var("HOSTFIX_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start the daemon");
+            .stderr(out);
+        if let Some(p) = cut {
+            p.enter(&mut cmd);
+        }
+        let child = cmd.spawn().expect("start the daemon");
         DaemonProc {
             child,
             log,

@@ -152,6 +152,17 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
                     last_said = line.clone();
                 }
                 notifier.status(&line);
+                // `etcd-hostfix status` must not keep showing the last good look as if it
+                // were current: the condition is unknown, and nothing is done about it.
+                let path = files::status_path(&state_dir);
+                let mut st = files::read_json::<DaemonStatus>(&path).ok().flatten().unwrap_or_default();
+                st.pid = std::process::id();
+                st.class = "unknown".into();
+                st.evidence = vec![format!("{e:#}")];
+                st.decision = "nothing".into();
+                st.why = format!("no action: {line}");
+                st.updated_at = files::now_rfc3339();
+                let _ = files::write_json_if_changed(&path, &st);
                 continue;
             }
         };

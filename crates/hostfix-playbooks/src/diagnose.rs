@@ -43,29 +43,30 @@ pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds:
     let peer_url = local.local_peer_url();
     let mut p = Probes::default();
 
-    // The local member itself.
-    if let Some(url) = &local_url {
-        p.process_up = Some(!hostfix_adapters::process::etcd_pids(url).is_empty());
-        match conn.connect(url).await {
-            Ok(mut ep) => {
-                if let Ok(st) = ep.status().await {
-                    p.endpoint_answers = Some(true);
-                    p.local_cluster_id = Some(hex_id(st.cluster_id));
-                    p.endpoint_healthy = Some(ep.health().await.is_ok());
-                } else {
-                    p.endpoint_answers = Some(false);
-                    p.endpoint_healthy = Some(false);
-                }
-            }
-            Err(_) => {
-                p.endpoint_answers = Some(false);
-                p.endpoint_healthy = Some(false);
-            }
-        }
+    // The local member itself, and the cluster as the peers see it, at once: under a
+    // partition both wait out the timeout, and one wait is enough.
+    let local_probe = async {
+        let url = local_url.as_ref()?;
+        let up = !hostfix_adapters::process::etcd_pids(url).is_empty();
+        let (answers, cluster_id, healthy) = match conn.connect(url).await {
+            Ok(mut ep) => match ep.status().await {
+                // Without a leader a quorum read can only time out (a lost quorum): no need
+                // to spend the timeout learning it.
+                Ok(st) => (true, Some(hex_id(st.cluster_id)), st.leader != 0 && ep.health().await.is_ok()),
+                Err(_) => (false, None, false),
+            },
+            Err(_) => (false, None, false),
+        };
+        Some((up, answers, cluster_id, healthy))
+    };
+    let (probed_local, view) = tokio::join!(local_probe, local.cluster_view(g, conn));
+    if let Some((up, answers, cluster_id, healthy)) = probed_local {
+        p.process_up = Some(up);
+        p.endpoint_answers = Some(answers);
+        p.local_cluster_id = cluster_id;
+        p.endpoint_healthy = Some(healthy);
     }
-
     tracing::debug!(endpoint_answers = ?p.endpoint_answers, "local member probed");
-    let view = local.cluster_view(g, conn).await;
     tracing::debug!(listed = view.is_some(), "cluster view");
     p.member_list = Some(view.is_some());
     if let Some((list, all)) = &view {
@@ -88,9 +89,10 @@ pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds:
         p.peer_voters_failed = probed.iter().filter(|m| !m.quorum_read).map(|m| failure(m, &m.name)).collect();
         p.peer_cluster_ids = probed.iter().filter_map(|m| m.cluster_id.clone()).collect();
         if let Some(me) = me {
-            // Alarms are cluster-wide state: any member that answers can list them.
-            let answering = local_url.iter().filter(|_| p.endpoint_answers == Some(true)).cloned().chain(
-                probed.iter().filter(|m| m.reachable).filter_map(|m| m.client_urls.first().cloned()),
+            // Alarms are cluster-wide state: any member that serves quorum reads can list
+            // them (the list goes through raft, so one that does not would only time out).
+            let answering = local_url.iter().filter(|_| p.endpoint_healthy == Some(true)).cloned().chain(
+                probed.iter().filter(|m| m.quorum_read).filter_map(|m| m.client_urls.first().cloned()),
             );
             for url in answering {
                 if let Ok(mut ep) = conn.connect(&url).await {

@@ -8,19 +8,36 @@ use hostfix_core::status::{LocalStatus, MemberStatus, Reach, RunState, StatusRep
 use crate::local::Local;
 use crate::Settings;
 
-/// Ask each candidate endpoint for the member list until one answers.
+/// The member list from the first endpoint, in the given order of preference, that
+/// answers. All are asked at once, so endpoints that time out (a partition, hosts that are
+/// off) cost one timeout together rather than one each; an answer is taken as soon as every
+/// endpoint preferred to it has failed.
 pub async fn member_list(conn: &Connector, endpoints: &[String]) -> Result<(String, MemberList), Vec<EtcdError>> {
-    let mut errs = vec![];
-    for ep in endpoints {
-        match conn.connect(ep).await {
-            Ok(mut c) => match c.member_list().await {
-                Ok(l) => return Ok((ep.clone(), l)),
-                Err(e) => errs.push(e),
-            },
-            Err(e) => errs.push(e),
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut pending: FuturesUnordered<_> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| async move {
+            let r = match conn.connect(ep).await {
+                Ok(mut c) => c.member_list().await,
+                Err(e) => Err(e),
+            };
+            (i, r)
+        })
+        .collect();
+    let mut done: Vec<Option<Result<MemberList, EtcdError>>> = endpoints.iter().map(|_| None).collect();
+    while let Some((i, r)) = pending.next().await {
+        done[i] = Some(r);
+        // The most preferred endpoint that has not failed: if it has answered, that is the
+        // answer; if it is still pending, wait for it.
+        if let Some(j) = done.iter().position(|d| !matches!(d, Some(Err(_)))) {
+            if matches!(done[j], Some(Ok(_))) {
+                let Some(Some(Ok(l))) = done.get_mut(j).map(Option::take) else { unreachable!("checked above") };
+                return Ok((endpoints[j].clone(), l));
+            }
         }
     }
-    Err(errs)
+    Err(done.into_iter().flatten().filter_map(Result::err).collect())
 }
 
 pub async fn probe_member(conn: &Connector, m: &hostfix_adapters::etcd::Member) -> MemberStatus {
@@ -84,6 +101,11 @@ pub async fn probe_member(conn: &Connector, m: &hostfix_adapters::etcd::Member) 
             s.healthy = s.error.is_none();
         }
         Err(e) => s.error = Some(e.to_string()),
+    }
+    // The alarm list goes through raft: a member that just failed a quorum read would only
+    // time out again.
+    if !s.quorum_read {
+        return s;
     }
     if let Ok(alarms) = ep.alarms().await {
         s.alarms = alarms.into_iter().filter(|a| a.member_id == m.id).map(|a| a.alarm).collect();
