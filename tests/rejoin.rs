@@ -31,7 +31,7 @@ async fn rejoin_heals(lab: &Lab, i: usize) {
     let parked = lab.node(i).host_root.join("var/lib/etcd-hostfix/parked/etcd.yaml");
     let before = std::fs::read_to_string(lab.node(i).manifest()).or_else(|_| std::fs::read_to_string(&parked)).unwrap();
     let o = rejoin(lab, i, &["--yes"], &[]);
-    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}\n{}", o.stdout, o.stderr, explain(lab, i));
     assert!(o.stdout.contains("rejoin complete"), "{}", o.stdout);
     healed(lab, i).await;
     let after = std::fs::read_to_string(lab.node(i).manifest()).unwrap();

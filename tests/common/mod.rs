@@ -166,11 +166,15 @@ pub fn explain(lab: &Lab, i: usize) -> String {
             format!("== {}\n{}", f.display(), t.lines().rev().take(15).collect::<Vec<_>>().join("\n"))
         })
         .collect();
+    // The lab kubelet's own log says which pods it started and stopped, and when.
+    let kubelet = std::fs::read_to_string(lab.node(i).host_root.join("kubelet.log")).unwrap_or_default();
+    let kubelet: Vec<&str> = kubelet.lines().rev().take(25).collect();
     format!(
-        "member list:\n{}\n{} logs (newest first):\n{}",
+        "member list:\n{}\n{} logs (newest first):\n{}\nkubelet (newest first):\n{}",
         lab.etcdctl(via, &["member", "list"]).unwrap_or_else(|e| e.to_string()),
         lab.node(i).name,
-        tail.join("\n")
+        tail.join("\n"),
+        kubelet.join("\n")
     )
 }
 
