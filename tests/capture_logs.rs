@@ -33,6 +33,7 @@ async fn capture(v: EtcdVersion, class: &str) {
         "member-removed" => failures::member_removed(&lab, failures::TARGET).await,
         "db-corrupt" => failures::db_corrupt(&lab, failures::TARGET).await,
         "wal-corrupt" => failures::wal_corrupt(&lab, failures::TARGET).await,
+        "wal-no-member-id" => failures::wal_no_member_id(&lab, failures::TARGET).await,
         "nospace" => failures::nospace(&lab, failures::TARGET).await,
         "quorum-lost" => failures::quorum_lost(&lab, failures::TARGET).await,
         "membership-mismatch" => failures::membership_mismatch(&lab, failures::TARGET).await,
@@ -54,8 +55,8 @@ async fn capture(v: EtcdVersion, class: &str) {
 async fn capture_all() {
     for v in EtcdVersion::all() {
         for c in [
-            "already-bootstrapped", "data-lost", "member-removed", "db-corrupt", "wal-corrupt", "nospace",
-            "quorum-lost", "membership-mismatch", "cluster-id-mismatch", "unknown", "cluster-info-unreachable",
+            "already-bootstrapped", "data-lost", "member-removed", "db-corrupt", "wal-corrupt", "wal-no-member-id",
+            "nospace", "quorum-lost", "membership-mismatch", "cluster-id-mismatch", "unknown", "cluster-info-unreachable",
         ] {
             // HOSTFIX_CAPTURE_ONLY=class[,class] re-captures just those.
             if let Ok(only) = std::env::var("HOSTFIX_CAPTURE_ONLY") {

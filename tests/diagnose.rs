@@ -61,13 +61,22 @@ async fn live(v: EtcdVersion, class: &str, playbook: &str) {
         "member-removed" => failures::member_removed(&lab, failures::TARGET).await,
         "db-corrupt" => failures::db_corrupt(&lab, failures::TARGET).await,
         "wal-corrupt" => failures::wal_corrupt(&lab, failures::TARGET).await,
+        "wal-no-member-id" => failures::wal_no_member_id(&lab, failures::TARGET).await,
         "membership-mismatch" => failures::membership_mismatch(&lab, failures::TARGET).await,
         "nospace" => failures::nospace(&lab, failures::TARGET).await,
         "quorum-lost" => failures::quorum_lost(&lab, failures::TARGET).await,
         "unknown" => failures::unknown(&lab, failures::TARGET).await,
         _ => unreachable!(),
     };
+    // A failure named apart from its class: the class, and the evidence it must rest on.
+    let (class, evidence) = match class {
+        "wal-no-member-id" => ("wal-corrupt", Some("cannot use none as id")),
+        c => (c, None),
+    };
     let j = expect(&lab, i, class, playbook).await;
+    if let Some(e) = evidence {
+        assert!(j["evidence"].to_string().contains(e), "expected evidence {e:?}: {j:#}");
+    }
     if class == "healthy" {
         assert!(j["command"].as_str().unwrap().is_empty());
     }
@@ -100,6 +109,8 @@ live_tests! {
     member_removed: "member-removed" => "rejoin",
     db_corrupt: "db-corrupt" => "rejoin",
     wal_corrupt: "wal-corrupt" => "rejoin",
+    // Well-formed records that decode to member ID 0: `cannot use none as id`.
+    wal_no_member_id: "wal-no-member-id" => "rejoin",
     membership_mismatch: "membership-mismatch" => "rejoin",
     nospace: "nospace" => "defrag",
     quorum_lost: "quorum-lost" => "rebuild",

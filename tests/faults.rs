@@ -301,7 +301,7 @@ async fn full_disk(v: EtcdVersion, rt: LabRuntime) {
             assert_eq!(o.code, 3, "dry run {dry}: {}\n{}", o.stdout, o.stderr);
             assert!(o.stderr.contains("not enough space for the backup"), "{}", o.stderr);
             assert!(o.stderr.contains(&state.join("snapshots").display().to_string()), "names the path:\n{}", o.stderr);
-            assert!(o.stderr.contains("bytes (the db of") && o.stderr.contains("are free there"), "names the bytes:\n{}", o.stderr);
+            assert!(o.stderr.contains("(the db of ") && o.stderr.contains("bytes and") && o.stderr.contains("are free there"), "names the bytes:\n{}", o.stderr);
         }
         assert_eq!(before, config_snapshot(&root), "a refusal changed files");
         assert_eq!(members, ids(&lab), "a refusal changed the membership");

@@ -390,8 +390,15 @@ async fn restore_restarts_the_apiservers(v: EtcdVersion) {
         lab.stop_member(i).await.unwrap();
     }
 
+    // Killed mid-bounce, with kube-apiserver's manifest parked: its pod is down, and the
+    // manifest is moved aside, not lost. The rerun resumes there and puts it back.
+    let o = cmd(&lab, 0, &["restore", "--yes", "--snapshot", snap.to_str().unwrap()], &[("HOSTFIX_CRASH_AT", "bounce-apiserver-parked")]);
+    assert_eq!(o.code, -1, "{}\n{}", o.stdout, o.stderr);
+    let manifest = lab.node(0).apiserver_manifest();
+    assert!(!manifest.exists(), "parked when the run died");
+    assert!(lab.node(0).host_root.join("var/lib/etcd-hostfix/parked/kube-apiserver.yaml").exists(), "moved aside, not deleted");
     let o = cmd(&lab, 0, &["restore", "--yes", "--snapshot", snap.to_str().unwrap()], &[]);
-    ok(&o, "restore");
+    ok(&o, "restore (resumed)");
     let plan: Vec<&str> = o.stdout.lines().filter_map(|l| l.trim_start().split_once(". ").map(|(_, r)| r.split_whitespace().next().unwrap_or(""))).collect();
     let (wait, bounce) = (plan.iter().rposition(|s| *s == "wait-single"), plan.iter().position(|s| *s == "bounce-apiserver"));
     assert!(wait.is_some() && bounce > wait, "the bounce comes after etcd is up: {plan:?}\n{}", o.stdout);

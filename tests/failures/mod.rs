@@ -46,20 +46,8 @@ pub async fn wal_corrupt(lab: &Lab, t: usize) -> usize {
         // decode then fails on every start.
         let wal = Lab::newest_wal(n)?;
         let b = std::fs::read(&wal).map_err(|e| LabError::io(&wal, e))?;
-        // WAL frames: an 8-byte little-endian length (low 56 bits; the top byte flags
-        // padding), then the record. Pick the largest record that is not the last one.
-        let mut frames = vec![];
-        let mut off = 0usize;
-        while off + 8 <= b.len() {
-            let word = u64::from_le_bytes(b[off..off + 8].try_into().unwrap());
-            let len = (word & 0x00ff_ffff_ffff_ffff) as usize;
-            let pad = if word >> 63 == 1 { ((word >> 56) & 0x7) as usize } else { 0 };
-            if len == 0 {
-                break;
-            }
-            frames.push((off + 8, len));
-            off += 8 + len + pad;
-        }
+        // Pick the largest record that is not the last one.
+        let mut frames = wal_frames(&b);
         frames.pop();
         let (start, len) = frames.into_iter().max_by_key(|f| f.1).expect("a WAL with records");
         Lab::scribble(&wal, (start + len / 2) as u64, 4).map(|_| vec![])
@@ -182,4 +170,186 @@ pub fn retry_unhealthy<T>(mut f: impl FnMut() -> Result<T, LabError>) -> Result<
             r => return r,
         }
     }
+}
+
+/// A WAL whose metadata record says member ID 0 ("none"), every checksum re-chained so
+/// that the file reads cleanly: etcd then restarts raft with ID 0 and panics with
+/// `cannot use none as id`. That is how a WAL whose records decode into nonsense looks
+/// when the nonsense happens to be well-formed.
+pub async fn wal_no_member_id(lab: &Lab, t: usize) -> usize {
+    lab.offline(t, |n: &Node| {
+        let mut prev = None;
+        for wal in wal_files(n)? {
+            let b = std::fs::read(&wal).map_err(|e| LabError::io(&wal, e))?;
+            // The re-encoder must reproduce an unedited file byte for byte, or its edit
+            // would break more than the member ID.
+            assert!(rewrite_wal_metadata(&b, None, |md| md.to_vec()).0 == b, "{}: re-encoding differs", wal.display());
+            let (out, end) = rewrite_wal_metadata(&b, prev, |md| {
+                // etcdserverpb.Metadata: field 1 NodeID, field 2 ClusterID, both varints.
+                let fields = proto_fields(md);
+                let mut m = vec![0x08, 0x00];
+                for (num, v) in fields {
+                    if num == 2 {
+                        m.push(0x10);
+                        m.extend(varint(v.varint()));
+                    }
+                }
+                m
+            });
+            prev = Some(end);
+            std::fs::write(&wal, out).map_err(|e| LabError::io(&wal, e))?;
+        }
+        Ok(vec![])
+    })
+    .await
+    .unwrap();
+    t
+}
+
+fn wal_files(n: &Node) -> Result<Vec<std::path::PathBuf>, LabError> {
+    let dir = n.data_dir().join("member/wal");
+    let mut wals: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| LabError::io(&dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    wals.sort();
+    Ok(wals)
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+impl Field<'_> {
+    fn varint(&self) -> u64 {
+        match self {
+            Field::Varint(v) => *v,
+            Field::Bytes(_) => panic!("expected a varint field"),
+        }
+    }
+}
+
+fn read_varint(b: &[u8], off: &mut usize) -> u64 {
+    let (mut v, mut shift) = (0u64, 0);
+    loop {
+        let byte = b[*off];
+        *off += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = vec![];
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// The fields of a protobuf message that uses only varints and length-delimited fields,
+/// as walpb.Record and etcdserverpb.Metadata do.
+fn proto_fields(b: &[u8]) -> Vec<(u64, Field<'_>)> {
+    let mut off = 0;
+    let mut out = vec![];
+    while off < b.len() {
+        let key = read_varint(b, &mut off);
+        match key & 7 {
+            0 => out.push((key >> 3, Field::Varint(read_varint(b, &mut off)))),
+            2 => {
+                let len = read_varint(b, &mut off) as usize;
+                out.push((key >> 3, Field::Bytes(&b[off..off + len])));
+                off += len;
+            }
+            w => panic!("unexpected wire type {w} in a WAL record"),
+        }
+    }
+    out
+}
+
+/// The records of a WAL file, as (offset, length). Frames: an 8-byte little-endian length
+/// of the record (low 56 bits; a set top bit means the low 3 bits of the top byte count
+/// the padding bytes that follow it to 8-byte alignment), then the record. A zero length
+/// is the preallocated tail.
+fn wal_frames(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut frames = vec![];
+    let mut off = 0usize;
+    while off + 8 <= b.len() {
+        let word = u64::from_le_bytes(b[off..off + 8].try_into().unwrap());
+        let len = (word & 0x00ff_ffff_ffff_ffff) as usize;
+        let pad = if word >> 63 == 1 { ((word >> 56) & 0x7) as usize } else { 0 };
+        if len == 0 {
+            break;
+        }
+        frames.push((off + 8, len));
+        off += 8 + len + pad;
+    }
+    frames
+}
+
+/// Re-encode one WAL file with `edit` applied to each metadata record's data, and every
+/// record's CRC re-chained. The WAL's CRC is a running CRC-32C over the data of every
+/// record, carried across files: each file's first record (crc type) holds the running
+/// value the previous file ended with. A changed record therefore changes the CRC of every
+/// record after it, in this file and the next. `prev` is the running value the previous
+/// file ended with (None for the first file); the value this file ends with is returned.
+fn rewrite_wal_metadata(b: &[u8], prev: Option<u32>, edit: impl Fn(&[u8]) -> Vec<u8>) -> (Vec<u8>, u32) {
+    const METADATA: u64 = 1;
+    const CRC: u64 = 4;
+    let mut out = Vec::with_capacity(b.len());
+    let mut running = prev.unwrap_or(0);
+    for (start, len) in wal_frames(b) {
+        let rec = &b[start..start + len];
+        let (mut typ, mut crc, mut data) = (0u64, 0u64, Vec::new());
+        for (num, f) in proto_fields(rec) {
+            match (num, f) {
+                (1, Field::Varint(v)) => typ = v,
+                (2, Field::Varint(v)) => crc = v,
+                (3, Field::Bytes(d)) => data = d.to_vec(),
+                _ => panic!("unexpected field {num} in a WAL record"),
+            }
+        }
+        if typ == CRC {
+            // The first file's chain starts from the value it carries; a later file's
+            // carries the previous file's (re-chained) end.
+            running = prev.unwrap_or(crc as u32);
+            crc = u64::from(running);
+        } else {
+            if typ == METADATA {
+                data = edit(&data);
+            }
+            running = crc32c::crc32c_append(running, &data);
+            crc = u64::from(running);
+        }
+        let mut enc = vec![0x08];
+        enc.extend(varint(typ));
+        enc.push(0x10);
+        enc.extend(varint(crc));
+        if !data.is_empty() {
+            enc.push(0x1a);
+            enc.extend(varint(data.len() as u64));
+            enc.extend(&data);
+        }
+        let pad = (8 - enc.len() % 8) % 8;
+        let mut lenf = enc.len() as u64;
+        if pad != 0 {
+            lenf |= (0x80 | pad as u64) << 56;
+        }
+        out.extend(lenf.to_le_bytes());
+        out.extend(&enc);
+        out.extend(std::iter::repeat_n(0u8, pad));
+    }
+    // Keep the preallocated size: zeros past the last record read as the end.
+    out.resize(out.len().max(b.len()), 0);
+    (out, running)
 }

@@ -93,23 +93,72 @@ pub struct StaticPod {
     pub state_dir: PathBuf,
 }
 
-/// The local kube-apiserver static pod, for a restore to bounce: its manifest is parked
-/// in `<state>/parked/kube-apiserver.yaml` and moved back, as etcd's is.
-pub struct ApiserverPod {
+/// A static-pod manifest that can be parked: moved out of `manifests/` into the state dir's
+/// `parked/`, so the kubelet stops the pod, and moved back. Both moves are renames within
+/// one host root, never copies or deletes, so a crash between them leaves the manifest in
+/// exactly one of the two places. etcd's and kube-apiserver's manifests share this.
+#[derive(Debug, Clone)]
+pub struct Parkable {
     pub manifest: PathBuf,
     pub parked: PathBuf,
+}
+
+impl Parkable {
+    /// `manifest`, parked under `<state_dir>/parked/` by its file name.
+    pub fn new(manifest: PathBuf, state_dir: &Path) -> Parkable {
+        let name = manifest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        Parkable { parked: state_dir.join("parked").join(name), manifest }
+    }
+
+    /// Where the manifest is now, if anywhere.
+    pub fn locate(&self) -> Option<(&Path, ManifestState)> {
+        if self.manifest.exists() {
+            Some((&self.manifest, ManifestState::Present))
+        } else if self.parked.exists() {
+            Some((&self.parked, ManifestState::Parked))
+        } else {
+            None
+        }
+    }
+
+    /// Park it. Idempotent; `Ok(false)` when the manifest is in neither place.
+    pub fn park(&self) -> Result<bool, RuntimeError> {
+        if self.manifest.exists() {
+            let dir = self.parked.parent().expect("parked path has a parent");
+            crate::private::create_dir(dir).map_err(|source| RuntimeError::Read { path: dir.to_path_buf(), source })?;
+            std::fs::rename(&self.manifest, &self.parked).map_err(|source| RuntimeError::Read { path: self.manifest.clone(), source })?;
+            return Ok(true);
+        }
+        Ok(self.parked.exists())
+    }
+
+    /// Move it back into `manifests/`. Idempotent; `Ok(false)` when it is in neither place.
+    pub fn unpark(&self) -> Result<bool, RuntimeError> {
+        if self.parked.exists() {
+            std::fs::rename(&self.parked, &self.manifest).map_err(|source| RuntimeError::Read { path: self.parked.clone(), source })?;
+            return Ok(true);
+        }
+        Ok(self.manifest.exists())
+    }
+}
+
+/// The local kube-apiserver static pod, for a restore to bounce: its manifest is parked
+/// in `<state>/parked/kube-apiserver.yaml` and moved back, as etcd's is. A master without
+/// one (an etcd-only host) is not an error: parking it is then a no-op.
+pub struct ApiserverPod {
+    pub manifest: Parkable,
 }
 
 impl ApiserverPod {
     /// Beside etcd's manifest.
     pub fn beside(etcd: &StaticPod) -> ApiserverPod {
         let dir = etcd.manifest.parent().map(Path::to_path_buf).unwrap_or_default();
-        ApiserverPod { manifest: dir.join("kube-apiserver.yaml"), parked: etcd.state_dir.join("parked").join("kube-apiserver.yaml") }
+        ApiserverPod { manifest: Parkable::new(dir.join("kube-apiserver.yaml"), &etcd.state_dir) }
     }
 
     /// The manifest, where it is now (in place or parked), if anywhere.
     pub fn locate(&self) -> Option<&Path> {
-        [&self.manifest, &self.parked].into_iter().find(|p| p.exists()).map(|p| p.as_path())
+        self.manifest.locate().map(|(p, _)| p)
     }
 
     /// The `--etcd-servers=...` argument of its command, which tells its process apart.
@@ -121,33 +170,26 @@ impl ApiserverPod {
     }
 
     pub fn park(&self) -> Result<(), RuntimeError> {
-        if self.manifest.exists() {
-            let dir = self.parked.parent().expect("parked path has a parent");
-            crate::private::create_dir(dir).map_err(|source| RuntimeError::Read { path: dir.to_path_buf(), source })?;
-            std::fs::rename(&self.manifest, &self.parked).map_err(|source| RuntimeError::Read { path: self.manifest.clone(), source })?;
-        }
-        Ok(())
+        self.manifest.park().map(|_| ())
     }
 
     pub fn unpark(&self) -> Result<(), RuntimeError> {
-        if self.parked.exists() {
-            std::fs::rename(&self.parked, &self.manifest).map_err(|source| RuntimeError::Read { path: self.parked.clone(), source })?;
-        }
-        Ok(())
+        self.manifest.unpark().map(|_| ())
     }
 }
 
 impl StaticPod {
+    /// etcd's manifest as a parkable value: `<state>/parked/etcd.yaml` when parked.
+    pub fn parkable(&self) -> Parkable {
+        Parkable { manifest: self.manifest.clone(), parked: self.parked_path() }
+    }
     pub fn parked_path(&self) -> PathBuf {
         self.state_dir.join("parked").join("etcd.yaml")
     }
     pub fn locate(&self) -> (PathBuf, ManifestState) {
-        if self.manifest.exists() {
-            (self.manifest.clone(), ManifestState::Present)
-        } else if self.parked_path().exists() {
-            (self.parked_path(), ManifestState::Parked)
-        } else {
-            (self.manifest.clone(), ManifestState::Missing)
+        match self.parkable().locate() {
+            Some((p, state)) => (p.to_path_buf(), state),
+            None => (self.manifest.clone(), ManifestState::Missing),
         }
     }
 
@@ -177,28 +219,21 @@ impl StaticPod {
     }
 
     /// Stop the pod the kubeadm way: move the manifest out of `manifests/`, into the state
-    /// dir, so the kubelet stops it. Idempotent.
+    /// dir, so the kubelet stops it. Idempotent; an error when the manifest is nowhere.
     pub fn park(&self) -> Result<(), RuntimeError> {
-        let parked = self.parked_path();
-        if self.manifest.exists() {
-            let dir = parked.parent().expect("parked path has a parent");
-            crate::private::create_dir(dir).map_err(|source| RuntimeError::Read { path: dir.to_path_buf(), source })?;
-            std::fs::rename(&self.manifest, &parked).map_err(|source| RuntimeError::Read { path: self.manifest.clone(), source })?;
-        } else if !parked.exists() {
-            return Err(RuntimeError::NoManifest { path: self.manifest.clone(), parked });
+        match self.parkable().park()? {
+            true => Ok(()),
+            false => Err(RuntimeError::NoManifest { path: self.manifest.clone(), parked: self.parked_path() }),
         }
-        Ok(())
     }
 
-    /// Move the parked manifest back into `manifests/`. Idempotent.
+    /// Move the parked manifest back into `manifests/`. Idempotent; an error when the
+    /// manifest is nowhere.
     pub fn unpark(&self) -> Result<(), RuntimeError> {
-        let parked = self.parked_path();
-        if parked.exists() {
-            std::fs::rename(&parked, &self.manifest).map_err(|source| RuntimeError::Read { path: parked.clone(), source })?;
-        } else if !self.manifest.exists() {
-            return Err(RuntimeError::NoManifest { path: self.manifest.clone(), parked });
+        match self.parkable().unpark()? {
+            true => Ok(()),
+            false => Err(RuntimeError::NoManifest { path: self.manifest.clone(), parked: self.parked_path() }),
         }
-        Ok(())
     }
 
     /// The newest etcd CRI log under `var/log/pods/kube-system_etcd-*/etcd/`, and the one

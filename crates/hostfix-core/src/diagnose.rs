@@ -550,6 +550,9 @@ mod tests {
             ("member-removed", Class::MemberRemoved, Playbook::Rejoin),
             ("db-corrupt", Class::DbCorrupt, Playbook::Rejoin),
             ("wal-corrupt", Class::WalCorrupt, Playbook::Rejoin),
+            // Well-formed WAL records whose metadata says member ID 0: raft panics with
+            // `cannot use none as id` (a real capture, tests/failures `wal_no_member_id`).
+            ("wal-no-member-id", Class::WalCorrupt, Playbook::Rejoin),
             ("nospace", Class::Nospace, Playbook::Defrag),
             ("membership-mismatch", Class::MembershipMismatch, Playbook::Rejoin),
             ("cluster-id-mismatch", Class::ClusterIdMismatch, Playbook::Rejoin),
@@ -589,10 +592,14 @@ mod tests {
 
     #[test]
     fn wal_metadata_without_an_id_is_wal_corrupt() {
-        // raft's own panic when the WAL's metadata decodes to member ID 0 (not reproduced
-        // against a live member: it needs a hand-made WAL record with a valid CRC).
-        let line = "panic: cannot use none as id\n\ngoroutine 1 [running]:\ngo.etcd.io/etcd/raft/v3.newRaft(0xc0001c2000)";
-        assert_eq!(from_log(line).class, Class::WalCorrupt);
+        // raft's own panic when the WAL's metadata decodes to member ID 0, as real etcd
+        // writes it (captured: tests/failures `wal_no_member_id` re-chains the WAL's CRCs
+        // after zeroing the ID, so nothing but the ID is wrong).
+        for v in ["3.4.23", "3.5.1"] {
+            let f = from_log(&fixture(v, "wal-no-member-id"));
+            assert_eq!(f.class, Class::WalCorrupt, "{v}: {f:#?}");
+            assert!(f.evidence.iter().any(|e| e.contains("cannot use none as id")), "{v}: {f:#?}");
+        }
     }
 
     /// A few elections or one slow read are hiccups, not quorum loss.

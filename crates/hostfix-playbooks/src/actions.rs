@@ -167,11 +167,13 @@ impl Actions<'_> {
         let Some(sp) = self.local.static_pod.as_ref() else { return Ok(()) };
         let a = hostfix_adapters::runtime::ApiserverPod::beside(sp);
         if a.locate().is_none() {
-            rep.note(&format!("no kube-apiserver manifest at {}; nothing to bounce", a.manifest.display()));
+            rep.note(&format!("no kube-apiserver manifest at {}; nothing to bounce", a.manifest.manifest.display()));
             return Ok(());
         }
         let arg = a.etcd_servers_arg()?;
         a.park()?;
+        // Tests kill a run here, with the manifest parked: the rerun must find it there.
+        crate::crash_point("bounce-apiserver-parked");
         match &arg {
             Some(arg) => {
                 wait_for("the local kube-apiserver to stop", self.wait, || hostfix_adapters::process::apiserver_pids(arg).is_empty()).await?
@@ -187,7 +189,7 @@ impl Actions<'_> {
         if let Some(arg) = &arg {
             wait_for("the local kube-apiserver to start again", self.wait, || !hostfix_adapters::process::apiserver_pids(arg).is_empty()).await?;
         }
-        rep.note(&format!("kube-apiserver restarted from {}: its watch cache now starts from the restored data", a.manifest.display()));
+        rep.note(&format!("kube-apiserver restarted from {}: its watch cache now starts from the restored data", a.manifest.manifest.display()));
         Ok(())
     }
 }

@@ -32,36 +32,31 @@ pub fn snapshot_bytes_needed(db_size: u64) -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum SpaceError {
     #[error(
-        "not enough space for the backup in {dir}: it needs {need} bytes (the db of {source_name} is {db} bytes) and {free} are free there. \
-         Free space there, or point --state-dir at a larger filesystem"
-    )]
-    NoRoom { dir: PathBuf, need: u64, free: u64, db: u64, source_name: String },
-    #[error(
         "{from} cannot be archived into {to}: they are on different filesystems, and the archive is a rename (nothing is copied or deleted). \
          Put --state-dir on the filesystem of {from}"
     )]
     OtherFilesystem { from: PathBuf, to: PathBuf },
-    #[error("not enough space for {what} in {dir}: it needs {need} bytes and {free} are free there. Free space there first")]
-    NoRoomFor { what: String, dir: PathBuf, need: u64, free: u64 },
+    #[error("not enough space for {what} in {dir}: it needs {need} bytes and {free} are free there. Free space there first{hint}")]
+    NoRoom { what: String, dir: PathBuf, need: u64, free: u64, hint: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
 
 /// Room for a snapshot of `db` bytes (from `source_name`) in `dir`.
 pub fn check_room(dir: &Path, db: u64, source_name: &str) -> Result<(), SpaceError> {
-    let free = free_bytes(dir).map_err(|source| SpaceError::Io { path: dir.to_path_buf(), source })?;
-    let need = snapshot_bytes_needed(db);
-    if free < need {
-        return Err(SpaceError::NoRoom { dir: dir.to_path_buf(), need, free, db, source_name: source_name.to_string() });
-    }
-    Ok(())
+    let what = format!("the backup (the db of {source_name} is {db} bytes)");
+    room(dir, snapshot_bytes_needed(db), what, ", or point --state-dir at a larger filesystem")
 }
 
 /// Room for `need` bytes of `what` in `dir`.
 pub fn check_room_for(dir: &Path, need: u64, what: &str) -> Result<(), SpaceError> {
+    room(dir, need, what.to_string(), "")
+}
+
+fn room(dir: &Path, need: u64, what: String, hint: &str) -> Result<(), SpaceError> {
     let free = free_bytes(dir).map_err(|source| SpaceError::Io { path: dir.to_path_buf(), source })?;
     if free < need {
-        return Err(SpaceError::NoRoomFor { what: what.to_string(), dir: dir.to_path_buf(), need, free });
+        return Err(SpaceError::NoRoom { what, dir: dir.to_path_buf(), need, free, hint: hint.to_string() });
     }
     Ok(())
 }
