@@ -179,7 +179,7 @@ pub fn retry_unhealthy<T>(mut f: impl FnMut() -> Result<T, LabError>) -> Result<
 pub async fn wal_no_member_id(lab: &Lab, t: usize) -> usize {
     lab.offline(t, |n: &Node| {
         let mut prev = None;
-        for wal in wal_files(n)? {
+        for wal in Lab::wal_files(n)? {
             let b = std::fs::read(&wal).map_err(|e| LabError::io(&wal, e))?;
             // The re-encoder must reproduce an unedited file byte for byte, or its edit
             // would break more than the member ID.
@@ -204,17 +204,6 @@ pub async fn wal_no_member_id(lab: &Lab, t: usize) -> usize {
     .await
     .unwrap();
     t
-}
-
-fn wal_files(n: &Node) -> Result<Vec<std::path::PathBuf>, LabError> {
-    let dir = n.data_dir().join("member/wal");
-    let mut wals: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| LabError::io(&dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    wals.sort();
-    Ok(wals)
 }
 
 enum Field<'a> {

@@ -146,19 +146,19 @@ impl Parkable {
 /// in `<state>/parked/kube-apiserver.yaml` and moved back, as etcd's is. A master without
 /// one (an etcd-only host) is not an error: parking it is then a no-op.
 pub struct ApiserverPod {
-    pub manifest: Parkable,
+    pub parkable: Parkable,
 }
 
 impl ApiserverPod {
     /// Beside etcd's manifest.
     pub fn beside(etcd: &StaticPod) -> ApiserverPod {
         let dir = etcd.manifest.parent().map(Path::to_path_buf).unwrap_or_default();
-        ApiserverPod { manifest: Parkable::new(dir.join("kube-apiserver.yaml"), &etcd.state_dir) }
+        ApiserverPod { parkable: Parkable::new(dir.join("kube-apiserver.yaml"), &etcd.state_dir) }
     }
 
     /// The manifest, where it is now (in place or parked), if anywhere.
     pub fn locate(&self) -> Option<&Path> {
-        self.manifest.locate().map(|(p, _)| p)
+        self.parkable.locate().map(|(p, _)| p)
     }
 
     /// The `--etcd-servers=...` argument of its command, which tells its process apart.
@@ -170,11 +170,11 @@ impl ApiserverPod {
     }
 
     pub fn park(&self) -> Result<(), RuntimeError> {
-        self.manifest.park().map(|_| ())
+        self.parkable.park().map(|_| ())
     }
 
     pub fn unpark(&self) -> Result<(), RuntimeError> {
-        self.manifest.unpark().map(|_| ())
+        self.parkable.unpark().map(|_| ())
     }
 }
 

@@ -692,8 +692,8 @@ impl Lab {
         f.write_all(&junk).map_err(|e| LabError::io(path, e))
     }
 
-    /// The newest WAL file of a member.
-    pub fn newest_wal(n: &Node) -> Result<PathBuf, LabError> {
+    /// The WAL files of a member, oldest first (their names sort by sequence number).
+    pub fn wal_files(n: &Node) -> Result<Vec<PathBuf>, LabError> {
         let dir = n.data_dir().join("member/wal");
         let mut wals: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| LabError::io(&dir, e))?
@@ -701,7 +701,12 @@ impl Lab {
             .filter(|p| p.extension().map(|x| x == "wal").unwrap_or(false))
             .collect();
         wals.sort();
-        wals.pop().ok_or_else(|| LabError::Runner(format!("no WAL in {}", dir.display())))
+        Ok(wals)
+    }
+
+    /// The newest WAL file of a member.
+    pub fn newest_wal(n: &Node) -> Result<PathBuf, LabError> {
+        Self::wal_files(n)?.pop().ok_or_else(|| LabError::Runner(format!("no WAL in {}", n.data_dir().join("member/wal").display())))
     }
 
     /// Stop every runner and container this lab started, by PID or container ID.

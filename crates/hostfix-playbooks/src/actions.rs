@@ -167,7 +167,7 @@ impl Actions<'_> {
         let Some(sp) = self.local.static_pod.as_ref() else { return Ok(()) };
         let a = hostfix_adapters::runtime::ApiserverPod::beside(sp);
         if a.locate().is_none() {
-            rep.note(&format!("no kube-apiserver manifest at {}; nothing to bounce", a.manifest.manifest.display()));
+            rep.note(&format!("no kube-apiserver manifest at {}; nothing to bounce", a.parkable.manifest.display()));
             return Ok(());
         }
         let arg = a.etcd_servers_arg()?;
@@ -189,7 +189,7 @@ impl Actions<'_> {
         if let Some(arg) = &arg {
             wait_for("the local kube-apiserver to start again", self.wait, || !hostfix_adapters::process::apiserver_pids(arg).is_empty()).await?;
         }
-        rep.note(&format!("kube-apiserver restarted from {}: its watch cache now starts from the restored data", a.manifest.manifest.display()));
+        rep.note(&format!("kube-apiserver restarted from {}: its watch cache now starts from the restored data", a.parkable.manifest.display()));
         Ok(())
     }
 }
