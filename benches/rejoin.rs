@@ -60,7 +60,7 @@ async fn time_rejoin(lab: &Lab, i: usize, backup: &str) -> Duration {
     let ran = t.elapsed();
     if backup == "auto" {
         let said = String::from_utf8_lossy(&out.stdout);
-        assert!(said.contains("SHA-256 trailer verified"), "the recent snapshot was not reused:\n{said}");
+        assert!(said.contains("verified now against the SHA-256 of its"), "the recent snapshot was not reused:\n{said}");
     }
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     converged(lab, i).await;

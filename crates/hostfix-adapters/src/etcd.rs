@@ -701,10 +701,10 @@ fn to_member(m: &etcd_client::Member) -> Member {
     }
 }
 
-/// Check the SHA-256 etcd appends to a snapshot it streams.
-/// Check a snapshot file against its SHA-256 trailer, reading it in pieces (a 1 GB snapshot
-/// is not held in memory) and hashing once: this runs on a repair's critical path, and the
-/// whole file's digest is in the `.sha256` written when it was saved. Returns its size.
+/// Check a snapshot file against its SHA-256 trailer (the SHA-256 etcd appends to a
+/// snapshot it streams), reading it in pieces (a 1 GB snapshot is not held in memory) and
+/// hashing once: this runs on a repair's critical path, and the whole file's digest is in the
+/// `.sha256` written when it was saved. Returns its size.
 pub fn verify_snapshot(path: &Path) -> Result<u64, String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
@@ -731,22 +731,106 @@ pub fn verify_snapshot(path: &Path) -> Result<u64, String> {
     Ok(len)
 }
 
-/// Two digests over a snapshot as it streams, so the file is never read back: etcd's
-/// trailer (SHA-256 of everything but the last 32 bytes) and the whole file's (`.sha256`).
-#[derive(Default)]
+/// A snapshot is also hashed in pieces of this size while it streams. One SHA-256 pass is
+/// sequential: over a 1.15 GB snapshot it took 0.9 s of a reusing rejoin's 5.8 s here (SHA-NI,
+/// one core), ahead of the first membership change. Pieces can be checked on every core.
+pub const PIECE_BYTES: u64 = 64 << 20;
+
+/// Check a snapshot file against the SHA-256 digests of its [`PIECE_BYTES`] pieces recorded
+/// when it was saved, the pieces spread over the machine's cores. It proves what the trailer
+/// check proves, because the pieces were hashed from the same bytes as the trailer was
+/// checked on while they streamed (a stream whose trailer fails is never renamed into
+/// place); and it also catches a file swapped for another valid snapshot. Returns its size.
+pub fn verify_snapshot_pieces(path: &Path, piece_bytes: u64, want: &[String]) -> Result<u64, String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileExt;
+    let e = |x: std::io::Error| format!("{}: {x}", path.display());
+    let f = std::fs::File::open(path).map_err(e)?;
+    let len = f.metadata().map_err(e)?.len();
+    if piece_bytes == 0 || len.div_ceil(piece_bytes) != want.len() as u64 {
+        return Err(format!(
+            "{}: its size ({len} bytes) does not match the {} pieces of {piece_bytes} bytes recorded when it was saved",
+            path.display(),
+            want.len()
+        ));
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, want.len().max(1));
+    let check = |first: usize| -> Result<Option<usize>, std::io::Error> {
+        let mut buf = vec![0u8; 4 << 20];
+        for i in (first..want.len()).step_by(threads) {
+            let (mut at, end) = (i as u64 * piece_bytes, ((i as u64 + 1) * piece_bytes).min(len));
+            let mut h = Sha256::new();
+            while at < end {
+                let n = ((end - at) as usize).min(buf.len());
+                f.read_exact_at(&mut buf[..n], at)?;
+                h.update(&buf[..n]);
+                at += n as u64;
+            }
+            if format!("{:x}", h.finalize()) != want[i] {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    };
+    let found = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads).map(|t| s.spawn(move || check(t))).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("a hashing thread panicked")))).collect::<Vec<_>>()
+    });
+    let mut bad = vec![];
+    for r in found {
+        bad.extend(r.map_err(e)?);
+    }
+    match bad.iter().min() {
+        None => Ok(len),
+        Some(i) => Err(format!(
+            "{}: piece {i} (from byte {}) does not match the SHA-256 recorded when it was saved",
+            path.display(),
+            *i as u64 * piece_bytes
+        )),
+    }
+}
+
+/// Three digests over a snapshot as it streams, so the file is never read back: etcd's
+/// trailer (SHA-256 of everything but the last 32 bytes), the whole file's (`.sha256`), and
+/// each [`PIECE_BYTES`] piece's (for a later check on every core).
 pub struct TrailerHasher {
     body: sha2::Sha256,
     whole: sha2::Sha256,
+    piece: sha2::Sha256,
+    piece_bytes: u64,
+    pieces: Vec<String>,
     /// The last bytes seen (up to 32): not yet known to be body or trailer.
     tail: Vec<u8>,
     n: u64,
 }
 
+impl Default for TrailerHasher {
+    fn default() -> Self {
+        Self::with_piece_bytes(PIECE_BYTES)
+    }
+}
+
 impl TrailerHasher {
+    pub fn with_piece_bytes(piece_bytes: u64) -> Self {
+        use sha2::Digest;
+        let h = sha2::Sha256::new;
+        TrailerHasher { body: h(), whole: h(), piece: h(), piece_bytes: piece_bytes.max(1), pieces: vec![], tail: vec![], n: 0 }
+    }
+
     pub fn update(&mut self, b: &[u8]) {
         use sha2::Digest;
         self.whole.update(b);
-        self.n += b.len() as u64;
+        let mut rest = b;
+        while !rest.is_empty() {
+            let room = (self.piece_bytes - self.n % self.piece_bytes) as usize;
+            let (now, later) = rest.split_at(rest.len().min(room));
+            self.piece.update(now);
+            self.n += now.len() as u64;
+            if self.n % self.piece_bytes == 0 {
+                self.pieces.push(format!("{:x}", std::mem::take(&mut self.piece).finalize()));
+            }
+            rest = later;
+        }
         if b.len() >= 32 {
             self.body.update(&self.tail);
             self.body.update(&b[..b.len() - 32]);
@@ -761,18 +845,24 @@ impl TrailerHasher {
     }
 
     /// The result when the trailer matches the body, else `None`.
-    pub fn finish(self) -> Option<Streamed> {
+    pub fn finish(mut self) -> Option<Streamed> {
         use sha2::Digest;
+        if self.n % self.piece_bytes != 0 {
+            self.pieces.push(format!("{:x}", self.piece.finalize()));
+        }
         (self.tail.len() == 32 && self.body.finalize().as_slice() == self.tail.as_slice())
-            .then(|| Streamed { bytes: self.n, sha256: format!("{:x}", self.whole.finalize()) })
+            .then(|| Streamed { bytes: self.n, sha256: format!("{:x}", self.whole.finalize()), piece_bytes: self.piece_bytes, pieces: self.pieces })
     }
 }
 
-/// A snapshot written or checked: its size and the SHA-256 of the whole file.
+/// A snapshot written: its size, the SHA-256 of the whole file and of each
+/// [`PIECE_BYTES`] piece.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Streamed {
     pub bytes: u64,
     pub sha256: String,
+    pub piece_bytes: u64,
+    pub pieces: Vec<String>,
 }
 
 pub fn hex_id(id: u64) -> String {
@@ -796,11 +886,17 @@ mod tests {
         use sha2::Digest;
         let data = fake_snapshot(10_000);
         let whole = format!("{:x}", sha2::Sha256::digest(&data));
-        for chunk in [1, 5, 31, 32, 33, 4096, 20_000] {
-            let mut h = TrailerHasher::default();
+        let pieces: Vec<String> = data.chunks(3000).map(|p| format!("{:x}", sha2::Sha256::digest(p))).collect();
+        for chunk in [1, 5, 31, 32, 33, 2999, 3000, 3001, 4096, 20_000] {
+            let mut h = TrailerHasher::with_piece_bytes(3000);
             data.chunks(chunk).for_each(|c| h.update(c));
-            assert_eq!(h.finish(), Some(Streamed { bytes: data.len() as u64, sha256: whole.clone() }), "chunk {chunk}");
+            let want = Streamed { bytes: data.len() as u64, sha256: whole.clone(), piece_bytes: 3000, pieces: pieces.clone() };
+            assert_eq!(h.finish(), Some(want), "chunk {chunk}");
         }
+        // A size that is a whole number of pieces ends with no empty piece.
+        let mut h = TrailerHasher::with_piece_bytes(data.len() as u64 / 4);
+        h.update(&data);
+        assert_eq!(h.finish().unwrap().pieces.len(), 4);
         let mut bad = data.clone();
         bad[100] ^= 1;
         let mut h = TrailerHasher::default();
@@ -815,6 +911,23 @@ mod tests {
         assert_eq!(verify_snapshot(&p).unwrap(), big.len() as u64);
         std::fs::write(&p, &bad).unwrap();
         assert!(verify_snapshot(&p).unwrap_err().contains("does not match"));
+
+        // The pieces recorded while streaming check the same file on every core.
+        let piece = 1 << 20;
+        let mut h = TrailerHasher::with_piece_bytes(piece);
+        big.chunks(65_536).for_each(|c| h.update(c));
+        let rec = h.finish().unwrap();
+        assert_eq!(rec.pieces.len(), 4, "3 MiB and a trailer make 4 pieces of 1 MiB");
+        std::fs::write(&p, &big).unwrap();
+        assert_eq!(verify_snapshot_pieces(&p, piece, &rec.pieces).unwrap(), big.len() as u64);
+        let mut flipped = big.clone();
+        flipped[(2 << 20) + 7] ^= 1;
+        std::fs::write(&p, &flipped).unwrap();
+        let err = verify_snapshot_pieces(&p, piece, &rec.pieces).unwrap_err();
+        assert!(err.contains("piece 2 (from byte 2097152) does not match"), "{err}");
+        std::fs::write(&p, &big[..(3 << 20) - 1]).unwrap();
+        assert!(verify_snapshot_pieces(&p, piece, &rec.pieces).unwrap_err().contains("does not match the 4 pieces"));
+        assert!(verify_snapshot_pieces(&p, 0, &rec.pieces).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -54,8 +54,16 @@ pub enum Backup {
     /// Streamed from a peer by the plan's `snapshot` step.
     #[default]
     Fresh,
-    /// An existing snapshot, verified when the plan was made.
-    Reuse { path: String, saved_at_unix: u64, bytes: u64, sha256: String },
+    /// An existing snapshot, verified when the plan was made; `verified_by` says against
+    /// what (empty in journals written before it was kept: the SHA-256 trailer).
+    Reuse {
+        path: String,
+        saved_at_unix: u64,
+        bytes: u64,
+        sha256: String,
+        #[serde(default)]
+        verified_by: String,
+    },
     /// None, by the operator's choice.
     None,
 }
@@ -70,6 +78,16 @@ pub struct Candidate {
     pub bytes: u64,
     /// The whole file's SHA-256 as recorded when it was saved.
     pub sha256: Option<String>,
+    /// The SHA-256 of each piece, as recorded while it streamed (records written since the
+    /// pieces were kept); checked on every core instead of one pass over the trailer.
+    pub pieces: Option<Pieces>,
+}
+
+/// Per-piece digests of a snapshot: `sha256[i]` covers bytes `i * bytes ..` of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pieces {
+    pub bytes: u64,
+    pub sha256: Vec<String>,
 }
 
 /// What [`rank`] found: the candidates worth verifying, newest first, and why each other one
@@ -123,7 +141,7 @@ mod tests {
     use super::*;
 
     fn c(path: &str, id: Option<&str>, at: Option<u64>) -> Candidate {
-        Candidate { path: path.into(), cluster_id: id.map(Into::into), saved_at_unix: at, bytes: 1, sha256: None }
+        Candidate { path: path.into(), cluster_id: id.map(Into::into), saved_at_unix: at, bytes: 1, sha256: None, pieces: None }
     }
 
     #[test]

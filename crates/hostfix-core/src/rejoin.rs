@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn a_reused_backup_or_none_replaces_the_snapshot_step() {
         let mut f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(3, "m3", 3, false)]);
-        f.backup = Backup::Reuse { path: "/s/scheduled-1.db".into(), saved_at_unix: 1, bytes: 5, sha256: "ab".into() };
+        f.backup = Backup::Reuse { path: "/s/scheduled-1.db".into(), saved_at_unix: 1, bytes: 5, sha256: "ab".into(), verified_by: String::new() };
         let p = plan_rejoin(&f).unwrap();
         assert_eq!(p.steps[0], Step::UseSnapshot { path: "/s/scheduled-1.db".into() });
         assert_eq!(p.steps[0].name(), "snapshot");

@@ -296,9 +296,12 @@ pub async fn gather(g: &Settings, local: &Local, o: &RecoverOptions) -> Result<R
     let name = local.config.flags.name().to_string();
     let peer_url = local.local_peer_url().context("the local member has no --initial-advertise-peer-urls")?;
     let local_url = local.local_client_url().context("the local member has no client URL")?;
-    let me = crate::probe::probe_member(&conn, &configured(&name, &peer_url, &local_url)).await;
+    // The local member and its peers are probed at once: a member that is starting (it
+    // listens but does not answer yet) costs one timeout, not one for itself and one more
+    // for the peers.
+    let me_member = configured(&name, &peer_url, &local_url);
+    let (me, probes) = tokio::join!(crate::probe::probe_member(&conn, &me_member), local.probe_configured_peers(&conn));
     let entries = local.config.flags.initial_cluster();
-    let probes = local.probe_configured_peers(&conn).await;
     // `--peers-down` must name configured members: a typo must not vouch for nobody.
     for v in &o.peers_down {
         if !probes.iter().any(|(e, _)| &e.name == v) {

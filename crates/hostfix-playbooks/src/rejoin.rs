@@ -83,8 +83,8 @@ pub async fn prepare(g: &Settings, local: &Local, conn: &Connector, o: &RejoinOp
             let dir = g.state_dir().join("snapshots");
             let candidates = crate::snapshot::candidates(&dir);
             let early = (o.backup == BackupMode::Auto).then(|| likely(&candidates)).flatten().map(|c| {
-                let p = PathBuf::from(&c.path);
-                (c.path.clone(), tokio::task::spawn_blocking(move || verify_snapshot(&p)))
+                let c = c.clone();
+                (c.path.clone(), tokio::task::spawn_blocking(move || crate::snapshot::verify(&c)))
             });
             let (mut facts, unanswered) = gather_facts(g, local, conn).await?;
             facts.backup = choose_backup(&dir, candidates, facts.cluster_id.as_deref(), o, rep, early).await;
@@ -196,7 +196,7 @@ fn to_fact(m: &Member, probed: Option<&MemberStatus>) -> MemberFact {
 }
 
 /// A hash check already started, for one path.
-type Early = Option<(String, tokio::task::JoinHandle<Result<u64, String>>)>;
+type Early = Option<(String, tokio::task::JoinHandle<Result<(u64, String), String>>)>;
 
 /// `--backup`: `auto` reuses the newest snapshot in `dir` (`<state-dir>/snapshots/`) of this
 /// cluster, young enough, whose SHA-256 trailer checks out now; else a fresh one is taken.
@@ -223,17 +223,18 @@ pub async fn choose_backup(
         let checked = match early.take() {
             Some((p, h)) if p == c.path => h.await.unwrap_or_else(|e| Err(e.to_string())),
             _ => {
-                let p = PathBuf::from(&c.path);
-                tokio::task::spawn_blocking(move || verify_snapshot(&p)).await.unwrap_or_else(|e| Err(e.to_string()))
+                let c = c.clone();
+                tokio::task::spawn_blocking(move || crate::snapshot::verify(&c)).await.unwrap_or_else(|e| Err(e.to_string()))
             }
         };
         match checked {
-            Ok(bytes) => {
+            Ok((bytes, verified_by)) => {
                 return Backup::Reuse {
                     path: c.path.clone(),
                     saved_at_unix: c.saved_at_unix.unwrap_or(0),
                     bytes,
                     sha256: c.sha256.clone().unwrap_or_default(),
+                    verified_by,
                 }
             }
             Err(e) => passed.insert(0, e),
@@ -322,9 +323,10 @@ pub fn describe(g: &Settings, local: &Local, plan: &RejoinPlan) -> (String, Vec<
     let state = g.state_dir();
     let backup = match &plan.backup {
         Backup::Fresh => "backup: a fresh snapshot, taken while the member stops (--backup fresh always takes one)".to_string(),
-        Backup::Reuse { path, saved_at_unix, bytes, .. } => format!(
-            "backup: {path}, saved {} ago, {bytes} bytes, SHA-256 trailer verified now (--backup fresh takes a new one instead)",
-            age_words(unix_now().saturating_sub(*saved_at_unix))
+        Backup::Reuse { path, saved_at_unix, bytes, verified_by, .. } => format!(
+            "backup: {path}, saved {} ago, {bytes} bytes, verified now against {} (--backup fresh takes a new one instead)",
+            age_words(unix_now().saturating_sub(*saved_at_unix)),
+            if verified_by.is_empty() { "its SHA-256 trailer" } else { verified_by }
         ),
         Backup::None => "backup: NONE (--backup none): no restore point is taken or checked before the membership changes".to_string(),
     };

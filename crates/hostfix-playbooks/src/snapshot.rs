@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hostfix_adapters::etcd::{Connector, Endpoint, Streamed};
-use hostfix_core::backup::Candidate;
+use hostfix_core::backup::{Candidate, Pieces};
 use hostfix_adapters::etcdtool::{self, EtcdTool};
 use hostfix_core::status::MemberStatus;
 
@@ -140,6 +140,7 @@ pub fn write_records(out: &Path, s: &Streamed, from: &MemberStatus, url: &str, s
         "had_quorum": from.quorum_read,
         "saved_at_unix": crate::unix_now(),
         "status": status,
+        "pieces": { "bytes": s.piece_bytes, "sha256": s.pieces },
     });
     hostfix_adapters::private::write(Path::new(&format!("{}.json", out.display())), serde_json::to_string_pretty(&record)? + "\n").with_context(|| format!("{}.json", out.display()))?;
     Ok(())
@@ -162,7 +163,27 @@ pub fn candidates(dir: &Path) -> Vec<Candidate> {
             saved_at_unix: rec.as_ref().and_then(|r| r["saved_at_unix"].as_u64()),
             bytes: e.metadata().map(|m| m.len()).unwrap_or(0),
             sha256: rec.as_ref().and_then(|r| r["sha256"].as_str().map(String::from)),
+            pieces: rec.as_ref().and_then(|r| {
+                let bytes = r["pieces"]["bytes"].as_u64()?;
+                let sha256 = r["pieces"]["sha256"].as_array()?.iter().map(|d| d.as_str().map(String::from)).collect::<Option<Vec<_>>>()?;
+                Some(Pieces { bytes, sha256 })
+            }),
         });
     }
     out
+}
+
+/// Check a snapshot `rejoin --backup auto` may rely on, now: against the piece digests its
+/// record kept (on every core), else against its SHA-256 trailer (one pass). Returns its
+/// size and what it was checked against, for the plan.
+pub fn verify(c: &Candidate) -> Result<(u64, String), String> {
+    let path = Path::new(&c.path);
+    match &c.pieces {
+        Some(p) => hostfix_adapters::etcd::verify_snapshot_pieces(path, p.bytes, &p.sha256)
+            .map(|n| {
+                let (k, s) = (p.sha256.len(), if p.sha256.len() == 1 { "" } else { "s" });
+                (n, format!("the SHA-256 of its {k} piece{s} recorded when its trailer was checked"))
+            }),
+        None => hostfix_adapters::etcd::verify_snapshot(path).map(|n| (n, "its SHA-256 trailer".to_string())),
+    }
 }
