@@ -60,6 +60,10 @@ pub fn removed_key(name: &str) -> String {
     format!("/etcd-hostfix/removed/{name}")
 }
 
+/// How long /proc and the data dir must stay clear after a straggler was seen, before the
+/// learner starts: longer than a kubelet's wrapper takes to exec etcd.
+const STRAGGLER_QUIET: Duration = Duration::from_secs(2);
+
 /// How long a learner may lag before rejoin checks that it is running at all.
 const LEARNER_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -714,18 +718,44 @@ impl Runner<'_> {
     /// straggler, still on the old flags, writes a fresh `member` dir under its old ID after
     /// the archive step, and the learner would then start as that ID and never catch up.
     /// So, while the manifest is still parked: wait for any straggler to be stopped, and
-    /// archive what it wrote.
+    /// archive what it wrote. Once one is seen, a second may still be starting (inside the
+    /// kubelet's wrapper, not yet `etcd` in /proc, as CI caught: its dir appeared after the
+    /// archive and the learner's log was lost under it), so /proc and the data dir must then
+    /// stay clear for [`STRAGGLER_QUIET`]. Nothing seen costs nothing.
     async fn clear_stragglers(&self, archive: &Path) -> Result<()> {
         let url = self.local.local_client_url().unwrap_or_default();
-        wait_for("a restarted etcd to be stopped by the kubelet", self.wait, || hostfix_adapters::process::etcd_pids(&url).is_empty()).await?;
         let member = self.local.data_dir().join("member");
-        if member.exists() {
-            let dest = free_name(archive, "member.late-");
-            hostfix_adapters::private::create_dir(archive)?;
-            self.rep.note(&format!("note: a restart raced the stop and wrote {}; archived to {}", member.display(), dest.display()));
-            std::fs::rename(&member, &dest).with_context(|| member.display().to_string())?;
+        let deadline = Instant::now() + self.wait;
+        let mut seen = !hostfix_adapters::process::etcd_pids(&url).is_empty();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_for("a restarted etcd to be stopped by the kubelet", left, || hostfix_adapters::process::etcd_pids(&url).is_empty()).await?;
+            if member.exists() {
+                let dest = free_name(archive, "member.late-");
+                hostfix_adapters::private::create_dir(archive)?;
+                self.rep.note(&format!("note: a restart raced the stop and wrote {}; archived to {}", member.display(), dest.display()));
+                std::fs::rename(&member, &dest).with_context(|| member.display().to_string())?;
+                seen = true;
+            }
+            if !seen {
+                return Ok(());
+            }
+            let quiet_until = Instant::now() + STRAGGLER_QUIET;
+            let mut stirred = false;
+            while Instant::now() < quiet_until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if member.exists() || !hostfix_adapters::process::etcd_pids(&url).is_empty() {
+                    stirred = true;
+                    break;
+                }
+            }
+            if !stirred {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("etcd kept being restarted while its manifest was parked (for {:?}); the learner is not started", self.wait);
+            }
         }
-        Ok(())
     }
 
     async fn remove_old(&self, j: &Journal<RejoinPlan>) -> Result<()> {
