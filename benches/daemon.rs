@@ -13,7 +13,7 @@
 //! - time to healthy: from the break (the broken manifest is back in place) until every
 //!   member is a healthy voter and the repaired one has the leader's revision.
 //!
-//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.5"), HOSTFIX_BENCH_SIZES_MB (default
+//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.6"), HOSTFIX_BENCH_SIZES_MB (default
 //! "7,200"), HOSTFIX_BENCH_ROUNDS (default 3), HOSTFIX_BENCH_IDLE_SECS (default 600; 0 skips),
 //! HOSTFIX_BENCH_MATRIX=0 (the idle cost alone).
 
@@ -166,7 +166,7 @@ fn usage(pid: u32) -> (f64, u64) {
 
 async fn idle_cost(secs: u64, out: &mut String) {
     let dir = tempdir();
-    let spec = LabSpec::new(&dir, 3, hostfix_lab::EtcdVersion::V3_5, LabRuntime::StaticPod, [183, 99]);
+    let spec = LabSpec::new(&dir, 3, hostfix_lab::EtcdVersion::V3_6, LabRuntime::StaticPod, [183, 99]);
     let mut lab = Lab::up(spec, Path::new(BIN), false).await.unwrap();
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
     let d = start_daemon(&lab, 2, "1s");
@@ -183,7 +183,8 @@ async fn idle_cost(secs: u64, out: &mut String) {
     let (cpu1, rss) = usage(pid);
     let share = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     out.push_str(&format!(
-        "\nIdle cost of one daemon at a 1 s probe over {secs} s (etcd 3.5.1, 3 healthy members): CPU {share:.2} % of a core, RSS {:.1} MiB at the end, {:.1} MiB at most.\n",
+        "\nIdle cost of one daemon at a 1 s probe over {secs} s (etcd {}, 3 healthy members): CPU {share:.2} % of a core, RSS {:.1} MiB at the end, {:.1} MiB at most.\n",
+        hostfix_lab::EtcdVersion::V3_6.tag(),
         rss as f64 / 1024.0,
         max_rss as f64 / 1024.0
     ));

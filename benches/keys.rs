@@ -5,7 +5,7 @@
 //! RSS (wait4). Both answer the same question (keys per resource); the counts are checked
 //! to agree. Not a test: run `scripts/dev bench keys`.
 //!
-//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.5"), HOSTFIX_BENCH_KEYS (default
+//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.6"), HOSTFIX_BENCH_KEYS (default
 //! "100000,1000000"), HOSTFIX_BENCH_ROUNDS (default 3), HOSTFIX_BENCH_VALUE_BYTES (default 256).
 
 use std::collections::BTreeMap;
@@ -99,7 +99,7 @@ fn tool_counts(out: &str) -> BTreeMap<String, u64> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let versions: Vec<EtcdVersion> = env("HOSTFIX_BENCH_VERSIONS", "3.5").split(',').map(|s| if s.trim() == "3.4" { EtcdVersion::V3_4 } else { EtcdVersion::V3_5 }).collect();
+    let versions: Vec<EtcdVersion> = env("HOSTFIX_BENCH_VERSIONS", "3.6").split(',').map(|s| s.trim().parse().unwrap_or_else(|e| panic!("HOSTFIX_BENCH_VERSIONS: {e}"))).collect();
     let counts: Vec<usize> = env("HOSTFIX_BENCH_KEYS", "100000,1000000").split(',').map(|s| s.trim().parse().unwrap()).collect();
     let rounds: usize = env("HOSTFIX_BENCH_ROUNDS", "3").parse().unwrap();
     let value: usize = env("HOSTFIX_BENCH_VALUE_BYTES", "256").parse().unwrap();

@@ -8,7 +8,7 @@
 //! procedure. Both clocks stop when all three members are healthy voters at the leader's
 //! revision.
 //!
-//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.5"), HOSTFIX_BENCH_SIZES_MB
+//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.6"), HOSTFIX_BENCH_SIZES_MB
 //! (default "7"), HOSTFIX_BENCH_ROUNDS (default 3).
 
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! Both clocks start when the repair starts on an already crashlooping member and stop when
 //! every member is healthy and the repaired member's revision equals the leader's.
 //!
-//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.5"), HOSTFIX_BENCH_SIZES_MB
+//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.6"), HOSTFIX_BENCH_SIZES_MB
 //! (default "7,200"), HOSTFIX_BENCH_ROUNDS (default 3).
 
 use std::path::Path;

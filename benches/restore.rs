@@ -8,7 +8,7 @@
 //! of it. The tool therefore runs with `--force` (the cluster it replaces has quorum). Both
 //! clocks stop when m1 serves quorum reads as the only member.
 //!
-//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.5"), HOSTFIX_BENCH_SIZES_MB (default
+//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.6"), HOSTFIX_BENCH_SIZES_MB (default
 //! "200"), HOSTFIX_BENCH_ROUNDS (default 3).
 
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! both etcd versions. Throughput is the db size over wall time, process start included for
 //! both. Not a test: run `scripts/dev bench snapshot`.
 //!
-//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.5"), HOSTFIX_BENCH_SIZES_MB (default
+//! Environment: HOSTFIX_BENCH_VERSIONS (default "3.4,3.6"), HOSTFIX_BENCH_SIZES_MB (default
 //! "200,1024"), HOSTFIX_BENCH_ROUNDS (default 3).
 
 use std::path::Path;

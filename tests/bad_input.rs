@@ -18,7 +18,7 @@ fn write_manifest(root: &Path, text: &str) -> std::path::PathBuf {
 
 fn valid_manifest(sub: [u8; 2]) -> String {
     let ip = std::net::IpAddr::from([127, sub[0], sub[1], 1]);
-    kubeadm_manifest(&EtcdVersion::V3_5.kubeadm_image(), "m1", ip, &format!("m1=https://{ip}:2380"), "new")
+    kubeadm_manifest(EtcdVersion::V3_6, &EtcdVersion::V3_6.kubeadm_image(), "m1", ip, &format!("m1=https://{ip}:2380"), "new")
 }
 
 /// Run status against a host root and check: exit 1, stderr mentions every `needle`,
@@ -111,7 +111,7 @@ fn usage_error_exits_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_ca() {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 1, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    let mut lab = lab(d.path(), 1, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
     let other = d.path().join("other-ca.crt");
     std::fs::write(&other, hostfix_lab::certs::Ca::new("not-the-etcd-ca").unwrap().cert_pem()).unwrap();
     let root = lab.node(0).host_root.clone();

@@ -1,5 +1,5 @@
-//! Not a test of the tool: captures etcd's own logs for every failure class, from both
-//! versions, into fixtures for the classifier's unit tests. Run explicitly:
+//! Not a test of the tool: captures etcd's own logs for every failure class, from every
+//! version, into fixtures for the classifier's unit tests. Run explicitly:
 //! `HOSTFIX_CAPTURE=crates/hostfix-core/testdata/logs scripts/dev test --test capture_logs -- --ignored`
 
 mod common;
@@ -54,6 +54,12 @@ async fn capture(v: EtcdVersion, class: &str) {
 #[ignore]
 async fn capture_all() {
     for v in EtcdVersion::all() {
+        // HOSTFIX_CAPTURE_VERSIONS=3.6.16[,3.7.3] captures just those versions.
+        if let Ok(only) = std::env::var("HOSTFIX_CAPTURE_VERSIONS") {
+            if !only.split(',').any(|o| o == v.tag()) {
+                continue;
+            }
+        }
         for c in [
             "already-bootstrapped", "data-lost", "member-removed", "db-corrupt", "wal-corrupt", "wal-no-member-id",
             "nospace", "quorum-lost", "membership-mismatch", "cluster-id-mismatch", "unknown", "cluster-info-unreachable",

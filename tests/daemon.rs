@@ -156,8 +156,8 @@ async fn heals_every_definitive_class_v3_4() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heals_every_definitive_class_v3_5() {
-    heals_every_definitive_class(EtcdVersion::V3_5).await;
+async fn heals_every_definitive_class_v3_6() {
+    heals_every_definitive_class(EtcdVersion::V3_6).await;
 }
 
 /// Watch the daemons for `secs` and fail on any new incident record.
@@ -178,7 +178,7 @@ async fn no_repair_for(ds: &[DaemonProc], secs: u64, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calm_when_no_repair_is_due() {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
     let t = failures::TARGET;
     let mut ds = daemons(&lab, "");
 
@@ -192,6 +192,8 @@ async fn calm_when_no_repair_is_due() {
     let m = lab.node(t).manifest();
     let text = std::fs::read_to_string(&m).unwrap();
     std::fs::write(&m, text.replace("- --snapshot-count=10000", "- --snapshot-count=10001")).unwrap();
+    // Not a race: the 2 s only give the restart time to begin; all_healthy then waits
+    // (bounded) for the condition itself, and no_repair_for asserts over a whole window.
     tokio::time::sleep(Duration::from_secs(2)).await;
     all_healthy(&lab).await;
     no_repair_for(&ds, 5, "manifest edit").await;
@@ -201,6 +203,7 @@ async fn calm_when_no_repair_is_due() {
     for pid in hostfix_adapters::process::etcd_pids(&url) {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
+    // As above: a head start for the restart, then a bounded wait for health.
     tokio::time::sleep(Duration::from_secs(2)).await;
     all_healthy(&lab).await;
     no_repair_for(&ds, 5, "kill -9 once").await;
@@ -303,7 +306,7 @@ async fn flapping_opens_the_circuit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_killed_at_every_step_converges() {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
     write_keys(&lab, 0);
     let t = failures::TARGET;
     let cfg = daemon_config(&lab, t, "max_repairs: 20\n");
@@ -332,7 +335,7 @@ async fn daemon_killed_at_every_step_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_five_healed_one_at_a_time() {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 5, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    let mut lab = lab(d.path(), 5, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
     write_keys(&lab, 0);
     let ds = daemons(&lab, "");
     let (a, b) = (3, 4);
@@ -382,7 +385,7 @@ async fn bad_config_is_refused_and_nothing_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rke_node_is_healed_by_its_daemon() {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::Docker).await;
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::Docker).await;
     write_keys(&lab, 0);
     let t = 2;
     let name = lab.node(t).container.clone().unwrap();
@@ -479,7 +482,7 @@ async fn scheduled_snapshots_and_a_full_disk() {
 async fn minutes_of_healthy_writes_cause_nothing() {
     let secs: u64 = std::env::var("HOSTFIX_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(180);
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
     let ds = daemons(&lab, "");
     let mut eps = vec![];
     for i in 0..3 {
@@ -511,6 +514,217 @@ async fn minutes_of_healthy_writes_cause_nothing() {
         assert!(d.scrape().contains("etcd_hostfix_member_healthy 1"));
     }
     eprintln!("{k} writes over {secs} s, no decision but nothing");
+    drop(ds);
+    lab.down().await.unwrap();
+}
+
+/// Unmounts a test's filesystem when the test ends, however it ends (lazily: a pod may
+/// still hold it for a moment).
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A master as production runs it: m3's `/var/lib/etcd` is a filesystem of its own (a
+/// tmpfs: etcd's dedicated disk), and m3's daemon runs under the unit's sandbox mounts
+/// (the host read-only, each `ReadWritePaths=` and the state dir a bind mount of its own,
+/// so that every rename between them is EXDEV). m3 is wiped (seed 000: an empty disk, the
+/// manifest still says `new`). Its daemon heals it with every key: the manifest is parked
+/// and put back across mounts by a durable copy, the data is archived by rename on the
+/// etcd disk itself, beside the data, and nothing the sandbox forbids is tried.
+/// Every version: the daemon's heal smoke for 3.5 and 3.7, the layout test for all.
+async fn heals_on_its_own_etcd_disk_inside_the_units_sandbox(v: EtcdVersion) {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = 2;
+    let data = lab.node(t).data_dir();
+    // stop_member returns once the pod is gone, so nothing holds the old data dir.
+    lab.stop_member(t).await.unwrap();
+    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=512m,mode=0700", "hostfix-etcd-disk"]).arg(&data).status().unwrap();
+    assert!(st.success(), "mount a tmpfs on {}", data.display());
+    let _disk = Mounted(data.clone());
+    // Archives of two earlier repairs, one in each place, and a person's own dir: with
+    // archive_keep 2, the oldest run goes after the heal, the person's dir stays.
+    let beside = data.join(hostfix_adapters::relocate::BESIDE);
+    let state_archive = lab.node(t).host_root.join("var/lib/etcd-hostfix/archive");
+    for dir in [state_archive.join("100-1/member"), beside.join("200-1/member"), beside.join("notes")] {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x"), b"earlier").unwrap();
+    }
+    // Both before any daemon starts: the sandboxed one inherits the etcd disk's mount.
+    let ds: Vec<DaemonProc> = (0..3)
+        .map(|i| {
+            let cfg = daemon_config(&lab, i, "archive_keep: 2\n");
+            if i == t { DaemonProc::start_sandboxed(&lab, i, &cfg) } else { DaemonProc::start(&lab, i, &cfg, &[]) }
+        })
+        .collect();
+    lab.start_member(t).await.unwrap();
+
+    let inc = wait_incidents(&ds[t], 1, 300).await;
+    assert_eq!(inc["outcome"]["result"], "healed", "{inc:#}\n{}", tail(&ds[t].log_text(), 60));
+    all_healthy(&lab).await;
+    assert_all_keys(&lab, t);
+    assert_eq!(ds[t].incidents().len(), 1, "one repair");
+
+    // The crashlooping member's dir is archived on the etcd disk, beside the data; of the
+    // earlier runs the oldest was pruned after the heal, and the person's dir is untouched.
+    let mut names: Vec<String> = std::fs::read_dir(&beside).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "200-1, this run, notes under {}: {names:?}\n{}", beside.display(), tail(&ds[t].log_text(), 40));
+    let this = names.iter().find(|n| !["200-1", "notes"].contains(&n.as_str())).unwrap_or_else(|| panic!("{names:?}")).clone();
+    let run = beside.join(&this);
+    assert!(run.join("member").is_dir(), "{} holds the archived member", run.display());
+    assert!(!state_archive.join("100-1").exists(), "the oldest run was pruned (archive_keep: 2)");
+    let moved_to_state = std::fs::read_dir(&state_archive).into_iter().flatten().flatten().any(|e| e.path().join("member").exists());
+    assert!(!moved_to_state, "no data was put in the state dir's archive");
+    // `status` lists what is kept, and where.
+    let mut a = node_args(&lab, t);
+    a.extend(["-o", "json", "status"].map(String::from));
+    let o = hostfix(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let st: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", o.stdout, o.stderr));
+    let listed: Vec<&str> = st["archives"].as_array().unwrap().iter().map(|a| a["run"].as_str().unwrap()).collect();
+    assert_eq!(listed, vec!["200-1", this.as_str()], "{st:#}");
+    assert!(st["archives"][1]["bytes"].as_u64().unwrap() > 0, "{st:#}");
+    // Parked and moved back across mounts: no leftover copy in either place.
+    let manifests = lab.node(t).manifest().parent().unwrap().to_path_buf();
+    let left: Vec<String> = std::fs::read_dir(&manifests).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, vec!["etcd.yaml".to_string()], "the manifests dir holds one etcd manifest");
+    assert!(!lab.node(t).host_root.join("var/lib/etcd-hostfix/parked/etcd.yaml").exists(), "nothing left parked");
+    let log = ds[t].log_text();
+    for bad in ["cross-device", "Read-only file system", "Permission denied", "Operation not permitted"] {
+        assert!(!log.contains(bad), "the sandboxed daemon hit {bad:?}:\n{}", tail(&log, 60));
+    }
+    drop(ds);
+    lab.down().await.unwrap();
+}
+
+mod heals_on_its_own_etcd_disk_inside_the_units_sandbox {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_3_4() {
+        super::heals_on_its_own_etcd_disk_inside_the_units_sandbox(EtcdVersion::V3_4).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_3_5() {
+        super::heals_on_its_own_etcd_disk_inside_the_units_sandbox(EtcdVersion::V3_5).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_3_6() {
+        super::heals_on_its_own_etcd_disk_inside_the_units_sandbox(EtcdVersion::V3_6).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_3_7() {
+        super::heals_on_its_own_etcd_disk_inside_the_units_sandbox(EtcdVersion::V3_7).await
+    }
+}
+
+/// A repair that keeps failing at a step (HOSTFIX_FAIL_AT: a cause outside the tool) is
+/// tried `max_repairs` times, the second after the policy's backoff, each try a resume of
+/// the same journal and the same incident record; then the circuit opens and it stops, with
+/// no retry every probe. Once the cause is gone and a person runs `resume`, it heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_failing_at_a_step_is_bounded_then_resumed() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let t = 2;
+    let cause = d.path().join("cause");
+    std::fs::write(&cause, b"").unwrap();
+    let fail_at = format!("add-learner:{}", cause.display());
+    let ds: Vec<DaemonProc> = (0..3)
+        .map(|i| {
+            let env: Vec<(&str, &str)> = if i == t { vec![("HOSTFIX_FAIL_AT", fail_at.as_str())] } else { vec![] };
+            DaemonProc::start(&lab, i, &daemon_config(&lab, i, "max_repairs: 2\n"), &env)
+        })
+        .collect();
+    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
+    break_as(&lab, t, "already-bootstrapped").await;
+
+    // Two tries, 30 s apart (the first backoff), then the circuit opens. Bounded well past it.
+    until("the circuit to open", 150, || ds[t].status()["circuit_open"] == true).await;
+    let inc = ds[t].incidents();
+    assert_eq!(inc.len(), 1, "one record per repair, not per try:\n{inc:#?}");
+    assert_eq!(inc[0]["resumed"], 1, "{:#}", inc[0]);
+    assert_eq!(inc[0]["earlier_tries"].as_array().map(|a| a.len()), Some(1), "{:#}", inc[0]);
+    assert_eq!(inc[0]["outcome"]["result"], "failed", "{:#}", inc[0]);
+    let st = ds[t].status();
+    assert_eq!(st["decision"], "alert", "{st:#}");
+    assert!(st["why"].as_str().unwrap_or_default().contains("etcd-hostfix resume"), "{st:#}");
+    let log = ds[t].log_text();
+    assert_eq!(log.matches("repair ended").count(), 2, "exactly max_repairs tries:\n{}", tail(&log, 60));
+    // And it stays stopped: a few more probes, no third try.
+    no_repair_for(&ds, 5, "circuit open").await;
+    assert_eq!(ds[t].log_text().matches("repair ended").count(), 2);
+
+    // The cause is gone; a person says resume: the same repair resumes and heals.
+    std::fs::remove_file(&cause).unwrap();
+    let mut a = node_args(&lab, t);
+    a.push("resume".into());
+    let o = hostfix(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    until("the resumed repair to heal", 120, || ds[t].incidents().first().is_some_and(|i| i["outcome"]["result"] == "healed")).await;
+    all_healthy(&lab).await;
+    assert_all_keys(&lab, t);
+    assert_eq!(ds[t].incidents().len(), 1, "still one record");
+    drop(ds);
+    lab.down().await.unwrap();
+}
+
+/// The version a member reports.
+fn member_version(lab: &Lab, i: usize) -> String {
+    let out = lab.etcdctl(i, &["endpoint", "status", "-w", "json"]).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v[0]["Status"]["version"].as_str().unwrap_or_default().to_string()
+}
+
+/// kubeadm's etcd upgrade from the newest 3.5 to 3.6, as `kubeadm upgrade apply` makes it:
+/// master by master, the manifest's image and its flags edited to the 3.6 forms kubeadm
+/// 1.34+ writes, while every daemon runs. Each restart is no reason to repair. Mid-upgrade
+/// (m1 on 3.6, m2 and m3 on 3.5), m3 is wiped (seed 000) and its daemon heals it: it keeps
+/// the 3.5 its manifest names, then is upgraded like the others. Every key survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_upgrade_from_3_5_to_3_6_is_no_reason_to_repair() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    let ds = daemons(&lab, "");
+    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
+    let (old, new) = (EtcdVersion::V3_5, EtcdVersion::V3_6);
+    let upgrade = |i: usize| {
+        let m = lab.node(i).manifest();
+        let text = std::fs::read_to_string(&m).unwrap();
+        let edited = text
+            .replace(&old.kubeadm_image(), &new.kubeadm_image())
+            .replace("--experimental-initial-corrupt-check=true", "--feature-gates=InitialCorruptCheck=true")
+            .replace("--experimental-watch-progress-notify-interval=5s", "--watch-progress-notify-interval=5s")
+            .replace("/health?exclude=NOSPACE&serializable=true", "/livez");
+        assert_ne!(text, edited);
+        std::fs::write(&m, edited).unwrap();
+    };
+    for i in 0..3 {
+        upgrade(i);
+        // Waited for by what it must become, not by time: the member answers as 3.6.
+        until(&format!("{} to run {}", lab.node(i).name, new.tag()), 90, || member_version(&lab, i) == new.tag()).await;
+        all_healthy(&lab).await;
+        if i == 0 {
+            break_as(&lab, 2, "already-bootstrapped").await;
+            let inc = wait_incidents(&ds[2], 1, 240).await;
+            assert_eq!(inc["outcome"]["result"], "healed", "{inc:#}");
+            all_healthy(&lab).await;
+            assert_eq!(member_version(&lab, 2), old.tag(), "m3 keeps the version its manifest names");
+            assert!(manifest(&lab, 2).contains(&old.kubeadm_image()));
+        }
+    }
+    no_repair_for(&ds, 5, "after the upgrade").await;
+    for (i, d) in ds.iter().enumerate() {
+        assert_eq!(d.incidents().len(), usize::from(i == 2), "{}: only m3's wipe was repaired:\n{}", lab.node(i).name, tail(&d.log_text(), 30));
+        assert_eq!(member_version(&lab, i), new.tag());
+        assert_all_keys(&lab, i);
+    }
     drop(ds);
     lab.down().await.unwrap();
 }

@@ -93,9 +93,9 @@ macro_rules! live_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { live(EtcdVersion::V3_4, $class, $playbook).await }
         )* }
-        mod etcd_3_5 { use super::*; $(
+        mod etcd_3_6 { use super::*; $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { live(EtcdVersion::V3_5, $class, $playbook).await }
+            async fn $name() { live(EtcdVersion::V3_6, $class, $playbook).await }
         )* }
     };
 }
@@ -121,7 +121,7 @@ live_tests! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rke_docker_db_corrupt() {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::Docker).await;
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::Docker).await;
     lab.stop_member(2).await.unwrap();
     Lab::scribble(&lab.node(2).data_dir().join("member/snap/db"), 0, 8192).unwrap();
     lab.start_member(2).await.unwrap();

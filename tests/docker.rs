@@ -41,7 +41,7 @@ async fn ensure_images() {
     // image sets" and image volumes are exercised. Built from the lab image: nothing is pulled.
     let dockerfile = format!(
         "FROM {}\nENV IMGVAR=1\nLABEL img.label=from-image\nWORKDIR /var\nVOLUME /var/lib/anon\nENTRYPOINT [\"/usr/local/bin/etcd\"]\nCMD [\"--version\"]\n",
-        EtcdVersion::V3_5.lab_image()
+        EtcdVersion::V3_6.lab_image()
     );
     let mut child = Command::new("docker")
         .args(["build", "-q", "-t", "hostfix-test/rich:1", "-"])
@@ -85,7 +85,7 @@ async fn docker_run_round_trip_on_rich_containers() {
     let _clean = Cleanup(names, vec![vol.clone()]);
     let dir = tempfile::tempdir().unwrap();
     let host_dir = dir.path().to_str().unwrap();
-    let image = EtcdVersion::V3_5.lab_image();
+    let image = EtcdVersion::V3_6.lab_image();
     // RKE-like, but with nearly every option the issue lists.
     docker_ok(&[
         "create", "--name", &a, "--network", "host", "--pid", "host", "--ipc", "private", "--user", "0:0",
@@ -195,7 +195,9 @@ async fn rke_heals(v: EtcdVersion) {
     let after = inspect(&name).unwrap();
     unchanged_but_flags(&before, &after);
     assert_ne!(before["Id"], after["Id"], "the container was recreated");
-    // Seed 004's trap: restarted with `new`, the member met a cluster ID mismatch.
+    // Seed 004's trap: restarted with `new`, the member met a cluster ID mismatch. An
+    // absence, checked after a second more of logs: it can only pass wrongly, never fail
+    // because something was slow.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let logs = docker(&["logs", &name]);
     assert!(!(logs.stdout + &logs.stderr).contains("cluster ID mismatch"));
@@ -214,6 +216,12 @@ async fn rke_db_corrupt_is_healed_v3_4() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rke_db_corrupt_is_healed_v3_6() {
+    rke_heals(EtcdVersion::V3_6).await;
+}
+
+/// RKE1 is archived on 3.5.x: its newest patch, as RKE nodes run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rke_db_corrupt_is_healed_v3_5() {
     rke_heals(EtcdVersion::V3_5).await;
 }
@@ -223,7 +231,7 @@ async fn rke_db_corrupt_is_healed_v3_5() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mid_recreate_then_rerun_converges() {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 3, EtcdVersion::V3_5, LabRuntime::Docker).await;
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::Docker).await;
     write_keys(&lab, 0);
     let name = lab.node(2).container.clone().unwrap();
     for at in ["stop", "configure", "recreate-renamed", "recreate-created", "start", "wait-healthy"] {
@@ -256,7 +264,7 @@ async fn failed_recreate_rolls_back() {
     docker_ok(&[
         "create", "--name", &name, "--network", "none",
         "--mount", &format!("type=bind,source={},target=/m", src.display()),
-        &EtcdVersion::V3_5.lab_image(), "/usr/local/bin/etcd", "--version",
+        &EtcdVersion::V3_6.lab_image(), "/usr/local/bin/etcd", "--version",
     ]);
     let before = inspect(&name).unwrap();
     // `--mount` refuses a bind source that no longer exists: the create fails for real.
@@ -282,7 +290,7 @@ async fn bad_docker_input_changes_nothing() {
     let root = d.path().to_str().unwrap();
     let wrapper = format!("hfx-not-etcd-{}", std::process::id());
     let _clean = Cleanup(vec![wrapper.clone()], vec![]);
-    docker_ok(&["create", "--name", &wrapper, "--network", "none", &EtcdVersion::V3_5.lab_image(), "/usr/local/bin/etcdctl", "version"]);
+    docker_ok(&["create", "--name", &wrapper, "--network", "none", &EtcdVersion::V3_6.lab_image(), "/usr/local/bin/etcdctl", "version"]);
     let before = inspect(&wrapper).unwrap();
     let cases: Vec<(Vec<&str>, String)> = vec![
         (vec!["--container", "hfx-no-such-etcd"], "docker container hfx-no-such-etcd does not exist".into()),

@@ -19,7 +19,7 @@ fn pod_dirs(root: &std::path::Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_manifest_restarts_the_pod_as_a_new_pod() {
     let d = tempfile::tempdir().unwrap();
-    let mut lab = lab(d.path(), 1, EtcdVersion::V3_5, LabRuntime::StaticPod).await;
+    let mut lab = lab(d.path(), 1, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
     let root = lab.node(0).host_root.clone();
     assert_eq!(pod_dirs(&root).len(), 1);
     let m = lab.node(0).manifest();

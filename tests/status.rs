@@ -132,8 +132,8 @@ async fn static_pod_etcd_3_4() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn static_pod_etcd_3_5() {
-    scenario(LabRuntime::StaticPod, EtcdVersion::V3_5).await
+async fn static_pod_etcd_3_6() {
+    scenario(LabRuntime::StaticPod, EtcdVersion::V3_6).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,6 +142,6 @@ async fn docker_etcd_3_4() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_etcd_3_5() {
-    scenario(LabRuntime::Docker, EtcdVersion::V3_5).await
+async fn docker_etcd_3_6() {
+    scenario(LabRuntime::Docker, EtcdVersion::V3_6).await
 }

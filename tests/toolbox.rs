@@ -202,6 +202,16 @@ async fn toolbox_v3_4() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toolbox_v3_6() {
+    toolbox(EtcdVersion::V3_6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toolbox_v3_5() {
     toolbox(EtcdVersion::V3_5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toolbox_v3_7() {
+    toolbox(EtcdVersion::V3_7).await;
 }

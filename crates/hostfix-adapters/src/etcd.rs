@@ -299,7 +299,14 @@ pub struct Endpoint {
     /// accepts connections but does not serve yet (etcd 3.5 before it has joined a
     /// cluster) must cost a timeout, not a hang.
     timeout: Duration,
+    /// The connector's cache this client came from: a call that finds the member gone
+    /// (a broken pipe, a reset, a timeout) takes the client out of it, so that the next
+    /// `connect` checks the member afresh and a caller that tries its peers in turn moves
+    /// on to the next one, instead of being handed the dead one's client again.
+    cache: ClientCache,
 }
+
+type ClientCache = Arc<std::sync::Mutex<std::collections::HashMap<String, Client>>>;
 
 #[derive(Clone)]
 pub struct Connector {
@@ -307,7 +314,7 @@ pub struct Connector {
     pub timeout: Duration,
     /// One gRPC client per endpoint for the life of the command: a repair polls the same
     /// few members many times, and a fresh TLS client per poll was most of its run time.
-    cache: Arc<std::sync::Mutex<std::collections::HashMap<String, Client>>>,
+    cache: ClientCache,
 }
 
 impl std::fmt::Debug for Connector {
@@ -323,7 +330,7 @@ impl Connector {
 
     pub async fn connect(&self, url: &str) -> Result<Endpoint, EtcdError> {
         if let Some(c) = self.cache.lock().expect("cache lock").get(url) {
-            return Ok(Endpoint { url: url.to_string(), client: c.clone(), timeout: self.timeout });
+            return Ok(Endpoint { url: url.to_string(), client: c.clone(), timeout: self.timeout, cache: self.cache.clone() });
         }
         let ep = self.connect_fresh(url).await?;
         self.cache.lock().expect("cache lock").insert(url.to_string(), ep.client.clone());
@@ -348,7 +355,7 @@ impl Connector {
                 })
             }
         };
-        Ok(Endpoint { url: url.to_string(), client, timeout: self.timeout })
+        Ok(Endpoint { url: url.to_string(), client, timeout: self.timeout, cache: self.cache.clone() })
     }
 }
 
@@ -369,7 +376,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl Endpoint {
     fn timed_out(&self, op: &'static str) -> EtcdError {
+        self.forget();
         EtcdError::Call { endpoint: self.url.clone(), op, reason: format!("timed out after {:?}", self.timeout) }
+    }
+
+    fn forget(&self) {
+        self.cache.lock().expect("cache lock").remove(&self.url);
     }
 
     async fn bounded<T>(
@@ -384,7 +396,17 @@ impl Endpoint {
     }
 
     fn call_err(&self, op: &'static str, e: etcd_client::Error) -> EtcdError {
-        EtcdError::Call { endpoint: self.url.clone(), op, reason: error_chain(&e) }
+        let reason = error_chain(&e);
+        let gone = match &e {
+            etcd_client::Error::TransportError(_) => true,
+            // gRPC codes 14 (UNAVAILABLE) and 2 (UNKNOWN, which tonic gives a broken stream).
+            etcd_client::Error::GRpcStatus(st) => st.code() as i32 == 14 || (st.code() as i32 == 2 && reason.contains("transport error")),
+            _ => false,
+        };
+        if gone {
+            self.forget();
+        }
+        EtcdError::Call { endpoint: self.url.clone(), op, reason }
     }
 
     pub async fn member_list(&mut self) -> Result<MemberList, EtcdError> {

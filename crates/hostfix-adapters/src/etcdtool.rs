@@ -34,7 +34,7 @@ pub fn parse_version(s: &str) -> Option<(u32, u32)> {
 }
 
 fn dirs() -> Vec<PathBuf> {
-    let mut d: Vec<PathBuf> = ["HOSTFIX_ETCD35_DIR", "HOSTFIX_ETCD34_DIR"]
+    let mut d: Vec<PathBuf> = ["HOSTFIX_ETCD37_DIR", "HOSTFIX_ETCD36_DIR", "HOSTFIX_ETCD35_DIR", "HOSTFIX_ETCD34_DIR"]
         .iter()
         .filter_map(|v| std::env::var_os(v).map(PathBuf::from))
         .collect();

@@ -9,6 +9,7 @@ pub mod etcdtool;
 pub mod journal;
 pub mod private;
 pub mod process;
+pub mod relocate;
 pub mod runtime;
 
 pub use hostroot::HostRoot;

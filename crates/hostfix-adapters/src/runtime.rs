@@ -39,6 +39,8 @@ pub enum RuntimeError {
     RecreateFailed { name: String, reason: String, rollback: Option<String> },
     #[error("no local etcd found: {static_pod}; {docker}")]
     NothingFound { static_pod: String, docker: String },
+    #[error(transparent)]
+    Move(#[from] crate::relocate::MoveError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -94,9 +96,11 @@ pub struct StaticPod {
 }
 
 /// A static-pod manifest that can be parked: moved out of `manifests/` into the state dir's
-/// `parked/`, so the kubelet stops the pod, and moved back. Both moves are renames within
-/// one host root, never copies or deletes, so a crash between them leaves the manifest in
-/// exactly one of the two places. etcd's and kube-apiserver's manifests share this.
+/// `parked/`, so the kubelet stops the pod, and moved back. Both moves are
+/// `relocate::move_file`: a rename, or where the two dirs are on different mounts (the
+/// unit's sandbox, a separate disk) a durable copy whose source goes last, so a crash
+/// leaves exactly one authoritative manifest: the one in `manifests/` while it exists.
+/// etcd's and kube-apiserver's manifests share this.
 #[derive(Debug, Clone)]
 pub struct Parkable {
     pub manifest: PathBuf,
@@ -124,9 +128,7 @@ impl Parkable {
     /// Park it. Idempotent; `Ok(false)` when the manifest is in neither place.
     pub fn park(&self) -> Result<bool, RuntimeError> {
         if self.manifest.exists() {
-            let dir = self.parked.parent().expect("parked path has a parent");
-            crate::private::create_dir(dir).map_err(|source| RuntimeError::Read { path: dir.to_path_buf(), source })?;
-            std::fs::rename(&self.manifest, &self.parked).map_err(|source| RuntimeError::Read { path: self.manifest.clone(), source })?;
+            crate::relocate::move_file(&self.manifest, &self.parked)?;
             return Ok(true);
         }
         Ok(self.parked.exists())
@@ -135,7 +137,7 @@ impl Parkable {
     /// Move it back into `manifests/`. Idempotent; `Ok(false)` when it is in neither place.
     pub fn unpark(&self) -> Result<bool, RuntimeError> {
         if self.parked.exists() {
-            std::fs::rename(&self.parked, &self.manifest).map_err(|source| RuntimeError::Read { path: self.parked.clone(), source })?;
+            crate::relocate::move_file(&self.parked, &self.manifest)?;
             return Ok(true);
         }
         Ok(self.manifest.exists())

@@ -34,8 +34,9 @@ pub struct UpOpts {
     /// Number of members.
     #[arg(long, default_value_t = 3)]
     pub members: usize,
-    /// etcd version: 3.4 (Debian's 3.4.23) or 3.5 (3.5.1 static binaries).
-    #[arg(long = "etcd", default_value = "3.5")]
+    /// etcd version: 3.6 (3.6.16, what kubeadm 1.34+ installs), 3.7 (3.7.3), 3.5 (3.5.36),
+    /// or 3.4 (Debian's 3.4.23). 3.5 to 3.7 are built from etcd's Go modules by scripts/dev.
+    #[arg(long = "etcd", default_value = "3.6")]
     pub version: EtcdVersion,
     /// `static-pod` (kubeadm masters) or `docker` (Rancher RKE nodes). The global
     /// `--runtime static-pod|docker` sets this too.
@@ -228,6 +229,7 @@ async fn demo(g: &Global, o: UpOpts) -> Result<i32> {
             backup: hostfix_core::backup::BackupMode::Auto,
             backup_max_age: Duration::from_secs(3600),
             no_apiserver_restart: false,
+            keep_archives: 3,
         };
         let started = std::time::Instant::now();
         let code = crate::rejoin::run(&lab_global(&table, &lab, last), &opts).await?;

@@ -211,7 +211,10 @@ fn init_tracing(daemon: bool) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" }));
-    let journald = if daemon { tracing_journald::layer().ok() } else { None };
+    // No field prefix: the fields are MEMBER, CLASS, DECISION, PLAYBOOK, STEP, so that
+    // `journalctl -u etcd-hostfix DECISION=heal` works as an operator would write it
+    // (tracing-journald's default would be F_DECISION).
+    let journald = if daemon { tracing_journald::layer().ok().map(|l| l.with_field_prefix(None)) } else { None };
     match journald {
         Some(j) => tracing_subscriber::registry().with(filter).with(j).init(),
         None => tracing_subscriber::registry()

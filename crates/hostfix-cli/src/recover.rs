@@ -38,6 +38,10 @@ pub struct RecoverOpts {
     /// are off can say so. The plan repeats what was vouched.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub peers_down: Vec<String>,
+    /// Once the run succeeded, keep the archives of this many runs (the newest; it never
+    /// prunes the newest) and remove older ones.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_archives: u32,
     /// Upper bound, in seconds, for each wait.
     #[arg(long, default_value_t = 300)]
     pub wait_timeout: u64,
@@ -92,16 +96,23 @@ fn print_plan(g: &Settings, local: &Local, plan: &RecoveryPlan, snapshot: Option
     }
 }
 
-fn print_next(plan: &RecoveryPlan) {
+fn print_next(plan: &RecoveryPlan, bumped: bool) {
     if plan.others.is_empty() {
         return;
     }
-    let force = if plan.kind == RecoveryKind::Restore { " --force" } else { "" };
+    // A restore that bumped the revision leaves the cluster newer than any master's old
+    // data, so a plain rejoin takes them back; one that could not bump is older than they
+    // are, and rejoin refuses that without --force.
+    let rolled_back = plan.kind == RecoveryKind::Restore && !bumped;
+    let force = if rolled_back { " --force" } else { "" };
     println!("next, on each other master, bring its member back as a learner (a lock serialises them; each finds this cluster through its --initial-cluster peer URLs):");
     for o in &plan.others {
         println!("  {o}: sudo etcd-hostfix rejoin --yes{force}");
     }
-    if plan.kind == RecoveryKind::Restore {
+    if plan.kind == RecoveryKind::Restore && bumped {
+        println!("  (the restore bumped the revision past theirs: their data is archived as always, and their kube-apiservers re-list by themselves)");
+    }
+    if rolled_back {
         println!("  (--force: their data is from before the restore and may be newer than the snapshot; rejoin archives it, never deletes it)");
         println!("  (rejoin --force then restarts that master's kube-apiserver too, as this restore did here, so that no API server keeps a watch cache from before the restore; --no-apiserver-restart opts out)");
     }
@@ -125,7 +136,13 @@ pub async fn restore(g: &Global, o: &RestoreOpts) -> Result<i32> {
 
 async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option<PathBuf>, no_apiserver_restart: bool, rep: &Terminal) -> Result<i32> {
     let local = Local::discover(g).await?;
-    let opts = RecoverOptions { force: o.force, peers_down: o.peers_down.clone(), wait: Duration::from_secs(o.wait_timeout), no_apiserver_restart };
+    let opts = RecoverOptions {
+        force: o.force,
+        peers_down: o.peers_down.clone(),
+        wait: Duration::from_secs(o.wait_timeout),
+        no_apiserver_restart,
+        keep_archives: o.keep_archives as usize,
+    };
     let (plan, resumed, tool) = match playbook::prepare(g, &local, kind, &opts, rep).await? {
         Prepared::Refused(why) => return Ok(refused(why)),
         Prepared::Plan { plan, resumed, tool } => (plan, resumed, tool),
@@ -145,7 +162,13 @@ async fn run(g: &Settings, o: &RecoverOpts, kind: RecoveryKind, snapshot: Option
         Outcome::Refused(why) => Ok(refused(why)),
         Outcome::Done { history } => {
             println!("{} complete: {} serves as a one-member cluster (journal kept at {})", kind_word(kind), plan.name, history.display());
-            print_next(&plan);
+            // The journal says whether the restore bumped the revision.
+            let bumped = std::fs::read_to_string(&history)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["data"]["bumped"].as_bool())
+                .unwrap_or(false);
+            print_next(&plan, bumped);
             Ok(exit::OK)
         }
     }

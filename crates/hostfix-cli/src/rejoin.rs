@@ -46,6 +46,11 @@ pub struct RejoinOpts {
     /// revisions the cluster no longer has.
     #[arg(long)]
     pub no_apiserver_restart: bool,
+    /// Once the rejoin succeeded, keep the archives of this many runs (the newest; it
+    /// never prunes the newest) and remove older ones. Archives sit on the etcd disk when
+    /// the state dir is on another mount, beside the new member's data.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_archives: u32,
 }
 
 fn parse_backup(s: &str) -> Result<BackupMode, String> {
@@ -155,6 +160,7 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
         backup: o.backup,
         backup_max_age: o.backup_max_age,
         no_apiserver_restart: o.no_apiserver_restart,
+        keep_archives: o.keep_archives as usize,
     };
     let rep = Terminal::new(g);
     let (plan, resumed) = match playbook::prepare(&s, &local, &conn, &opts, &rep).await? {
@@ -175,7 +181,7 @@ pub async fn run(g: &Global, o: &RejoinOpts) -> Result<i32> {
         return Ok(exit::REFUSED);
     }
     match playbook::execute(&s, &local, &conn, &plan, resumed, &opts, &rep).await? {
-        Outcome::Refused(why) => Ok(refused(why)),
+        Outcome::Refused(why) | Outcome::HostRefused(why) => Ok(refused(why)),
         Outcome::Done { history } => {
             println!("rejoin complete: {} is a healthy voter again (journal kept at {})", plan.name, history.display());
             Ok(exit::OK)

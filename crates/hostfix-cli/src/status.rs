@@ -12,9 +12,18 @@ pub async fn run(g: &Global) -> Result<i32> {
         .instrument(tracing::info_span!("status", host_root = %g.host_root.display()))
         .await?;
     let daemon: Option<DaemonStatus> = files::read_json(&files::status_path(&g.state_dir())).ok().flatten();
+    // What earlier repairs moved aside, and how much room it takes: on a dedicated etcd disk
+    // it competes with the member's data. A member whose configuration cannot be read has
+    // its archives listed by the report's problems instead.
+    let settings = g.settings();
+    let archives = match hostfix_playbooks::local::Local::discover(&settings).await {
+        Ok(local) => hostfix_playbooks::actions::Actions { g: &settings, local: &local, wait: std::time::Duration::ZERO }.archives(),
+        Err(_) => vec![],
+    };
     match g.output {
         Output::Json => {
             let mut v = serde_json::to_value(&report)?;
+            v["archives"] = serde_json::to_value(&archives)?;
             if let Some(d) = &daemon {
                 let mut dv = serde_json::to_value(d)?;
                 dv["running"] = serde_json::Value::Bool(alive(d.pid));
@@ -24,6 +33,14 @@ pub async fn run(g: &Global) -> Result<i32> {
         }
         Output::Table => {
             print!("{}", report.render_table());
+            if !archives.is_empty() {
+                let total: u64 = archives.iter().map(|a| a.bytes).sum();
+                println!("\narchives: {} runs, {total} bytes (the newest are kept after each successful repair)", archives.len());
+                for a in &archives {
+                    let paths: Vec<String> = a.paths.iter().map(|p| p.display().to_string()).collect();
+                    println!("  {}  {} bytes  {}", a.run, a.bytes, paths.join(", "));
+                }
+            }
             if let Some(d) = &daemon {
                 print!("{}", render_daemon(d));
             }

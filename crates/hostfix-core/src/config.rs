@@ -23,6 +23,8 @@ pub struct DaemonConfig {
     pub snapshot_interval: Duration,
     pub snapshot_retention: Retention,
     pub metrics_listen: String,
+    /// Archived runs kept after a successful repair (`hostfix_core::archive`).
+    pub archive_keep: u32,
 }
 
 /// All four limits are enforced; the oldest snapshots go first.
@@ -53,6 +55,7 @@ impl Default for DaemonConfig {
                 min_free_disk: 0.10,
             },
             metrics_listen: "127.0.0.1:9379".into(),
+            archive_keep: 3,
         }
     }
 }
@@ -108,6 +111,7 @@ struct RawConfig {
     snapshot_interval: Option<Dur>,
     snapshot_retention: Option<RawRetention>,
     metrics_listen: Option<String>,
+    archive_keep: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +251,12 @@ pub fn parse(file: &str, text: &str) -> Result<DaemonConfig, ConfigError> {
     if let Some(n) = raw.max_repairs {
         c.max_repairs = n;
     }
+    if let Some(n) = raw.archive_keep {
+        if n == 0 {
+            return Err(bad("archive_keep", "must be at least 1: the newest archive is never pruned".into()));
+        }
+        c.archive_keep = n;
+    }
     if let Some(Dur(d)) = raw.repair_window {
         if d.is_zero() {
             return Err(bad("repair_window", "must be longer than 0".into()));
@@ -346,7 +356,7 @@ mod tests {
     fn every_key() {
         let c = parse(
             F,
-            "mode: observe\nprobe_interval: 500ms\npeer_probe_interval: 5s\ngrace: 2m\nmax_repairs: 5\nrepair_window: 2h\nsnapshot_interval: 0\nsnapshot_retention:\n  count: 3\n  max_age: 1d\n  max_bytes: 512MiB\n  min_free_disk: 20%\nmetrics_listen: 127.0.0.1:19379\n",
+            "mode: observe\nprobe_interval: 500ms\npeer_probe_interval: 5s\ngrace: 2m\nmax_repairs: 5\narchive_keep: 7\nrepair_window: 2h\nsnapshot_interval: 0\nsnapshot_retention:\n  count: 3\n  max_age: 1d\n  max_bytes: 512MiB\n  min_free_disk: 20%\nmetrics_listen: 127.0.0.1:19379\n",
         )
         .unwrap();
         assert_eq!(c.mode, Mode::Observe);
@@ -354,6 +364,7 @@ mod tests {
         assert_eq!(c.peer_probe_interval, Duration::from_secs(5));
         assert_eq!(c.grace, Duration::from_secs(120));
         assert_eq!(c.max_repairs, 5);
+        assert_eq!(c.archive_keep, 7);
         assert_eq!(c.repair_window, Duration::from_secs(7200));
         assert!(c.snapshot_interval.is_zero());
         assert_eq!(c.snapshot_retention.count, 3);

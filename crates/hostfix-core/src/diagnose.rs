@@ -43,6 +43,11 @@ pub enum Class {
     /// This member cannot reach a quorum, but the peers that would make one only time out:
     /// either those hosts are down or this one is cut off, and nobody can tell from here.
     Partitioned,
+    /// This etcd version refuses the member's data as it is: custom v2store content (etcd
+    /// 3.6 and later start only on v2 data that holds membership alone), or a storage schema
+    /// written by a newer etcd (a downgrade without etcd's downgrade procedure). The data is
+    /// not broken and the peers hold the same, so replacing this member from them is no cure.
+    VersionIncompatible,
     Unknown,
 }
 
@@ -61,6 +66,7 @@ impl Class {
             Class::Nospace => "nospace",
             Class::QuorumLost => "quorum-lost",
             Class::Partitioned => "partitioned",
+            Class::VersionIncompatible => "version-incompatible",
             Class::Unknown => "unknown",
         }
     }
@@ -118,6 +124,8 @@ pub struct Probes {
     pub member_list: Option<bool>,
     pub listed_by_name: Option<bool>,
     pub listed_by_peer_url: Option<bool>,
+    /// The ID (hex) the member list gives this member, found by name or peer URL.
+    pub listed_id: Option<String>,
     /// Voting members other than this one, and how many of them answer a quorum read.
     pub peer_voters: usize,
     pub peer_voters_healthy: usize,
@@ -206,6 +214,14 @@ const RULES: &[Rule] = &[
     Rule { class: Class::MemberRemoved, any: &["permanently removed from the cluster", "data-dir used by this member must be removed"], with: &[] },
     Rule { class: Class::MembershipMismatch, any: &["member count is unequal", "couldn't find local name", "error validating peerurls", "unmatched member while checking peurls", "has no corresponding entry in --initial-cluster", "--initial-cluster has"], with: &[] },
     Rule { class: Class::ClusterIdMismatch, any: &["cluster id mismatch"], with: &[] },
+    // etcd 3.6+ at start: `illegal v2store content` (its error: "detected disallowed custom
+    // content in v2store"), or `Failed to validate schema` (a db from a newer etcd). Matched
+    // on `msg` and `error` text, never on `caller` paths, which 3.6 moved.
+    Rule {
+        class: Class::VersionIncompatible,
+        any: &["illegal v2store content", "disallowed custom content in v2store", "failed to validate schema"],
+        with: &[],
+    },
     Rule {
         class: Class::DbCorrupt,
         any: &[
@@ -315,6 +331,43 @@ fn generic_panic_class(run: &[LogLine], i: usize) -> Option<Class> {
     }
 }
 
+/// The member ID the local etcd runs as, from its own newest log lines (zap's
+/// `local-member-id`, etcd 3.5 and later).
+fn local_member_id(run: &[LogLine]) -> Option<String> {
+    run.iter().rev().find_map(|l| {
+        let at = l.raw.find("\"local-member-id\":\"")? + "\"local-member-id\":\"".len();
+        let id: String = l.raw[at..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        (!id.is_empty()).then_some(id)
+    })
+}
+
+fn same_id(a: &str, b: &str) -> bool {
+    match (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.eq_ignore_ascii_case(b),
+    }
+}
+
+/// What to do when this etcd version refuses the data, by which refusal it is. No rejoin:
+/// the data is intact and every peer has the same, so a new member would be refused the
+/// same way once its first snapshot arrives (v2store) or the cluster is left on a version
+/// that cannot read its own schema; and the archive would hide the evidence.
+fn version_incompatible_notes(lines: &[&LogLine]) -> Vec<String> {
+    let v2 = lines.iter().any(|l| l.text.contains("v2store"));
+    let mut notes = vec![];
+    if v2 {
+        notes.push(
+            "etcd 3.6 and later refuse v2 data other than membership. Put this member's image back to the newest 3.5 (3.5.26 or later), remove the v2 data through the v2 API or start 3.5 once with --v2-deprecation=write-only-drop-data, let it take a snapshot, then upgrade again; every member holds the same v2 data, so do this before upgrading the others".into(),
+        );
+    } else {
+        notes.push(
+            "the db's storage schema is newer than this etcd binary: it was written by a newer etcd, and etcd only goes back through its downgrade procedure (`etcdctl downgrade validate|enable`, then the older binary). Run the version that wrote it (the previous image in the manifest) until the cluster is downgraded".into(),
+        );
+    }
+    notes.push("no rejoin is offered: the data is not broken, and the peers hold the same".into());
+    notes
+}
+
 fn clip(s: &str) -> String {
     if s.chars().count() > MAX_EVIDENCE_LEN {
         let mut t: String = s.chars().take(MAX_EVIDENCE_LEN).collect();
@@ -420,6 +473,27 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
         None
     };
 
+    // "Removed", says the local etcd, while the cluster lists this member, under another ID:
+    // the local etcd runs as a member the cluster never had. That is a data dir wiped and
+    // restarted with `--initial-cluster-state=new` after an earlier rejoin gave the member a
+    // new ID (so etcd cannot say "already bootstrapped": it computes the old one). Its
+    // identity is wrong, not its place in the cluster: definitive, and a rejoin fixes it.
+    let stranger = match (log_class, listed, &p.listed_id, log.as_ref().and_then(|(_, _)| local_member_id(run))) {
+        (Some(Class::MemberRemoved), Some(true), Some(listed_id), Some(running)) if !same_id(listed_id, &running) => Some((listed_id.clone(), running)),
+        _ => None,
+    };
+    let log_class = match &stranger {
+        Some((listed_id, running)) => {
+            evidence.push(format!("probe: the cluster lists {member} as {listed_id}, but the local etcd runs as {running}, a member it does not know"));
+            notes.push(format!(
+                "{member}'s etcd started as a new member ({running}) instead of the listed {listed_id}: its data dir was lost and it was started with --initial-cluster-state=new after an earlier rejoin had given it a new ID"
+            ));
+            Some(Class::MembershipMismatch)
+        }
+        None => log_class,
+    };
+    let probe_class = if stranger.is_some() && probe_class == Some(Class::MemberRemoved) { None } else { probe_class };
+
     let class = match (probe_class, log_class) {
         (Some(Class::Healthy), Some(l)) => {
             notes.push(format!(
@@ -495,6 +569,9 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
     if class == Class::QuorumLost {
         notes.push("run rebuild only on the survivor with the newest data (highest raft index); it refuses otherwise".into());
     }
+    if class == Class::VersionIncompatible {
+        notes.extend(version_incompatible_notes(log.as_ref().map(|(_, ls)| ls.as_slice()).unwrap_or(&[])));
+    }
     if class == Class::Partitioned {
         notes.push("this member cannot reach a quorum; peers time out, so either those hosts are down or this host is cut off. Do not rebuild or restore from here: if the others still have a quorum, that splits the cluster in two".into());
         for f in p.ambiguous_peers() {
@@ -561,7 +638,7 @@ mod tests {
             ("quorum-lost", Class::QuorumLost, Playbook::Manual),
             ("cluster-info-unreachable", Class::QuorumLost, Playbook::Manual),
         ];
-        for v in ["3.4.23", "3.5.1"] {
+        for v in ["3.4.23", "3.5.1", "3.6.16", "3.7.3"] {
             for (name, class, playbook) in cases {
                 let f = from_log(&fixture(v, name));
                 assert_eq!(f.class, class, "{v}/{name}: {f:#?}");
@@ -575,12 +652,57 @@ mod tests {
         }
     }
 
+    /// Captured from etcd 3.6.16 (and 3.5.36 alike): m3 rejoined once (a new member ID),
+    /// then lost its data and was started with `new` again. Its etcd runs as the ID
+    /// `new` computes, the peers answer "removed". Listed under another ID, it is a stranger
+    /// to its own cluster: membership-mismatch, definitive, rejoin.
+    #[test]
+    fn a_stranger_running_under_a_listed_members_name_is_membership_mismatch() {
+        let run = r#"{"level":"info","ts":"2026-12-04T19:39:47.400000Z","caller":"etcdmain/etcd.go:64","msg":"Running: ","args":["etcd"]}
+{"level":"warn","ts":"2026-12-04T19:39:47.456203Z","caller":"etcdserver/server.go:860","msg":"server error","error":"the member has been permanently removed from the cluster"}
+{"level":"warn","ts":"2026-12-04T19:39:47.456276Z","caller":"etcdserver/server.go:861","msg":"data-dir used by this member must be removed"}
+{"level":"warn","ts":"2026-12-04T19:39:47.459977Z","caller":"rafthttp/http.go:424","msg":"failed to find remote peer in cluster","local-member-id":"aa93264fe5c32a36","remote-peer-id-stream-handler":"aa93264fe5c32a36","remote-peer-id-from":"f59af7effd72c89d","cluster-id":"ab5ad7b2a5d1d5f0"}"#;
+        let lines = parse_text(run);
+        let mut p = Probes { member_list: Some(true), listed_by_name: Some(true), listed_by_peer_url: Some(true), ..Default::default() };
+        p.listed_id = Some("d62465e74061a73a".into());
+        let f = diagnose("m3", newest_run(&lines), &p, &Cmd);
+        assert_eq!(f.class, Class::MembershipMismatch, "{f:#?}");
+        assert_eq!(f.playbook, Playbook::Rejoin, "{f:#?}");
+        assert!(f.evidence.iter().any(|e| e.contains("d62465e74061a73a") && e.contains("aa93264fe5c32a36")), "{f:#?}");
+        // Listed under the ID it runs as: removed is what it is, and nothing is overridden.
+        p.listed_id = Some("aa93264fe5c32a36".into());
+        assert_eq!(diagnose("m3", newest_run(&lines), &p, &Cmd).class, Class::MemberRemoved);
+        // Not listed at all: removed.
+        let q = Probes { member_list: Some(true), listed_by_name: Some(false), listed_by_peer_url: Some(false), ..Default::default() };
+        assert_eq!(diagnose("m3", newest_run(&lines), &q, &Cmd).class, Class::MemberRemoved);
+    }
+
+    /// etcd 3.6's two refusals of data it will not start on (server/etcdserver/bootstrap.go),
+    /// as zap writes them: their own class, a manual playbook with what to do, never rejoin.
+    #[test]
+    fn a_version_that_refuses_the_data_is_version_incompatible() {
+        let v2 = r#"{"level":"info","ts":"2026-12-04T19:00:00.000Z","caller":"etcdmain/etcd.go:64","msg":"Running: ","args":["etcd"]}
+{"level":"error","ts":"2026-12-04T19:00:00.100Z","caller":"etcdserver/bootstrap.go:409","msg":"illegal v2store content","error":"detected disallowed custom content in v2store for stage --v2-deprecation=write-only"}
+{"level":"fatal","ts":"2026-12-04T19:00:00.101Z","caller":"etcdmain/etcd.go:183","msg":"discovery failed","error":"detected disallowed custom content in v2store for stage --v2-deprecation=write-only"}"#;
+        let schema = r#"{"level":"info","ts":"2026-12-04T19:00:00.000Z","caller":"etcdmain/etcd.go:64","msg":"Running: ","args":["etcd"]}
+{"level":"error","ts":"2026-12-04T19:00:00.100Z","caller":"etcdserver/bootstrap.go:240","msg":"Failed to validate schema","error":"downgrades are not yet supported"}
+{"level":"fatal","ts":"2026-12-04T19:00:00.101Z","caller":"etcdmain/etcd.go:183","msg":"discovery failed","error":"downgrades are not yet supported"}"#;
+        for (text, what) in [(v2, "v2-deprecation=write-only-drop-data"), (schema, "downgrade procedure")] {
+            let f = from_log(text);
+            assert_eq!(f.class, Class::VersionIncompatible, "{f:#?}");
+            assert_eq!(f.playbook, Playbook::Manual, "{f:#?}");
+            assert!(!f.evidence.is_empty(), "{f:#?}");
+            assert!(f.notes.iter().any(|n| n.contains(what)), "{f:#?}");
+            assert!(f.notes.iter().any(|n| n.contains("no rejoin")), "{f:#?}");
+        }
+    }
+
     /// The data-lost fixtures cut just after the member restarts under its old ID with an
     /// empty log, before the leader's first heartbeat makes it panic: the restart alone says
     /// the data went.
     #[test]
     fn restart_at_commit_index_zero_is_data_lost() {
-        for v in ["3.4.23", "3.5.1"] {
+        for v in ["3.4.23", "3.5.1", "3.6.16", "3.7.3"] {
             let text = fixture(v, "data-lost");
             let cut: Vec<&str> = text.lines().take_while(|l| !l.contains("tocommit(")).collect();
             let upto = cut.iter().rposition(|l| l.contains("restarting member") || l.contains("restarting local member")).expect("a restart line");
@@ -595,7 +717,7 @@ mod tests {
         // raft's own panic when the WAL's metadata decodes to member ID 0, as real etcd
         // writes it (captured: tests/failures `wal_no_member_id` re-chains the WAL's CRCs
         // after zeroing the ID, so nothing but the ID is wrong).
-        for v in ["3.4.23", "3.5.1"] {
+        for v in ["3.4.23", "3.5.1", "3.6.16", "3.7.3"] {
             let f = from_log(&fixture(v, "wal-no-member-id"));
             assert_eq!(f.class, Class::WalCorrupt, "{v}: {f:#?}");
             assert!(f.evidence.iter().any(|e| e.contains("cannot use none as id")), "{v}: {f:#?}");
@@ -614,7 +736,7 @@ mod tests {
     /// With probes, a joiner nobody answered is membership-mismatch when the peers do answer.
     #[test]
     fn cluster_info_with_peers_that_answer_is_membership_mismatch() {
-        for v in ["3.4.23", "3.5.1"] {
+        for v in ["3.4.23", "3.5.1", "3.6.16", "3.7.3"] {
             let lines = parse_text(&fixture(v, "cluster-info-unreachable"));
             let p = Probes { member_list: Some(true), ..Default::default() };
             let f = diagnose("m3", newest_run(&lines), &p, &Cmd);
@@ -699,6 +821,7 @@ mod tests {
             member_list: Some(true),
             listed_by_name: Some(true),
             listed_by_peer_url: Some(true),
+            listed_id: None,
             peer_voters: 2,
             peer_voters_healthy: 2,
             local_is_voter: true,

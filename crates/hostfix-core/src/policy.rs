@@ -11,7 +11,12 @@
 //! - a person's hand (a parked manifest, a CLI run holding the lock, pause, observe mode)
 //!   always wins;
 //! - repairs are budgeted, backed off after failures, and a circuit breaker stops a member
-//!   that breaks again after every heal from being healed forever.
+//!   that breaks again after every heal from being healed forever. A resumed repair (an
+//!   unfinished journal) is a repair like any other here: it goes through the same budget,
+//!   backoff and breaker, or one that fails at a step would be retried every probe;
+//! - a repair stopped by this host's own layout or sandbox (a read-only path, a move across
+//!   mounts, no room on the etcd disk) is not retried at all: retrying cannot change the
+//!   host, so it alerts with the remedy until a person runs `resume`.
 //!
 //! Time is a `Duration` on a monotonic clock the caller owns, so tests drive it by hand.
 
@@ -186,6 +191,21 @@ pub struct PolicyState {
     pub last_failure: Option<Duration>,
     /// Open: stop acting and alert until `resume`.
     pub circuit_open: bool,
+    /// The last repair was stopped by this host's layout or config, not by the cluster's
+    /// state: what stopped it, with the remedy. Alerted until `resume`, never retried.
+    #[serde(default)]
+    pub host_blocked: Option<String>,
+}
+
+/// How a repair ended, as far as the policy cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairEnd {
+    Healed,
+    /// Failed at a step, or refused for the cluster's state: worth another try, later.
+    Failed,
+    /// Stopped by this host's own layout, sandbox or config (the reason and the remedy):
+    /// the same host gives the same answer however often it is asked.
+    HostBlocked(String),
 }
 
 impl PolicyState {
@@ -194,14 +214,22 @@ impl PolicyState {
         self.repairs.push(now);
     }
 
-    /// A repair ended; a failure backs the next one off.
-    pub fn repair_ended(&mut self, now: Duration, ok: bool) {
-        if ok {
-            self.failures = 0;
-            self.last_failure = None;
-        } else {
-            self.failures += 1;
-            self.last_failure = Some(now);
+    /// A repair ended; a failure backs the next one off; a host-caused one blocks.
+    pub fn repair_ended(&mut self, now: Duration, end: RepairEnd) {
+        match end {
+            RepairEnd::Healed => {
+                self.failures = 0;
+                self.last_failure = None;
+            }
+            RepairEnd::Failed => {
+                self.failures += 1;
+                self.last_failure = Some(now);
+            }
+            RepairEnd::HostBlocked(why) => {
+                self.failures += 1;
+                self.last_failure = Some(now);
+                self.host_blocked = Some(why);
+            }
         }
         // What was seen before the repair is no longer the current condition.
         self.unhealthy_since = None;
@@ -211,6 +239,7 @@ impl PolicyState {
     /// `etcd-hostfix resume`: close the circuit, forget the failures.
     pub fn reset(&mut self) {
         self.circuit_open = false;
+        self.host_blocked = None;
         self.failures = 0;
         self.last_failure = None;
         self.repairs.clear();
@@ -240,7 +269,7 @@ pub fn definitive(c: Class) -> bool {
 }
 
 fn alerting(c: Class) -> bool {
-    matches!(c, Class::Unknown | Class::Nospace | Class::QuorumLost | Class::Partitioned)
+    matches!(c, Class::Unknown | Class::Nospace | Class::QuorumLost | Class::Partitioned | Class::VersionIncompatible)
 }
 
 /// Fold one observation into the state and decide. Pure: the same state, observation and
@@ -289,7 +318,12 @@ fn decide_inner(cfg: &PolicyConfig, st: &mut PolicyState, o: &Observation, now: 
     // A repair that was cut short is finished first, whatever the member looks like now:
     // its journal knows what is already done, and a half-done membership change is worse
     // than either end.
+    // It still waits its turn like any repair: blocked by the host, the circuit, the budget
+    // or a backoff, it is not resumed now (and its journal waits, intact).
     if o.unfinished_journal && o.local_lock_holder.is_none() {
+        if let Some(d) = held_back(cfg, st, o, now) {
+            return d;
+        }
         return Decision::Heal { playbook: Playbook::Rejoin, reason: "an unfinished rejoin journal is in the state dir".into(), resume: true };
     }
     if o.class == Class::Healthy {
@@ -364,28 +398,8 @@ fn decide_inner(cfg: &PolicyConfig, st: &mut PolicyState, o: &Observation, now: 
     if !o.peers_see_local_down {
         return Decision::Nothing { reason: format!("the peers see {m} serving; not repairing a member they rely on") };
     }
-    // Budgets.
-    if st.circuit_open || st.budget_left(cfg, now) == 0 {
-        st.circuit_open = true;
-        return Decision::Alert {
-            class: o.class,
-            reason: format!(
-                "circuit open: {m} needed {} repairs within {:?} and is {} again; not healing until `etcd-hostfix resume`",
-                st.repairs_in_window(now, cfg.repair_window).max(cfg.max_repairs as usize),
-                cfg.repair_window,
-                o.class.as_str()
-            ),
-            command: Some("etcd-hostfix resume".into()),
-        };
-    }
-    if let Some(t) = st.last_failure {
-        let wait = backoff(cfg, st.failures);
-        if now < t + wait {
-            return Decision::Wait {
-                reason: format!("the last repair failed ({} in a row); backing off {:?}", st.failures, wait),
-                deadline: t + wait,
-            };
-        }
+    if let Some(d) = held_back(cfg, st, o, now) {
+        return d;
     }
     let why = if immediate {
         format!("{m} is {}, the peers have a steady leader and see it down", o.class.as_str())
@@ -393,6 +407,44 @@ fn decide_inner(cfg: &PolicyConfig, st: &mut PolicyState, o: &Observation, now: 
         format!("{m} has been {} for the whole grace of {:?}", o.class.as_str(), cfg.grace)
     };
     Decision::Heal { playbook: Playbook::Rejoin, reason: why, resume: false }
+}
+
+/// What holds any repair back, a new one or a resumed one: a host that blocked the last
+/// one, the circuit breaker, the budget, the backoff after a failure. `None`: it may run.
+fn held_back(cfg: &PolicyConfig, st: &mut PolicyState, o: &Observation, now: Duration) -> Option<Decision> {
+    let m = &o.member;
+    let what = if o.unfinished_journal { "its unfinished repair".to_string() } else { o.class.as_str().to_string() };
+    if let Some(why) = &st.host_blocked {
+        return Some(Decision::Alert {
+            class: o.class,
+            reason: format!(
+                "the last repair of {m} was stopped by this host, not by the cluster: {why}. Retrying cannot change that, so {what} is not retried until `etcd-hostfix resume`"
+            ),
+            command: Some("etcd-hostfix resume".into()),
+        });
+    }
+    if st.circuit_open || st.budget_left(cfg, now) == 0 {
+        st.circuit_open = true;
+        return Some(Decision::Alert {
+            class: o.class,
+            reason: format!(
+                "circuit open: {m} needed {} repairs within {:?} and {what} is still due; not healing until `etcd-hostfix resume`",
+                st.repairs_in_window(now, cfg.repair_window).max(cfg.max_repairs as usize),
+                cfg.repair_window,
+            ),
+            command: Some("etcd-hostfix resume".into()),
+        });
+    }
+    if let Some(t) = st.last_failure {
+        let wait = backoff(cfg, st.failures);
+        if now < t + wait {
+            return Some(Decision::Wait {
+                reason: format!("the last repair failed ({} in a row); backing off {:?} before {what} is tried again", st.failures, wait),
+                deadline: t + wait,
+            });
+        }
+    }
+    None
 }
 
 fn backoff(cfg: &PolicyConfig, failures: u32) -> Duration {
@@ -417,6 +469,10 @@ fn alert(o: &Observation) -> Decision {
         Class::Nospace => (
             "the NOSPACE alarm is raised; run `etcd-hostfix defrag` from any master (compact, defragment each member in turn, disarm); never automatic".into(),
             None,
+        ),
+        Class::VersionIncompatible => (
+            format!("{m}'s etcd version refuses its data (v2store content, or a storage schema from a newer etcd); not rejoined, since its peers hold the same data. `etcd-hostfix diagnose` on {m} says what to do"),
+            Some("etcd-hostfix diagnose".into()),
         ),
         _ => (format!("{m} fails for a cause no playbook covers; read `etcd-hostfix diagnose`"), None),
     };
@@ -612,7 +668,7 @@ mod tests {
     #[test]
     fn never_healed_automatically() {
         let cfg = PolicyConfig::default();
-        for c in [Class::Unknown, Class::Nospace, Class::QuorumLost, Class::Partitioned] {
+        for c in [Class::Unknown, Class::Nospace, Class::QuorumLost, Class::Partitioned, Class::VersionIncompatible] {
             let mut st = after_healthy(&cfg);
             let d = decide(&cfg, &mut st, &obs(c), 100 * S);
             let d = if matches!(d, Decision::Wait { .. }) { decide(&cfg, &mut st, &obs(c), 200 * S) } else { d };
@@ -649,7 +705,7 @@ mod tests {
             assert!(is_heal(&d), "{d:?}");
             st.repair_started(t);
             t += 20 * S;
-            st.repair_ended(t, true);
+            st.repair_ended(t, RepairEnd::Healed);
             decide(&cfg, &mut st, &obs(Class::Healthy), t);
             t += S;
         }
@@ -668,12 +724,12 @@ mod tests {
         let cfg = PolicyConfig::default();
         let mut st = after_healthy(&cfg);
         st.repair_started(10 * S);
-        st.repair_ended(20 * S, false);
+        st.repair_ended(20 * S, RepairEnd::Failed);
         let d = decide(&cfg, &mut st, &obs(Class::DataLost), 21 * S);
         assert!(matches!(d, Decision::Wait { deadline, .. } if deadline == 50 * S), "{d:?}");
         assert!(is_heal(&decide(&cfg, &mut st, &obs(Class::DataLost), 50 * S)));
         st.repair_started(50 * S);
-        st.repair_ended(60 * S, false);
+        st.repair_ended(60 * S, RepairEnd::Failed);
         assert!(matches!(decide(&cfg, &mut st, &obs(Class::DataLost), 61 * S), Decision::Wait { deadline, .. } if deadline == 120 * S));
         assert_eq!(backoff(&cfg, 20), cfg.backoff_max);
     }
@@ -688,5 +744,78 @@ mod tests {
         // ...unless a CLI run is at it right now.
         o.local_lock_holder = Some("99".into());
         assert!(!matches!(decide(&cfg, &mut st, &o, S), Decision::Heal { .. }));
+    }
+
+    /// A resumed repair that keeps failing at a step is not resumed every probe (it was:
+    /// 135 tries in 120 s): it backs off like a new repair, spends the same budget, and the
+    /// circuit opens after `max_repairs`; `resume` closes it and it is resumed again.
+    #[test]
+    fn a_failing_resume_backs_off_spends_the_budget_and_opens_the_circuit() {
+        let cfg = PolicyConfig::default();
+        let mut st = PolicyState::default();
+        let mut o = obs(Class::NotRunning);
+        o.unfinished_journal = true;
+        let mut t = S;
+        let mut tries = 0;
+        // Probe every second for two hours; every resumed repair fails after 5 s.
+        while t < 7200 * S {
+            match decide(&cfg, &mut st, &o, t) {
+                Decision::Heal { resume: true, .. } => {
+                    tries += 1;
+                    st.repair_started(t);
+                    st.repair_ended(t + 5 * S, RepairEnd::Failed);
+                    t += 5 * S;
+                }
+                Decision::Wait { reason, deadline } => {
+                    assert!(reason.contains("backing off") && reason.contains("unfinished repair"), "{reason}");
+                    assert!(deadline > t);
+                }
+                Decision::Alert { reason, command, .. } => {
+                    assert!(reason.contains("circuit open"), "{reason}");
+                    assert_eq!(command.as_deref(), Some("etcd-hostfix resume"));
+                }
+                d => panic!("{d:?}"),
+            }
+            t += S;
+        }
+        assert_eq!(tries, cfg.max_repairs, "tried exactly max_repairs times");
+        assert!(st.circuit_open);
+        // The first retry waited the base backoff, not a second.
+        let mut st2 = PolicyState::default();
+        st2.repair_started(S);
+        st2.repair_ended(2 * S, RepairEnd::Failed);
+        assert!(matches!(decide(&cfg, &mut st2, &o, 3 * S), Decision::Wait { deadline, .. } if deadline == 32 * S));
+        // The cause is gone and a person runs resume: it is resumed again.
+        st.reset();
+        assert!(matches!(decide(&cfg, &mut st, &o, t), Decision::Heal { resume: true, .. }));
+    }
+
+    /// Stopped by the host (a rename across the sandbox's mounts, no room on the etcd disk):
+    /// alerted at once with the reason, not retried after any backoff, new or resumed, until
+    /// `resume`.
+    #[test]
+    fn a_host_caused_refusal_alerts_at_once_and_is_never_retried() {
+        let cfg = PolicyConfig::default();
+        let mut st = after_healthy(&cfg);
+        let d = decide(&cfg, &mut st, &obs(Class::DataLost), 10 * S);
+        assert!(is_heal(&d), "{d:?}");
+        st.repair_started(10 * S);
+        st.repair_ended(11 * S, RepairEnd::HostBlocked("no room on /var/lib/etcd: 10 MB free, 80 MB needed".into()));
+        for t in [12, 100, 5000, 100_000] {
+            for unfinished in [false, true] {
+                let mut o = obs(Class::DataLost);
+                o.unfinished_journal = unfinished;
+                match decide(&cfg, &mut st, &o, t * S) {
+                    Decision::Alert { reason, command, .. } => {
+                        assert!(reason.contains("stopped by this host") && reason.contains("80 MB needed"), "{reason}");
+                        assert_eq!(command.as_deref(), Some("etcd-hostfix resume"));
+                    }
+                    d => panic!("{d:?}"),
+                }
+            }
+        }
+        assert_eq!(st.repairs.len(), 1);
+        st.reset();
+        assert!(is_heal(&decide(&cfg, &mut st, &obs(Class::DataLost), 100_001 * S)));
     }
 }

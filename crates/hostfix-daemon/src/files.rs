@@ -88,6 +88,21 @@ pub fn incident_files(state_dir: &Path) -> Vec<PathBuf> {
     all
 }
 
+/// How many incident records the state dir keeps: a member that cannot be healed must not
+/// fill it (each is a few KiB).
+pub const INCIDENTS_KEPT: usize = 100;
+
+/// Remove all but the newest `keep` incident records (by name, which starts with the UTC
+/// time). Records are the daemon's own log of what it did, not data: old ones go.
+pub fn prune_incidents(state_dir: &Path, keep: usize) {
+    let all = incident_files(state_dir);
+    for old in all.iter().take(all.len().saturating_sub(keep)) {
+        if let Err(e) = std::fs::remove_file(old) {
+            tracing::warn!(path = %old.display(), error = %e, "cannot remove an old incident record");
+        }
+    }
+}
+
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

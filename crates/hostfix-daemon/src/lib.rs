@@ -56,9 +56,25 @@ struct Repair {
 }
 
 struct RepairEnd {
-    ok: bool,
+    /// What the policy learns from it.
+    end: hostfix_core::policy::RepairEnd,
     result: &'static str,
     incident: Option<PathBuf>,
+}
+
+/// Errors that say this host's layout or sandbox stopped the repair, not the cluster: a
+/// path the unit may not write (EROFS, EACCES, EPERM) or a rename across mounts (EXDEV).
+/// Retrying cannot change them; the policy alerts with the remedy instead.
+fn host_cause(e: &anyhow::Error) -> Option<String> {
+    let io = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>())?;
+    let remedy = match io.raw_os_error()? {
+        libc::EROFS | libc::EACCES | libc::EPERM => {
+            "the unit may not write there: check ReadWritePaths= in the unit (systemctl cat etcd-hostfix) and the path's mount and permissions"
+        }
+        libc::EXDEV => "a rename crossed mounts: check the unit's ReadWritePaths= and --state-dir against the data dir's mounts",
+        _ => return None,
+    };
+    Some(format!("{e:#}; {remedy}"))
 }
 
 pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
@@ -122,9 +138,9 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
             }
             let r = repair.take().unwrap();
             world.forget();
-            let end = r.task.await.unwrap_or(RepairEnd { ok: false, result: "failed", incident: None });
+            let end = r.task.await.unwrap_or(RepairEnd { end: hostfix_core::policy::RepairEnd::Failed, result: "failed", incident: None });
             metrics.repairing.set(0);
-            pstate.repair_ended(now(), end.ok);
+            pstate.repair_ended(now(), end.end.clone());
             let _ = files::write_json(&files::policy_path(&state_dir), &pstate);
             if let Some(inc) = end.incident {
                 last_repair = Some(LastRepair {
@@ -203,7 +219,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
             if let Some(d) = detection {
                 metrics.detection_latency.set(d.as_secs_f64());
             }
-            let file = IncidentFile::open(&state_dir, "rejoin", || Incident {
+            let file = IncidentFile::open(&state_dir, "rejoin", *resume, || Incident {
                 playbook: "rejoin".into(),
                 member: seen.obs.member.clone(),
                 started_at: files::now_rfc3339(),
@@ -221,7 +237,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
             let rep = DaemonReporter::new(&seen.obs.member, "rejoin", metrics.clone(), notifier.clone(), file);
             let progress = rep.progress.clone();
             let span = info_span!("repair", member = %seen.obs.member, playbook = "rejoin", resume = *resume);
-            let task = tokio::spawn(run_rejoin(settings.clone(), rep, metrics.clone(), config.backup_max_age()).instrument(span));
+            let task = tokio::spawn(run_rejoin(settings.clone(), rep, metrics.clone(), config.backup_max_age(), config.archive_keep as usize).instrument(span));
             st.repairing = Some(format!("healing {}: starting", seen.obs.member));
             repair = Some(Repair { task, progress });
         } else if seen.obs.class == Class::Healthy && seen.obs.paused.is_none() {
@@ -299,7 +315,7 @@ fn status_line(seen: &Seen, d: &Decision, last: Option<&LastRepair>) -> String {
 }
 
 /// The rejoin playbook, as the CLI runs it with `--yes`, reported to the daemon's sinks.
-async fn run_rejoin(settings: Settings, rep: DaemonReporter, metrics: Arc<Metrics>, backup_max_age: Duration) -> RepairEnd {
+async fn run_rejoin(settings: Settings, rep: DaemonReporter, metrics: Arc<Metrics>, backup_max_age: Duration, archive_keep: usize) -> RepairEnd {
     let started = Instant::now();
     let opts = RejoinOptions {
         force: false,
@@ -309,18 +325,20 @@ async fn run_rejoin(settings: Settings, rep: DaemonReporter, metrics: Arc<Metric
         backup_max_age,
         // Never --force, so never after a step back in time: nothing to bounce.
         no_apiserver_restart: false,
+        keep_archives: archive_keep,
     };
-    let r: anyhow::Result<Option<String>> = async {
+    let r: anyhow::Result<Option<(String, bool)>> = async {
         let local = Local::discover(&settings).await?;
         let conn = local.connector(&settings)?;
         let (plan, resumed) = match rejoin::prepare(&settings, &local, &conn, &opts, &rep).await? {
-            Prepared::Refused(why) => return Ok(Some(why)),
+            Prepared::Refused(why) => return Ok(Some((why, false))),
             Prepared::Plan { plan, resumed } => (plan, resumed),
         };
         let (header, steps) = rejoin::describe(&settings, &local, &plan);
         rep.plan("rejoin", &header, &steps);
         match rejoin::execute(&settings, &local, &conn, &plan, resumed, &opts, &rep).await? {
-            Outcome::Refused(why) => Ok(Some(why)),
+            Outcome::Refused(why) => Ok(Some((why, false))),
+            Outcome::HostRefused(why) => Ok(Some((why, true))),
             Outcome::Done { history } => {
                 rep.note(&format!("rejoin complete: {} is a healthy voter again (journal kept at {})", plan.name, history.display()));
                 Ok(None)
@@ -328,10 +346,14 @@ async fn run_rejoin(settings: Settings, rep: DaemonReporter, metrics: Arc<Metric
         }
     }
     .await;
-    let (ok, result, err) = match r {
-        Ok(None) => (true, "healed", None),
-        Ok(Some(why)) => (false, "refused", Some(format!("refused: {why}; nothing was changed"))),
-        Err(e) => (false, "failed", Some(format!("{e:#}"))),
+    use hostfix_core::policy::RepairEnd as End;
+    let (end, result, err) = match r {
+        Ok(None) => (End::Healed, "healed", None),
+        Ok(Some((why, host))) => {
+            let e = format!("refused: {why}; nothing was changed");
+            (if host { End::HostBlocked(why) } else { End::Failed }, "refused", Some(e))
+        }
+        Err(e) => (host_cause(&e).map(End::HostBlocked).unwrap_or(End::Failed), "failed", Some(format!("{e:#}"))),
     };
     metrics.repairs.get_or_create(&RepairLabel { playbook: "rejoin".into(), result: result.into() }).inc();
     metrics.repair_duration.observe(started.elapsed().as_secs_f64());
@@ -350,7 +372,9 @@ async fn run_rejoin(settings: Settings, rep: DaemonReporter, metrics: Arc<Metric
         let _ = std::fs::remove_file(&p);
         None
     } else {
-        Some(rep.finish(result, err).0)
+        let path = rep.finish(result, err).0;
+        files::prune_incidents(&settings.state_dir(), files::INCIDENTS_KEPT);
+        Some(path)
     };
-    RepairEnd { ok, result, incident }
+    RepairEnd { end, result, incident }
 }

@@ -34,6 +34,10 @@ pub struct Incident {
     pub notes: Vec<String>,
     /// Set once the repair has ended.
     pub outcome: Option<IncidentOutcome>,
+    /// The earlier tries of this same repair, when it was resumed after one failed: one
+    /// record per repair, not one per try.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_tries: Vec<IncidentOutcome>,
     /// How many times a daemon took this repair up again after a restart.
     #[serde(default)]
     pub resumed: u32,
@@ -75,11 +79,20 @@ pub struct IncidentFile {
 
 impl IncidentFile {
     /// A new record, or the unfinished one a killed daemon left (a resumed repair is the
-    /// same incident, not a second one).
-    pub fn open(state_dir: &Path, playbook: &str, fresh: impl FnOnce() -> Incident) -> IncidentFile {
+    /// same incident, not a second one). `resume`: this run resumes a repair's journal, so
+    /// it adds to that repair's newest record even when an earlier try ended (failed), and
+    /// that try's outcome moves to `earlier_tries`.
+    pub fn open(state_dir: &Path, playbook: &str, resume: bool, fresh: impl FnOnce() -> Incident) -> IncidentFile {
         if let Some(mut f) = Self::unfinished(state_dir, playbook) {
             f.incident.resumed += 1;
             return f;
+        }
+        if resume {
+            if let Some(mut f) = Self::failed(state_dir, playbook) {
+                f.incident.resumed += 1;
+                f.incident.earlier_tries.extend(f.incident.outcome.take());
+                return f;
+            }
         }
         let t = time::OffsetDateTime::now_utc();
         let stamp = format!(
@@ -105,6 +118,13 @@ impl IncidentFile {
         let path = files::incident_files(state_dir).pop()?;
         let incident: Incident = files::read_json(&path).ok()??;
         (incident.outcome.is_none() && incident.playbook == playbook).then_some(IncidentFile { path, incident })
+    }
+
+    fn failed(state_dir: &Path, playbook: &str) -> Option<IncidentFile> {
+        let path = files::incident_files(state_dir).pop()?;
+        let incident: Incident = files::read_json(&path).ok()??;
+        let ended_unhealed = incident.outcome.as_ref().is_some_and(|o| o.result != "healed");
+        (ended_unhealed && incident.playbook == playbook).then_some(IncidentFile { path, incident })
     }
 
     pub fn save(&self) {

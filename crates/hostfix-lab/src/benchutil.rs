@@ -74,7 +74,7 @@ pub fn tempdir() -> std::path::PathBuf {
     d
 }
 
-/// Which cells a benchmark runs: `HOSTFIX_BENCH_VERSIONS` (default "3.4,3.5"),
+/// Which cells a benchmark runs: `HOSTFIX_BENCH_VERSIONS` (default "3.4,3.6"),
 /// `HOSTFIX_BENCH_SIZES_MB` (default per benchmark) and `HOSTFIX_BENCH_ROUNDS` (default 3).
 pub struct Matrix {
     pub versions: Vec<crate::EtcdVersion>,
@@ -88,7 +88,7 @@ impl Matrix {
             std::env::var(var).unwrap_or_else(|_| default.into()).split(',').map(str::to_string).collect()
         };
         Matrix {
-            versions: list("HOSTFIX_BENCH_VERSIONS", "3.4,3.5").iter().map(|v| v.parse().unwrap()).collect(),
+            versions: list("HOSTFIX_BENCH_VERSIONS", "3.4,3.6").iter().map(|v| v.parse().unwrap()).collect(),
             sizes_mb: list("HOSTFIX_BENCH_SIZES_MB", default_sizes_mb).iter().map(|s| s.parse().unwrap()).collect(),
             rounds: std::env::var("HOSTFIX_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3),
         }

@@ -3,7 +3,8 @@
 //! It behaves the way etcd-hostfix relies on the real one behaving:
 //! - it watches `etc/kubernetes/manifests/` (the directory: renames kill file watches),
 //!   debounced, with a periodic rescan as the kubelet does, and runs one pod per `*.yaml`
-//!   there (etcd's, and the stand-in kube-apiserver's when the lab has one);
+//!   there that is not a dotfile, which the kubelet ignores (etcd's, and the stand-in
+//!   kube-apiserver's when the lab has one);
 //! - a manifest that appears starts the pod; a changed manifest restarts it as a new pod
 //!   (new UID, new log dir); a manifest moved away stops it;
 //! - an exited container is restarted after a CrashLoopBackOff delay that doubles;
@@ -302,7 +303,7 @@ impl KubeletConfig {
                 _ = tick.tick() => {},
             }
             let mut files: Vec<String> = std::fs::read_dir(&dir)
-                .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(String::from)).filter(|n| n.ends_with(".yaml")).collect())
+                .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(String::from)).filter(|n| n.ends_with(".yaml") && !n.starts_with('.')).collect())
                 .unwrap_or_default();
             files.push("etcd.yaml".into());
             files.extend(pods.keys().cloned());

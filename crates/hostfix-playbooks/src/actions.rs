@@ -2,10 +2,11 @@
 //! with edited flags, clean up after a Docker recreate. Shared by `rejoin`, `rebuild` and
 //! `restore`, so each playbook's runner only sequences steps.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use hostfix_adapters::relocate;
 use hostfix_adapters::runtime::{DockerRuntime, RuntimeError, RuntimeKind, ASIDE_INFIX};
 use hostfix_core::manifest::{edit_manifest_flags, FlagEdit};
 
@@ -120,25 +121,39 @@ impl Actions<'_> {
         }
     }
 
-    /// Move `<data dir>/member`, and a separate `--wal-dir`, into `dest`. Never copied,
-    /// never deleted, never onto something already archived. Done already is fine.
-    pub fn archive_data(&self, dest: &Path) -> Result<()> {
-        hostfix_adapters::private::create_dir(dest).with_context(|| dest.display().to_string())?;
-        let member = self.local.data_dir().join("member");
-        if member.exists() {
-            let to = if dest.join("member").exists() { free_name(dest, "member.") } else { dest.join("member") };
-            std::fs::rename(&member, &to).with_context(|| {
-                format!("moving {} to {} (same filesystem required; nothing is copied or deleted)", member.display(), to.display())
-            })?;
-        }
+    /// The data this member has: `<data dir>/member`, and a separate `--wal-dir`.
+    pub fn data_paths(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.local.data_dir().join("member")];
         if let Some(wal) = self.local.config.flags.get("wal-dir") {
-            let wal = self.local.config.host_path(&self.local.root, wal);
-            if wal.exists() {
-                let to = if dest.join("wal").exists() { free_name(dest, "wal.") } else { dest.join("wal") };
-                std::fs::rename(&wal, &to).with_context(|| wal.display().to_string())?;
+            v.push(self.local.config.host_path(&self.local.root, wal));
+        }
+        v
+    }
+
+    /// Where `data` is archived by run `run` whose archive dir is `dest`
+    /// (`<state>/archive/<run>`): there when a rename reaches it, else beside the data on
+    /// its own mount (`relocate::archive_place`), with why.
+    pub fn data_archive(&self, data: &Path, dest: &Path) -> Result<(PathBuf, Option<String>)> {
+        let run = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(relocate::archive_place(data, dest, &run)?)
+    }
+
+    /// Move `<data dir>/member`, and a separate `--wal-dir`, aside for the run whose archive
+    /// dir is `dest`: by rename only, each on its own mount (see `hostfix_adapters::relocate`),
+    /// never copied, never deleted, never onto something already archived. Done already is
+    /// fine. Returns a line per move, for the reporter.
+    pub fn archive_data(&self, dest: &Path) -> Result<Vec<String>> {
+        let mut said = vec![];
+        for data in self.data_paths() {
+            let (dir, why) = self.data_archive(&data, dest)?;
+            if let Some(to) = relocate::archive_dir(&data, &dir)? {
+                said.push(match why {
+                    None => format!("archived {} to {}", data.display(), to.display()),
+                    Some(why) => format!("archived {} to {} ({why})", data.display(), to.display()),
+                });
             }
         }
-        Ok(())
+        Ok(said)
     }
 
     /// Remove the containers recreates renamed aside, once the new one runs. Volumes stay.
@@ -194,10 +209,7 @@ impl Actions<'_> {
     }
 }
 
-/// `dir/<prefix>N` for the first N from 0 that is not taken: archives never overwrite.
-pub fn free_name(dir: &Path, prefix: &str) -> std::path::PathBuf {
-    (0..).map(|k| dir.join(format!("{prefix}{k}"))).find(|p| !p.exists()).expect("some name is free")
-}
+pub use hostfix_adapters::relocate::free_name;
 
 fn satisfied(flags: &hostfix_core::EtcdFlags, edits: &[FlagEdit]) -> bool {
     edits.iter().all(|(n, v)| match v {

@@ -77,6 +77,7 @@ pub async fn diagnose_local(g: &Settings, local: &Local, conn: &Connector, cmds:
         p.listed_by_peer_url =
             Some(peer_url.as_ref().map(|u| list.members.iter().any(|m| m.peer_urls.contains(u))).unwrap_or(false));
         p.local_is_voter = me.map(|m| !m.is_learner).unwrap_or(false);
+        p.listed_id = me.map(|m| hostfix_adapters::etcd::hex_id(m.id));
         let probed: Vec<&hostfix_core::status::MemberStatus> = list
             .members
             .iter()

@@ -7,6 +7,7 @@
 //! sd_notify `STATUS=`. Its input is a plain [`Settings`] value; clap stops at the CLI.
 
 pub mod actions;
+pub mod archives;
 pub mod defrag;
 pub mod diagnose;
 pub mod keys;
@@ -133,7 +134,25 @@ pub(crate) fn is_transient(msg: &str) -> bool {
     // etcd derives an added member's ID from its peer URLs and the Unix second; re-adding
     // a peer URL within the second of a removed add collides with the removed ID and is
     // answered "member not found" / "ID removed". The next second gets a fresh ID.
-    ["member not found", "id removed", "unhealthy cluster", "too many requests", "leader changed", "no leader", "timed out", "timeout expired", "request timed out", "deadline", "unavailable", "connection"]
+    // A peer that dies mid-call (stopped, restarted) fails it with a gRPC "transport error"
+    // and a broken pipe or reset: the next try goes to another peer (the dead one's client
+    // has left the connector's cache), which CI once showed the promote loop did not.
+    [
+        "member not found",
+        "id removed",
+        "unhealthy cluster",
+        "too many requests",
+        "leader changed",
+        "no leader",
+        "timed out",
+        "timeout expired",
+        "request timed out",
+        "deadline",
+        "unavailable",
+        "connection",
+        "transport error",
+        "broken pipe",
+    ]
         .iter()
         .any(|t| msg.to_lowercase().contains(t))
 }
@@ -148,6 +167,20 @@ pub fn pause_point(step: &str) {
             libc::kill(libc::getpid(), libc::SIGSTOP);
         }
     }
+}
+
+/// Test hook: `HOSTFIX_FAIL_AT=<step>:<file>` fails that step before it starts, for as long
+/// as `<file>` exists: a repair that keeps failing at a step (a cause outside the tool),
+/// which a test can then take away while the daemon runs.
+pub fn fail_point(step: &str) -> anyhow::Result<()> {
+    if let Ok(spec) = std::env::var("HOSTFIX_FAIL_AT") {
+        if let Some((at, file)) = spec.split_once(':') {
+            if at == step && std::path::Path::new(file).exists() {
+                anyhow::bail!("HOSTFIX_FAIL_AT={spec}: failing {step} while {file} exists");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Test hook: `HOSTFIX_CRASH_AT=<step>` kills the process with SIGKILL right after that

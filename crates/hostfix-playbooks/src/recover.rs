@@ -33,6 +33,8 @@ pub struct RecoverOptions {
     pub wait: Duration,
     /// Restore: leave the local kube-apiserver running on its stale watch cache.
     pub no_apiserver_restart: bool,
+    /// Archived runs kept once this run succeeded (`hostfix_core::archive::to_prune`).
+    pub keep_archives: usize,
 }
 
 /// What `prepare` found: a plan to show, or why not.
@@ -136,7 +138,10 @@ pub async fn execute(
         let snapshot = journal.get::<String>("snapshot").map(PathBuf::from).or(snapshot);
         let r = Runner { act: Actions { g, local, wait: o.wait }, plan, snapshot, tool, rep };
         match r.run(&mut journal).await {
-            Ok(()) => Ok(Outcome::Done { history: journal.finish()? }),
+            Ok(()) => {
+                r.act.prune_archives(o.keep_archives, &journal.run_id, rep);
+                Ok(Outcome::Done { history: journal.finish()? })
+            }
             Err(e) => Err(e.context(format!(
                 "stopped; run the same command again to resume from {}",
                 Journal::<RecoveryPlan>::path_for(&state_dir, JOURNAL).display()
@@ -161,9 +166,6 @@ pub fn preflight(
     };
     let archive = g.state_dir().join("archive");
     let data = local.data_dir();
-    if pending(RecoveryStep::Archive) {
-        crate::space::check_same_filesystem(&data.join("member"), &archive)?;
-    }
     if pending(RecoveryStep::ArchiveCopy) {
         let member = data.join("member");
         crate::space::check_room_for(&archive, crate::space::dir_bytes(&member), &format!("the copy of {}", member.display()))?;
@@ -365,7 +367,14 @@ pub fn describe(g: &Settings, local: &Local, plan: &RecoveryPlan, snapshot: Opti
                 RuntimeKind::Docker => format!("stop container {} and wait for etcd to exit", g.container),
             },
             RecoveryStep::ArchiveCopy => format!("copy {} to {}/<run>/member (the original stays in use)", data.display(), archive.display()),
-            RecoveryStep::Archive => format!("move {} to {}/<run>/member (kept, not deleted)", data.display(), archive.display()),
+            RecoveryStep::Archive => {
+                let act = Actions { g, local, wait: std::time::Duration::ZERO };
+                match act.data_archive(&data, &archive.join("<run>")) {
+                    Ok((dir, None)) => format!("move {} to {}/member by rename (kept, not deleted)", data.display(), dir.display()),
+                    Ok((dir, Some(why))) => format!("move {} to {}/member by rename (kept, not deleted; {why})", data.display(), dir.display()),
+                    Err(e) => format!("move {} aside by rename ({e})", data.display()),
+                }
+            }
             RecoveryStep::RestoreSnapshot => format!(
                 "restore the snapshot into a fresh dir beside {} as a one-member cluster {}={} with a new cluster token, then move it into place",
                 data.display(),
@@ -441,8 +450,20 @@ impl Runner<'_> {
             RecoveryStep::VerifySnapshot => self.verify(j).await,
             RecoveryStep::Stop => self.act.stop().await,
             RecoveryStep::ArchiveCopy => self.archive_copy(&run),
-            RecoveryStep::Archive => self.act.archive_data(&self.archive(&run)),
-            RecoveryStep::RestoreSnapshot => self.restore(&run).await,
+            RecoveryStep::Archive => {
+                for line in self.act.archive_data(&self.archive(&run))? {
+                    self.rep.note(&line);
+                }
+                Ok(())
+            }
+            RecoveryStep::RestoreSnapshot => {
+                self.restore(&run).await?;
+                // Whether the other masters' data can be newer than the cluster's now: it
+                // cannot when the revision was bumped (`print_next` reads this).
+                let bumped = matches!(&self.tool, Some(Offline::Host(t)) if t.can_bump_revision());
+                j.set("bumped", bumped)?;
+                Ok(())
+            }
             RecoveryStep::StartForced => {
                 let edits = single_member_edits(&self.plan.name, &self.plan.peer_url, true);
                 self.act.start_with(&edits, &self.archive(&run), &format!("{run}-forced"), &crash).await
@@ -525,13 +546,12 @@ impl Runner<'_> {
         let target_name = format!(".hostfix-restore-{run}");
         let target = data.join(&target_name);
         if target.exists() {
-            let aside = free_name(&self.archive(run), "failed-restore-");
-            hostfix_adapters::private::create_dir(self.archive(run))?;
-            std::fs::rename(&target, &aside)?;
+            let (dir, _) = self.act.data_archive(&target, &self.archive(run))?;
+            hostfix_adapters::relocate::rename(&target, &free_name(&dir, "failed-restore-"))?;
         }
         hostfix_adapters::private::create_dir(&data)?;
         tool.restore(snap, &data, &target_name, &self.plan.name, &self.plan.peer_url, &format!("etcd-hostfix-{run}"), self.rep).await?;
-        std::fs::rename(target.join("member"), data.join("member"))?;
+        hostfix_adapters::relocate::rename(&target.join("member"), &data.join("member"))?;
         // Now empty: removing it deletes nothing.
         std::fs::remove_dir(&target)?;
         Ok(())

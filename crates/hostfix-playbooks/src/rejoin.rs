@@ -40,6 +40,8 @@ pub struct RejoinOptions {
     pub backup_max_age: Duration,
     /// With `--force` over newer local data: leave the local kube-apiserver as it is.
     pub no_apiserver_restart: bool,
+    /// Archived runs kept once this run succeeded (`hostfix_core::archive::to_prune`).
+    pub keep_archives: usize,
 }
 
 /// What `prepare` found: a plan to show, or why not.
@@ -52,6 +54,9 @@ pub enum Prepared {
 pub enum Outcome {
     Done { history: PathBuf },
     Refused(String),
+    /// Refused for this host's own disks or layout (no room on the etcd disk), not for the
+    /// cluster's state: the daemon does not retry it (see `core::policy`).
+    HostRefused(String),
 }
 
 /// Where a rejoin records that it removed another master's member (down, so that a
@@ -145,7 +150,7 @@ pub async fn execute(
     let span = info_span!("rejoin", member = %name, host_root = %g.host_root.display());
     async move {
         if let Err(why) = preflight(g, local, conn, plan, resumed.as_ref()).await {
-            return Ok(Outcome::Refused(why.to_string()));
+            return Ok(Outcome::HostRefused(why.to_string()));
         }
         let _flock = match FileLock::take(&state_dir)? {
             Some(l) => l,
@@ -169,6 +174,7 @@ pub async fn execute(
         match result {
             Ok(()) => {
                 let _ = peer.unlock(LOCK_KEY, lease).await;
+                Actions { g, local, wait: o.wait }.prune_archives(o.keep_archives, &journal.run_id, rep);
                 let history = journal.finish()?;
                 Ok(Outcome::Done { history })
             }
@@ -323,7 +329,6 @@ pub fn local_data_revision(local: &Local, me: Option<&MemberFact>) -> Option<i64
 
 /// The plan in words: a header and, per step, its name and what it will do.
 pub fn describe(g: &Settings, local: &Local, plan: &RejoinPlan) -> (String, Vec<(String, String)>) {
-    let data = local.data_dir().join("member");
     let state = g.state_dir();
     let backup = match &plan.backup {
         Backup::Fresh => "backup: a fresh snapshot, taken while the member stops (--backup fresh always takes one)".to_string(),
@@ -371,7 +376,20 @@ pub fn describe(g: &Settings, local: &Local, plan: &RejoinPlan) -> (String, Vec<
                 "member remove {} ({name}, down: etcd refuses any member add while a voter is unreachable; its master's rejoin re-adds it)",
                 hex_id(*id)
             ),
-            Step::Archive => format!("move {} to {}/<run>/member (kept, not deleted)", data.display(), state.join("archive").display()),
+            Step::Archive => {
+                // The real place, which depends on the mounts: the plan names it.
+                let act = Actions { g, local, wait: Duration::ZERO };
+                let places: Vec<String> = act
+                    .data_paths()
+                    .iter()
+                    .map(|d| match act.data_archive(d, &state.join("archive").join("<run>")) {
+                        Ok((dir, None)) => format!("{} to {}/", d.display(), dir.display()),
+                        Ok((dir, Some(why))) => format!("{} to {}/ ({why})", d.display(), dir.display()),
+                        Err(e) => format!("{} ({e})", d.display()),
+                    })
+                    .collect();
+                format!("move {} by rename (kept, not deleted, never copied)", places.join(", and "))
+            }
             Step::AddLearner { name, peer_url, reuse: Some(id) } => {
                 format!("reuse the unstarted member {} for {name} at {peer_url}", hex_id(*id))
             }
@@ -416,13 +434,6 @@ pub async fn preflight(
         plan.steps.iter().enumerate().any(|(i, s)| s.name() == name && !resumed.is_some_and(|j| j.is_done(&format!("{i}:{name}"))))
     };
     let state = g.state_dir();
-    if pending("archive") {
-        let archive = state.join("archive");
-        crate::space::check_same_filesystem(&local.data_dir().join("member"), &archive)?;
-        if let Some(wal) = local.config.flags.get("wal-dir") {
-            crate::space::check_same_filesystem(&local.config.host_path(&local.root, wal), &archive)?;
-        }
-    }
     if let Some(Step::Snapshot { peer, url }) = plan.steps.iter().find(|s| matches!(s, Step::Snapshot { .. })) {
         if pending("snapshot") {
             // The source's db size is what the stream will write. A source that does not
@@ -432,7 +443,9 @@ pub async fn preflight(
             for u in urls {
                 if let Ok(mut ep) = conn.connect(&u).await {
                     if let Ok(st) = ep.status().await {
-                        crate::space::check_room(&state.join("snapshots"), st.db_size.max(0) as u64, if peer.is_empty() { &u } else { peer })?;
+                        let db = st.db_size.max(0) as u64;
+                        crate::space::check_room(&state.join("snapshots"), db, if peer.is_empty() { &u } else { peer })?;
+                        learner_room(local, db, &u)?;
                         break;
                     }
                 }
@@ -440,6 +453,18 @@ pub async fn preflight(
         }
     }
     Ok(())
+}
+
+/// Room on the data dir's disk for what the learner will receive (the peer's db, and its
+/// WAL and snapshot files beside it), with the archive still kept there: the archive is a
+/// rename, so it frees nothing. A dedicated etcd disk is often small.
+fn learner_room(local: &Local, db: u64, from: &str) -> Result<(), crate::space::SpaceError> {
+    let data = local.data_dir();
+    crate::space::check_room_for(
+        &data,
+        crate::space::learner_bytes_needed(db),
+        &format!("the data the learner will receive (the db of {from} is {db} bytes; the archived member stays on this disk)"),
+    )
 }
 
 struct Runner<'a> {
@@ -516,7 +541,11 @@ impl Runner<'_> {
             let span = info_span!("step", n = i + 1, step = steps[i].name());
             let started = Instant::now();
             self.rep.step_started(i + 1, steps.len(), steps[i].name());
-            self.step(&steps[i], j).instrument(span).await.with_context(|| format!("step {} ({})", i + 1, steps[i].name()))?;
+            let r = match crate::fail_point(steps[i].name()) {
+                Ok(()) => self.step(&steps[i], j).instrument(span).await,
+                Err(e) => Err(e),
+            };
+            r.with_context(|| format!("step {} ({})", i + 1, steps[i].name()))?;
             info!(step = steps[i].name(), elapsed_ms = started.elapsed().as_millis() as u64, "step done");
             crash_point(steps[i].name());
             j.mark_done(&key)?;
@@ -659,7 +688,10 @@ impl Runner<'_> {
                 p
             }
         };
-        self.act().archive_data(&dest)
+        for line in self.act().archive_data(&dest)? {
+            self.rep.note(&line);
+        }
+        Ok(())
     }
 
     async fn add_learner(&self, peer_url: &str, reuse: Option<u64>, j: &mut Journal<RejoinPlan>) -> Result<()> {
@@ -703,11 +735,29 @@ impl Runner<'_> {
         Ok(rejoin_edits(&hostfix_core::flags::parse_initial_cluster(&cluster)))
     }
 
-    async fn start(&self, j: &Journal<RejoinPlan>) -> Result<()> {
+    async fn start(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
         let archive = self.state().join("archive").join(&j.run_id);
         let parked = self.local.static_pod.as_ref().map(|sp| sp.parked_path().exists()).unwrap_or(false);
-        if parked {
-            self.clear_stragglers(&archive).await?;
+        if parked && self.clear_stragglers(&archive).await? {
+            // A straggler on flags that say `existing` joins as whatever the cluster lists at
+            // this peer URL, which is now the learner: the leader then counts the learner as
+            // having the data the straggler received, and a learner started on the emptied
+            // dir panics on the leader's first heartbeat ("tocommit(N) is out of range",
+            // caught on etcd 3.6 in tests/rejoin.rs every_class). So that learner is replaced
+            // by a fresh one before anything starts; the straggler's data stays archived.
+            if let Some(tainted) = j.get::<u64>("new_id") {
+                self.rep.note(&format!(
+                    "note: the straggler may have joined as learner {}; replacing it with a fresh learner",
+                    hostfix_adapters::etcd::hex_id(tainted)
+                ));
+                self.remove(tainted).await?;
+                self.add_learner(&self.plan.peer_url, None, j).await?;
+                self.configure(j).await?;
+                // Whatever the kubelet did meanwhile is waited out and archived again.
+                if self.clear_stragglers(&archive).await? {
+                    bail!("etcd kept being restarted on its old flags while its manifest was parked; the learner is not started (run rejoin again once the kubelet has settled)");
+                }
+            }
         }
         let crash = |phase: &str| crash_point(&format!("recreate-{phase}"));
         self.act().start_with(&self.edits(j)?, &archive, &j.run_id, &crash).await
@@ -721,24 +771,27 @@ impl Runner<'_> {
     /// archive what it wrote. Once one is seen, a second may still be starting (inside the
     /// kubelet's wrapper, not yet `etcd` in /proc, as CI caught: its dir appeared after the
     /// archive and the learner's log was lost under it), so /proc and the data dir must then
-    /// stay clear for [`STRAGGLER_QUIET`]. Nothing seen costs nothing.
-    async fn clear_stragglers(&self, archive: &Path) -> Result<()> {
+    /// stay clear for [`STRAGGLER_QUIET`]. Nothing seen costs nothing. Says whether a
+    /// straggler wrote a data dir (archived).
+    async fn clear_stragglers(&self, archive: &Path) -> Result<bool> {
         let url = self.local.local_client_url().unwrap_or_default();
         let member = self.local.data_dir().join("member");
         let deadline = Instant::now() + self.wait;
         let mut seen = !hostfix_adapters::process::etcd_pids(&url).is_empty();
+        let mut wrote = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             wait_for("a restarted etcd to be stopped by the kubelet", left, || hostfix_adapters::process::etcd_pids(&url).is_empty()).await?;
             if member.exists() {
-                let dest = free_name(archive, "member.late-");
-                hostfix_adapters::private::create_dir(archive)?;
+                let (dir, _) = self.act().data_archive(&member, archive)?;
+                let dest = free_name(&dir, "member.late-");
                 self.rep.note(&format!("note: a restart raced the stop and wrote {}; archived to {}", member.display(), dest.display()));
-                std::fs::rename(&member, &dest).with_context(|| member.display().to_string())?;
+                hostfix_adapters::relocate::rename(&member, &dest)?;
                 seen = true;
+                wrote = true;
             }
             if !seen {
-                return Ok(());
+                return Ok(false);
             }
             let quiet_until = Instant::now() + STRAGGLER_QUIET;
             let mut stirred = false;
@@ -750,7 +803,7 @@ impl Runner<'_> {
                 }
             }
             if !stirred {
-                return Ok(());
+                return Ok(wrote);
             }
             if Instant::now() >= deadline {
                 bail!("etcd kept being restarted while its manifest was parked (for {:?}); the learner is not started", self.wait);
@@ -765,20 +818,42 @@ impl Runner<'_> {
     async fn promote(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
         let r = self.promote_when_caught_up(j).await;
         if self.rep.wants_progress() {
+            if r.is_ok() {
+                self.show_final_learner().await;
+            }
             self.rep.progress_end("learner", r.is_ok());
         }
         r
     }
 
+    /// The figure the bar ends on, once the member is promoted. A learner with little to
+    /// catch up on is promoted before any figure is taken (its endpoint was not up yet, or
+    /// the first promote succeeded), and the bar would then never be drawn: the terminal's
+    /// account of the catch-up should not depend on how fast it was. Bounded: the member
+    /// answers within moments of its promotion, and a figure that cannot be had is skipped.
+    async fn show_final_learner(&self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let shown = async { self.show_learner(&mut self.peer().await?).await };
+            match shown.await {
+                Ok(()) => return,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no final learner figure");
+                    return;
+                }
+            }
+        }
+    }
+
     /// The learner's applied index against the peer's, for a terminal's bar; a figure that
     /// cannot be had now is skipped, the wait goes on regardless.
-    async fn show_learner(&self, ep: &mut Endpoint) {
-        let Some(url) = self.local.local_client_url() else { return };
-        let Ok(peer) = ep.status().await else { return };
-        let Ok(mut mine) = self.conn.connect(&url).await else { return };
-        if let Ok(st) = mine.status().await {
-            self.rep.progress("learner", Progress::Index { applied: st.raft_applied_index, target: peer.raft_index });
-        }
+    async fn show_learner(&self, ep: &mut Endpoint) -> Result<()> {
+        let url = self.local.local_client_url().context("the local member has no client URL")?;
+        let peer = ep.status().await?;
+        let st = self.conn.connect(&url).await?.status().await?;
+        self.rep.progress("learner", Progress::Index { applied: st.raft_applied_index, target: peer.raft_index });
+        Ok(())
     }
 
     async fn promote_when_caught_up(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
@@ -793,7 +868,7 @@ impl Runner<'_> {
             let listed = async {
                 let mut ep = self.peer().await?;
                 if self.rep.wants_progress() && shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
-                    self.show_learner(&mut ep).await;
+                    let _ = self.show_learner(&mut ep).await;
                     shown = Some(Instant::now());
                 }
                 let list = ep.member_list().await?;
