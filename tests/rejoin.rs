@@ -233,6 +233,21 @@ async fn refusals_change_nothing() {
     // URL under "intruder" while this master's manifest says m3.
     let rejoined = rejoin(&lab, t, &["--yes"], &[]);
     assert_eq!(rejoined.code, 0, "{}", rejoined.stderr);
+
+    // Another learner is listed (a person's `member add --learner` that never started),
+    // added while the cluster was whole (etcd refuses any add while a voter is down): etcd
+    // refuses a second learner, so the rejoin refuses before it stops or removes anything.
+    let ip = lab.node(0).ip.to_string();
+    let other = |n: u8| format!("https://{}.{}:2380", ip.rsplit_once('.').unwrap().0, 200 + n);
+    let added = etcdctl_retry(&lab, &["member", "add", "stray", "--learner", &format!("--peer-urls={}", other(1))]);
+    let id = added.split_whitespace().skip_while(|w| *w != "Member").nth(1).unwrap_or_else(|| panic!("{added}")).to_string();
+    let second = lab.etcdctl(0, &["member", "add", "stray2", "--learner", &format!("--peer-urls={}", other(2))]);
+    assert!(second.as_ref().is_err_and(|e| e.to_string().contains("too many learner members")), "etcd allows one learner: {second:?}");
+    failures::already_bootstrapped(&lab, t).await;
+    refuses(&lab, t, &["--yes"], "is a learner already");
+    etcdctl_retry(&lab, &["member", "remove", &id]);
+    let rejoined = rejoin(&lab, t, &["--yes"], &[]);
+    assert_eq!(rejoined.code, 0, "{}", rejoined.stderr);
     lab.offline(t, |_| Ok(vec![("name".into(), Some("intruder".into()))])).await.unwrap();
     until("the member to publish its new name", 30, || {
         lab.etcdctl(0, &["member", "list"]).map(|l| l.contains("intruder")).unwrap_or(false)

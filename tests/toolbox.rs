@@ -49,6 +49,10 @@ async fn keys_inventory(lab: &Lab) {
     put(lab, "/registry/pods-archive/x", b"xx").await.unwrap();
     put(lab, "plain", b"12345").await.unwrap();
     let at = ok(&cmd(lab, 0, &["-o", "json", "keys"]), "keys");
+    // etcd 3.7 streams each group (RangeStream); older servers answer UNIMPLEMENTED, and the
+    // same walk pages.
+    let streams = lab.state.spec.version >= EtcdVersion::V3_7;
+    assert_eq!(at["range_stream"], streams, "{at:#}");
     let g = groups(&at);
     assert_eq!(g["/registry/pods"], (31, Some(30 * 100 + 4)), "{at:#}");
     assert_eq!(g["/registry/events"], (12, Some(120)));
@@ -71,6 +75,7 @@ async fn keys_inventory(lab: &Lab) {
     // Small pages give the same answer as one.
     let paged = ok(&cmd(lab, 0, &["-o", "json", "keys", "--page", "7"]), "keys --page 7");
     assert_eq!(groups(&paged), g);
+    assert_eq!(paged["range_stream"], false, "--page asks for pages");
 
     // A prefix and a depth.
     let p = ok(&cmd(lab, 0, &["-o", "json", "keys", "--prefix", "/registry/pods/", "--depth", "3"]), "keys --prefix");
@@ -85,6 +90,8 @@ async fn keys_inventory(lab: &Lab) {
     }
     let old = ok(&cmd(lab, 0, &["-o", "json", "keys", "--revision", &rev.to_string(), "--page", "5"]), "keys --revision");
     assert_eq!(groups(&old), g);
+    let old_streamed = ok(&cmd(lab, 0, &["-o", "json", "keys", "--revision", &rev.to_string()]), "keys --revision, streamed");
+    assert_eq!(groups(&old_streamed), g);
     let oldc = ok(&cmd(lab, 0, &["-o", "json", "keys", "--revision", &rev.to_string(), "--count-only"]), "keys --revision --count-only");
     assert_eq!(groups(&oldc)["/registry/pods"], (31, None));
     let now = ok(&cmd(lab, 0, &["-o", "json", "keys"]), "keys now");

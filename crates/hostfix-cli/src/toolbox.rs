@@ -50,6 +50,8 @@ pub async fn keys(g: &Global, o: &KeysOpts) -> Result<i32> {
                 "depth": o.depth,
                 "total_keys": r.inventory.total_keys(),
                 "total_value_bytes": r.inventory.total_bytes(),
+                "requests": r.requests,
+                "range_stream": r.streamed,
                 "groups": rows,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -64,11 +66,12 @@ pub async fn keys(g: &Global, o: &KeysOpts) -> Result<i32> {
             let total = r.inventory.total_bytes().map(|b| human_bytes(b as i64)).unwrap_or_else(|| "-".into());
             println!("{:<width$}  {:>10}  {:>11}", "TOTAL", r.inventory.total_keys(), total);
             println!(
-                "{} groups at revision {} from {}, {} requests in {:.2} s",
+                "{} groups at revision {} from {}, {} requests{} in {:.2} s",
                 rows.len(),
                 r.revision,
                 r.endpoint,
                 r.requests,
+                if r.streamed { " (RangeStream)" } else { "" },
                 took.as_secs_f64()
             );
         }

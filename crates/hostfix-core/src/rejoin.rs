@@ -54,6 +54,8 @@ pub enum Refusal {
     NoHealthyPeer,
     #[error("peer URL {peer_url} belongs to member {other} ({id:x}), not {name}; refusing to remove or replace it")]
     PeerUrlClaimed { peer_url: String, other: String, id: u64, name: String },
+    #[error("member {other} ({id:x}) is a learner already, and etcd allows one learner at a time (--max-learners, default 1): adding this member as a learner would fail with \"too many learner members in cluster\". Let that learner be promoted, or remove it (`etcdctl member remove {id:x}`), then run again")]
+    OtherLearner { other: String, id: u64 },
     #[error("the local data is newer than the cluster's (local revision {local}, cluster {cluster}); the peers are behind. Run `etcd-hostfix rebuild` here instead, or move the data aside yourself")]
     LocalDataNewer { local: i64, cluster: i64 },
 }
@@ -168,6 +170,13 @@ pub fn plan_rejoin(f: &RejoinFacts) -> Result<RejoinPlan, Refusal> {
         .copied()
         .cloned()
         .ok_or(Refusal::NoHealthyPeer)?;
+    // etcd 3.6 counts learners against --max-learners (default 1) and refuses the add with
+    // "too many learner members in cluster"; 3.4 and 3.5 allow one too. Refused before
+    // anything is stopped or removed, rather than failing at the add with the member gone.
+    if let Some(m) = f.members.iter().find(|m| m.is_learner && !is_me(m)) {
+        let other = if m.name.is_empty() { m.peer_urls.join(",") } else { m.name.clone() };
+        return Err(Refusal::OtherLearner { other, id: m.id });
+    }
     let cluster_rev = voters.iter().filter(|m| m.quorum_read).filter_map(|m| m.revision).max();
     if let (Some(local), Some(cluster)) = (f.local_data_revision, cluster_rev) {
         if local > cluster {
@@ -338,6 +347,18 @@ mod tests {
         assert_eq!(plan_rejoin(&f), Err(Refusal::LocalDataNewer { local: 500, cluster: 100 }));
         f.local_data_revision = Some(90);
         assert!(plan_rejoin(&f).is_ok());
+
+        // Another member is a learner (a person's `member add --learner`, or another
+        // master's repair that died after its add): etcd would refuse a second one.
+        let mut l = m(4, "m4", 4, true);
+        l.is_learner = true;
+        let f = facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), m(3, "m3", 3, false), l]);
+        assert_eq!(plan_rejoin(&f), Err(Refusal::OtherLearner { other: "m4".into(), id: 4 }));
+        assert!(plan_rejoin(&f).unwrap_err().to_string().contains("etcdctl member remove 4"));
+        // Our own entry as a learner (a run of ours that died after its add) is ours to replace.
+        let mut mine = m(3, "m3", 3, false);
+        mine.is_learner = true;
+        assert!(plan_rejoin(&facts(vec![m(1, "m1", 1, true), m(2, "m2", 2, true), mine])).is_ok());
     }
 
     #[test]

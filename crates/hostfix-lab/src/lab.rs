@@ -125,6 +125,15 @@ pub struct LabSpec {
     /// what a restore does to the API servers (see [`APISERVER_IMAGE`]).
     #[serde(default)]
     pub apiserver: bool,
+    /// Static pods only: the masters (0-based) that are real machines, booted with systemd
+    /// as PID 1 from the cached bookworm root ([`crate::machine`]), the lab kubelet running
+    /// inside as `kubelet.service`. The others are process masters, as before.
+    #[serde(default)]
+    pub machines: Vec<usize>,
+    /// The masters whose `/var/lib/etcd` is a filesystem of its own (a tmpfs mounted there
+    /// before anything is written), as on masters with a dedicated etcd disk.
+    #[serde(default)]
+    pub etcd_disks: Vec<usize>,
 }
 
 /// The stand-in kube-apiserver's image, as the lab kubelet knows it: a shell script named
@@ -171,6 +180,8 @@ impl LabSpec {
             backoff_base_ms: 500,
             docker_host: std::env::var("DOCKER_HOST").ok(),
             apiserver: false,
+            machines: vec![],
+            etcd_disks: vec![],
         }
     }
 
@@ -217,6 +228,10 @@ pub struct LabState {
 pub struct Lab {
     pub state: LabState,
     children: Vec<std::process::Child>,
+    /// The machine masters, by node index; powered off by `down` (or when dropped).
+    machines: BTreeMap<usize, crate::machine::Machine>,
+    /// The etcd disks this lab mounted, unmounted after everything on them has stopped.
+    mounts: Vec<PathBuf>,
     torn_down: bool,
 }
 
@@ -385,10 +400,36 @@ impl Lab {
             .map(|n| format!("{}={}", etcd_member_name(spec.runtime, &n.name), n.peer_url()))
             .collect::<Vec<_>>()
             .join(",");
-        let mut lab = Lab { state: LabState { spec: spec.clone(), nodes }, children: vec![], torn_down: false };
+        if (!spec.machines.is_empty() || !spec.etcd_disks.is_empty()) && (spec.runtime != LabRuntime::StaticPod || spec.apiserver) {
+            return Err(LabError::Runner("machine masters and etcd disks are for static-pod labs without the stand-in apiserver".into()));
+        }
+        let mut lab = Lab {
+            state: LabState { spec: spec.clone(), nodes },
+            children: vec![],
+            machines: BTreeMap::new(),
+            mounts: vec![],
+            torn_down: false,
+        };
         match spec.runtime {
             LabRuntime::StaticPod => {
-                for n in &lab.state.nodes {
+                for (i, n) in lab.state.nodes.iter().enumerate() {
+                    if spec.machines.contains(&i) {
+                        crate::machine::copy_root(&n.host_root)?;
+                    }
+                    if spec.etcd_disks.contains(&i) {
+                        let disk = n.data_dir();
+                        std::fs::create_dir_all(&disk).map_err(|e| LabError::io(&disk, e))?;
+                        // 0700: etcd 3.6 refuses a data dir anyone else may read.
+                        let st = std::process::Command::new("mount")
+                            .args(["-t", "tmpfs", "-o", "size=1g,mode=0700", "hostfix-etcd-disk"])
+                            .arg(&disk)
+                            .status()
+                            .map_err(|e| LabError::Runner(format!("spawn mount: {e}")))?;
+                        if !st.success() {
+                            return Err(LabError::Runner(format!("mount a tmpfs on {}: {st}", disk.display())));
+                        }
+                        lab.mounts.push(disk);
+                    }
                     for d in ["var/lib/etcd", "var/log/pods", "etc/kubernetes/manifests"] {
                         let p = n.host_root.join(d);
                         std::fs::create_dir_all(&p).map_err(|e| LabError::io(&p, e))?;
@@ -435,25 +476,72 @@ impl Lab {
         Ok(lab)
     }
 
+    /// The images the lab kubelet knows: the lab's version, and every other version built
+    /// here, by the image kubeadm writes for it (an upgrade or a downgrade is then what
+    /// kubeadm makes it, an edit of the manifest's image); the stand-in apiserver's.
+    fn images(&self, bins: &Path) -> Vec<(String, PathBuf)> {
+        let spec = &self.state.spec;
+        let mut v = vec![(spec.version.kubeadm_image(), bins.to_path_buf())];
+        for other in EtcdVersion::all().into_iter().filter(|v| *v != spec.version) {
+            if let Ok(dir) = other.bin_dir() {
+                v.push((other.kubeadm_image(), dir));
+            }
+        }
+        if spec.apiserver {
+            v.push((APISERVER_IMAGE.to_string(), spec.dir.join("stand-in")));
+        }
+        v
+    }
+
+    /// A machine master: its kubelet is a unit inside, enabled before boot; the binaries it
+    /// runs (this lab's etcd-hostfix for the kubelet, each image's etcd) are bound in
+    /// read-only. An etcd disk needs nothing more: nspawn binds the root directory
+    /// recursively, so the tmpfs mounted on its `var/lib/etcd` is the machine's
+    /// `/var/lib/etcd`, one mount, as on a master.
+    fn boot_machine(&mut self, i: usize, exe: &Path, bins: &Path) -> Result<(), LabError> {
+        let n = self.state.nodes[i].clone();
+        let exe_in = "/usr/local/libexec/hostfix-lab/etcd-hostfix";
+        let mut binds = vec![format!("--bind-ro={}:{exe_in}", exe.display())];
+        let mut images = vec![];
+        for (k, (image, dir)) in self.images(bins).into_iter().enumerate() {
+            let inside = format!("/opt/hostfix-lab/images/{k}");
+            binds.push(format!("--bind-ro={}:{inside}", dir.display()));
+            images.push((image, inside));
+        }
+        let unit = n.host_root.join("etc/systemd/system/kubelet.service");
+        let text = crate::machine::kubelet_unit(exe_in, &n.name, &images, self.state.spec.backoff_base_ms);
+        std::fs::write(&unit, text).map_err(|e| LabError::io(&unit, e))?;
+        let wants = n.host_root.join("etc/systemd/system/multi-user.target.wants");
+        std::fs::create_dir_all(&wants).map_err(|e| LabError::io(&wants, e))?;
+        let link = wants.join("kubelet.service");
+        std::os::unix::fs::symlink("/etc/systemd/system/kubelet.service", &link).map_err(|e| LabError::io(&link, e))?;
+        let name = format!("{}-{}", self.state.spec.cluster_name(), n.name);
+        let m = crate::machine::Machine::boot(&n.host_root, &name, &binds)?;
+        self.state.nodes[i].runner_pid = Some(m.nspawn_pid());
+        self.machines.insert(i, m);
+        Ok(())
+    }
+
+    /// Node `i`'s machine, when it is a machine master.
+    pub fn machine(&self, i: usize) -> Option<&crate::machine::Machine> {
+        self.machines.get(&i)
+    }
+
     fn start_runner(&mut self, i: usize, exe: &Path, bins: &Path, detach: bool) -> Result<(), LabError> {
+        if self.state.spec.machines.contains(&i) {
+            return self.boot_machine(i, exe, bins);
+        }
+        let images = self.images(bins);
         let n = &self.state.nodes[i];
         let log = n.host_root.join("kubelet.log");
         let logf = std::fs::File::create(&log).map_err(|e| LabError::io(&log, e))?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["lab", "kubelet", "--host-root"])
             .arg(&n.host_root)
-            .args(["--node", &n.name, "--image"])
-            .arg(format!("{}={}", self.state.spec.version.kubeadm_image(), bins.display()))
+            .args(["--node", &n.name])
             .args(["--backoff-base-ms", &self.state.spec.backoff_base_ms.to_string()]);
-        // Every other version present too, by the image kubeadm writes for it: an upgrade
-        // (or a downgrade) is then what kubeadm makes it, an edit of the manifest's image.
-        for v in EtcdVersion::all().into_iter().filter(|v| *v != self.state.spec.version) {
-            if let Ok(dir) = v.bin_dir() {
-                cmd.arg("--image").arg(format!("{}={}", v.kubeadm_image(), dir.display()));
-            }
-        }
-        if self.state.spec.apiserver {
-            cmd.arg("--image").arg(format!("{APISERVER_IMAGE}={}", self.state.spec.dir.join("stand-in").display()));
+        for (image, dir) in images {
+            cmd.arg("--image").arg(format!("{image}={}", dir.display()));
         }
         cmd
             .stdin(Stdio::null())
@@ -498,7 +586,7 @@ impl Lab {
         let p = Self::state_file(dir);
         let s = std::fs::read_to_string(&p).map_err(|e| LabError::io(&p, e))?;
         let state: LabState = serde_json::from_str(&s).map_err(|e| LabError::Runner(format!("{}: {e}", p.display())))?;
-        Ok(Lab { state, children: vec![], torn_down: false })
+        Ok(Lab { state, children: vec![], machines: BTreeMap::new(), mounts: vec![], torn_down: false })
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -668,9 +756,8 @@ impl Lab {
     pub async fn crashloop_member(&self, i: usize) -> Result<(), LabError> {
         self.stop_member(i).await?;
         let data = self.node(i).data_dir().join("member");
-        let aside = self.node(i).host_root.join(format!("lost-member-{}", std::process::id()));
         if data.exists() {
-            std::fs::rename(&data, &aside).map_err(|e| LabError::io(&data, e))?;
+            Self::set_aside(self.node(i), &data, "lost-member")?;
         }
         self.start_member(i).await
     }
@@ -711,18 +798,29 @@ impl Lab {
     /// Move `var/lib/etcd/member` aside (never deleted) so the member starts empty.
     pub fn lose_data(n: &Node) -> Result<(), LabError> {
         let data = n.data_dir().join("member");
-        let mut k = 0;
-        let aside = loop {
-            let p = n.host_root.join(format!("lost-member.{k}"));
-            if !p.exists() {
-                break p;
-            }
-            k += 1;
-        };
         if data.exists() {
-            std::fs::rename(&data, &aside).map_err(|e| LabError::io(&data, e))?;
+            Self::set_aside(n, &data, "lost-member")?;
         }
         Ok(())
+    }
+
+    /// Move a data dir out of etcd's way, never deleting it: to the host root, or, when the
+    /// data dir is a filesystem of its own (an etcd disk: a rename off it is EXDEV), beside
+    /// it on that disk, where etcd only warns about an unknown entry.
+    fn set_aside(n: &Node, data: &Path, stem: &str) -> Result<PathBuf, LabError> {
+        let free = |dir: &Path| {
+            (0..).map(|k| dir.join(format!("{stem}.{k}"))).find(|p| !p.exists()).expect("a free name")
+        };
+        let aside = free(&n.host_root);
+        match std::fs::rename(data, &aside) {
+            Ok(()) => Ok(aside),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let aside = free(&n.data_dir());
+                std::fs::rename(data, &aside).map_err(|e| LabError::io(data, e))?;
+                Ok(aside)
+            }
+            Err(e) => Err(LabError::io(data, e)),
+        }
     }
 
     /// Overwrite bytes of a file in place, from `offset`, with a fixed garbage pattern.
@@ -757,14 +855,22 @@ impl Lab {
             return Ok(());
         }
         self.torn_down = true;
-        for n in &self.state.nodes {
-            if let Some(pid) = n.runner_pid {
+        // Machines first, in parallel: each shuts its units down in order.
+        std::thread::scope(|s| {
+            for m in self.machines.values_mut() {
+                s.spawn(|| m.poweroff(Duration::from_secs(60)));
+            }
+        });
+        for (i, n) in self.state.nodes.iter().enumerate() {
+            if let Some(pid) = n.runner_pid.filter(|_| !self.machines.contains_key(&i)) {
                 terminate_pid(pid, Duration::from_secs(15));
             }
         }
         for c in &mut self.children {
             let _ = c.wait();
         }
+        self.machines.clear();
+        self.unmount_disks();
         if self.state.spec.runtime == LabRuntime::Docker {
             let d = self.docker().await?;
             for n in &self.state.nodes {
@@ -810,8 +916,26 @@ pub fn terminate_pid(pid: u32, grace: Duration) {
     }
 }
 
+impl Lab {
+    /// Unmount the etcd disks this lab mounted (lazily when something still holds them:
+    /// nothing of ours does once the masters are down, and a stuck mount must not keep a
+    /// test's temporary dir from going).
+    fn unmount_disks(&mut self) {
+        for m in self.mounts.drain(..) {
+            let ok = std::process::Command::new("umount").arg(&m).status().is_ok_and(|s| s.success());
+            if !ok {
+                let _ = std::process::Command::new("umount").arg("-l").arg(&m).status();
+            }
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        for m in self.machines.values_mut() {
+            m.poweroff(Duration::from_secs(60));
+        }
+        self.machines.clear();
         // Children we own die with us; detached labs are left for `lab down`.
         if !self.children.is_empty() && !self.torn_down {
             for c in &mut self.children {
@@ -819,6 +943,7 @@ impl Drop for Lab {
                 let _ = c.wait();
             }
         }
+        self.unmount_disks();
     }
 }
 

@@ -8,6 +8,7 @@ pub mod fault;
 pub mod image;
 pub mod kubelet;
 pub mod lab;
+pub mod machine;
 pub mod manual;
 
 use std::path::{Path, PathBuf};

@@ -22,6 +22,8 @@ pub struct KeysReport {
     pub revision: i64,
     pub inventory: Inventory,
     pub requests: u64,
+    /// Values were read with etcd 3.7's `RangeStream`, one call per group, not in pages.
+    pub streamed: bool,
 }
 
 
@@ -34,6 +36,8 @@ struct Walk<'a> {
     ep: &'a mut Endpoint,
     rev: i64,
     requests: u64,
+    /// Whether the server has `RangeStream` (3.7 and later): unknown until the first try.
+    stream: Option<bool>,
 }
 
 impl Walk<'_> {
@@ -66,7 +70,7 @@ pub async fn inventory(ep: &mut Endpoint, o: &KeysOptions) -> Result<KeysReport>
     let start = if o.prefix.is_empty() { vec![0] } else { o.prefix.clone() };
     let end = prefix_end(&o.prefix);
     let mut inv = Inventory::new(!o.count_only);
-    let mut w = Walk { ep, rev: o.revision, requests: 0 };
+    let mut w = Walk { ep, rev: o.revision, requests: 0, stream: None };
     let mut cursor = start;
     let mut limit = o.page.unwrap_or(1000).max(1);
     while before_end(&cursor, &end) {
@@ -87,30 +91,40 @@ pub async fn inventory(ep: &mut Endpoint, o: &KeysOptions) -> Result<KeysReport>
             w.requests += 1;
             inv.add(&group, n, 0);
         } else {
-            let mut c = from;
-            loop {
-                let page = match w.page(&c, &to, limit, false).await {
-                    Ok(p) => p,
-                    // A page of very large values: halve the page rather than fail.
-                    Err(e) if limit > 1 && e.to_string().contains("message length too large") => {
-                        limit = (limit / 2).max(1);
-                        continue;
+            // etcd 3.7: the whole group in one streamed call (the revision is pinned by the
+            // first request). An explicit --page asks for pages.
+            let mut streamed = false;
+            if w.stream != Some(false) && o.page.is_none() {
+                w.requests += 1;
+                streamed = w.ep.range_stream(&from, &to, w.rev, false, |_, n| inv.add(&group, 1, n)).await?;
+                w.stream = Some(streamed);
+            }
+            if !streamed {
+                let mut c = from;
+                loop {
+                    let page = match w.page(&c, &to, limit, false).await {
+                        Ok(p) => p,
+                        // A page of very large values: halve the page rather than fail.
+                        Err(e) if limit > 1 && e.to_string().contains("message length too large") => {
+                            limit = (limit / 2).max(1);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let mut bytes = 0;
+                    for (k, n) in &page.kvs {
+                        inv.add(&group, 1, *n);
+                        bytes += *n + k.len() as u64;
                     }
-                    Err(e) => return Err(e),
-                };
-                let mut bytes = 0;
-                for (k, n) in &page.kvs {
-                    inv.add(&group, 1, *n);
-                    bytes += *n + k.len() as u64;
-                }
-                // The next page holds about PAGE_BYTES, whatever the values weigh.
-                if !page.kvs.is_empty() && o.page.is_none() {
-                    let per = (bytes / page.kvs.len() as u64).max(1);
-                    limit = ((PAGE_BYTES / per) as i64).clamp(MIN_PAGE, MAX_PAGE);
-                }
-                match page.kvs.last() {
-                    Some((k, _)) if page.more => c = next_key(k),
-                    _ => break,
+                    // The next page holds about PAGE_BYTES, whatever the values weigh.
+                    if !page.kvs.is_empty() && o.page.is_none() {
+                        let per = (bytes / page.kvs.len() as u64).max(1);
+                        limit = ((PAGE_BYTES / per) as i64).clamp(MIN_PAGE, MAX_PAGE);
+                    }
+                    match page.kvs.last() {
+                        Some((k, _)) if page.more => c = next_key(k),
+                        _ => break,
+                    }
                 }
             }
         }
@@ -119,5 +133,5 @@ pub async fn inventory(ep: &mut Endpoint, o: &KeysOptions) -> Result<KeysReport>
         }
         cursor = to;
     }
-    Ok(KeysReport { endpoint: w.ep.url.clone(), revision: w.rev, inventory: inv, requests: w.requests })
+    Ok(KeysReport { endpoint: w.ep.url.clone(), revision: w.rev, inventory: inv, requests: w.requests, streamed: w.stream == Some(true) })
 }
