@@ -728,3 +728,83 @@ async fn rolling_upgrade_from_3_5_to_3_6_is_no_reason_to_repair() {
     drop(ds);
     lab.down().await.unwrap();
 }
+
+/// The fleet (issue 28): every daemon publishes its agent record in etcd, and `status` on
+/// any master shows every master's agent. A paused agent shows paused everywhere; a killed
+/// one shows silent, with since when, within its lease's TTL and one look; and a master
+/// whose own etcd is down still shows the fleet, read from a peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_is_seen_from_every_master() {
+    use std::collections::BTreeMap;
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
+    let mut ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(&lab, i, &daemon_config(&lab, i, ""), &[])).collect();
+    let fleet = |i: usize| -> (serde_json::Value, BTreeMap<String, String>) {
+        let v = status(&lab, i, &["-o", "json"]).json();
+        let rows = v["fleet"]["agents"].as_array().cloned().unwrap_or_default();
+        let states = rows.iter().map(|r| (r["member"].as_str().unwrap_or_default().to_string(), r["state"].as_str().unwrap_or_default().to_string())).collect();
+        (v["fleet"].clone(), states)
+    };
+    let all = |states: &[(&str, &str)]| -> BTreeMap<String, String> { states.iter().map(|(m, s)| (m.to_string(), s.to_string())).collect() };
+    until("every master to see three active agents", 60, || (0..3).all(|i| fleet(i).1 == all(&[("m1", "active"), ("m2", "active"), ("m3", "active")]))).await;
+    let (f, _) = fleet(0);
+    let m2 = f["agents"].as_array().unwrap().iter().find(|r| r["member"] == "m2").unwrap().clone();
+    assert_eq!(m2["agent"]["class"], "healthy", "{m2:#}");
+    assert_eq!(m2["agent"]["mode"], "heal", "{m2:#}");
+    // The table, as etcdctl spells it.
+    let t = hostfix(&[&node_args(&lab, 0)[..], &["-w".to_string(), "table".into(), "status".into()]].concat().iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(t.stdout.contains("fleet (read from") && t.stdout.contains("MEMBER"), "{}", t.stdout);
+
+    // Healthy, an agent writes nothing: only its lease is kept alive.
+    let writes = |d: &DaemonProc| d.scrape().lines().find(|l| l.starts_with("etcd_hostfix_agent_writes_total")).and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).unwrap_or(0);
+    let before = writes(&ds[0]);
+    tokio::time::sleep(Duration::from_secs(15)).await; // a measurement window, not a wait for a condition
+    assert_eq!(writes(&ds[0]), before, "no write while nothing changes");
+
+    // Paused on m3, and its etcd made to crashloop (the paused daemon leaves it down): m3's
+    // status reads the fleet from a peer.
+    let o = hostfix(&[&node_args(&lab, 2)[..], &["pause".to_string(), "--reason".into(), "maintenance".into()]].concat().iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    until("m1 to see m3 paused", 60, || fleet(0).1.get("m3").map(String::as_str) == Some("paused")).await;
+    lab.crashloop_member(2).await.unwrap();
+    let m3_url = lab.node(2).client_url();
+    until("m3's status to read the fleet from a peer", 60, || {
+        let (f, states) = fleet(2);
+        f["read_from"].as_str().is_some_and(|u| u != m3_url) && states.get("m1").map(String::as_str) == Some("active")
+    })
+    .await;
+
+    // m2's daemon killed: silent everywhere within the TTL (10 s at a 500 ms probe) and one
+    // look (a third of it), and since when.
+    let killed = Instant::now();
+    ds[1].kill();
+    until("m1 to see m2 silent", 40, || fleet(0).1.get("m2").map(String::as_str) == Some("silent")).await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(10 + 4 + 3), "silent after {took:?}");
+    let (f, _) = fleet(2);
+    let m2 = f["agents"].as_array().unwrap().iter().find(|r| r["member"] == "m2").unwrap().clone();
+    assert_eq!(m2["state"], "silent", "m3, its etcd down, sees it too: {f:#}");
+    assert!(m2["silent_since"].as_str().is_some_and(|s| s.starts_with("20")), "{m2:#}");
+    eprintln!("m2's agent seen silent {took:?} after its daemon was killed");
+
+    // Resumed, m3's daemon heals its member: the write load of a repair (docs/fleet.md).
+    let before = writes(&ds[2]);
+    let started = Instant::now();
+    let o = hostfix(&[&node_args(&lab, 2)[..], &["resume".to_string()]].concat().iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let inc = wait_incidents(&ds[2], 1, 180).await;
+    assert_eq!(inc["outcome"]["result"], "healed", "{inc:#}");
+    until("every live master to see m3 active and healthy again", 60, || {
+        (0..3).filter(|i| *i != 1).all(|i| {
+            let (f, states) = fleet(i);
+            states.get("m3").map(String::as_str) == Some("active")
+                && f["agents"].as_array().unwrap().iter().any(|r| r["member"] == "m3" && r["agent"]["class"] == "healthy")
+        })
+    })
+    .await;
+    let (n, secs) = (writes(&ds[2]) - before, started.elapsed().as_secs_f64());
+    eprintln!("m3's agent wrote {n} times in the {secs:.1} s from resume to healthy");
+    assert!(n <= 10, "a repair is a handful of writes, not one per probe: {n}");
+    drop(ds);
+    lab.down().await.unwrap();
+}

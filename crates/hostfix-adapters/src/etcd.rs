@@ -588,6 +588,51 @@ impl Endpoint {
         }))
     }
 
+    /// A new lease of `ttl` seconds.
+    pub async fn lease_grant(&mut self, ttl: i64) -> Result<i64, EtcdError> {
+        let mut c = self.client.clone();
+        Ok(self.bounded("lease grant", async move { c.lease_grant(ttl, None).await }).await?.id())
+    }
+
+    /// One keepalive of `lease`: `Ok(false)` when etcd no longer has it (it expired).
+    pub async fn lease_refresh(&mut self, lease: i64) -> Result<bool, EtcdError> {
+        let mut c = self.client.clone();
+        let ttl = self
+            .bounded("lease keep-alive", async move {
+                let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                Ok(stream.message().await?.map(|r| r.ttl()).unwrap_or(0))
+            })
+            .await?;
+        Ok(ttl > 0)
+    }
+
+    /// Put `value` at `key` under `lease`: etcd deletes it when the lease expires.
+    pub async fn put_leased(&mut self, key: &str, value: &[u8], lease: i64) -> Result<(), EtcdError> {
+        let mut c = self.client.clone();
+        let (key, value) = (key.to_string(), value.to_vec());
+        self.bounded("put", async move { c.put(key, value, Some(etcd_client::PutOptions::new().with_lease(lease))).await }).await?;
+        Ok(())
+    }
+
+    /// Put `value` at `key` only if the key does not exist: `Ok(false)` when it did.
+    pub async fn put_if_absent(&mut self, key: &str, value: &[u8]) -> Result<bool, EtcdError> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let txn = Txn::new().when([Compare::create_revision(key, CompareOp::Equal, 0)]).and_then([TxnOp::put(key, value.to_vec(), None)]);
+        let mut c = self.client.clone();
+        Ok(self.bounded("txn", async move { c.txn(txn).await }).await?.succeeded())
+    }
+
+    /// Every key under `prefix` with its value (serializable: this member's own copy, so
+    /// that it answers even while the member cannot reach a quorum).
+    pub async fn get_prefix(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
+        let o = etcd_client::GetOptions::new().with_prefix().with_serializable();
+        let mut c = self.client.clone();
+        let key = prefix.to_string();
+        let r = self.bounded("get", async move { c.get(key, Some(o)).await }).await?;
+        Ok(r.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec())).collect())
+    }
+
     pub async fn unlock(&mut self, key: &str, lease: i64) -> Result<(), EtcdError> {
         let _ = self.client.delete(key, None).await;
         self.client.lease_revoke(lease).await.map_err(|e| self.call_err("lease revoke", e))?;

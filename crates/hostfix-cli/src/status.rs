@@ -20,10 +20,17 @@ pub async fn run(g: &Global) -> Result<i32> {
         Ok(local) => hostfix_playbooks::actions::Actions { g: &settings, local: &local, wait: std::time::Duration::ZERO }.archives(),
         Err(_) => vec![],
     };
+    // Every master's agent, from any member that answers; its failure is a line in the
+    // report, never the report's failure.
+    let fleet = hostfix_playbooks::fleet::read(&settings).await.map_err(|e| format!("{e:#}"));
     match g.output {
         Output::Json => {
             let mut v = serde_json::to_value(&report)?;
             v["archives"] = serde_json::to_value(&archives)?;
+            v["fleet"] = match &fleet {
+                Ok(f) => serde_json::to_value(f)?,
+                Err(e) => serde_json::json!({ "error": e }),
+            };
             if let Some(d) = &daemon {
                 let mut dv = serde_json::to_value(d)?;
                 dv["running"] = serde_json::Value::Bool(alive(d.pid));
@@ -43,6 +50,10 @@ pub async fn run(g: &Global) -> Result<i32> {
             }
             if let Some(d) = &daemon {
                 print!("{}", render_daemon(d));
+            }
+            match &fleet {
+                Ok(f) => print!("{}", render_fleet(f)),
+                Err(e) => println!("\nfleet: cannot be read: {e}"),
             }
         }
     }
@@ -75,4 +86,27 @@ fn render_daemon(d: &DaemonStatus) -> String {
         s.push_str(&format!("  last repair: {} {} at {} ({})\n", l.playbook, l.result, l.ended_at, l.incident));
     }
     s
+}
+
+/// One row per master: its agent's state, condition and decision, and why it is (not)
+/// acting.
+fn render_fleet(f: &hostfix_playbooks::fleet::Fleet) -> String {
+    let mut s = format!("\nfleet (read from {}):\n", f.read_from);
+    let w = f.agents.iter().map(|r| r.member.len()).max().unwrap_or(6).max(6);
+    s.push_str(&format!("  {:<w$}  {:<12}  {:<22}  {:<9}  {:>8}  {}\n", "MEMBER", "AGENT", "CONDITION", "DECISION", "SNAPSHOT", "WHY"));
+    for r in &f.agents {
+        let (class, decision) = r.agent.as_ref().map(|a| (a.class.as_str(), a.decision.as_str())).unwrap_or(("-", "-"));
+        let snap = r.snapshot_age_s.map(age).unwrap_or_else(|| "-".into());
+        s.push_str(&format!("  {:<w$}  {:<12}  {:<22}  {:<9}  {:>8}  {}\n", r.member, r.state, class, decision, snap, r.why));
+    }
+    s
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }

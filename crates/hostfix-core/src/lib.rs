@@ -4,6 +4,7 @@
 //! bollard or etcd-client. That keeps every decision unit-testable from fixtures, and keeps
 //! the adapters thin enough to read in one sitting.
 
+pub mod agent;
 pub mod archive;
 pub mod backup;
 pub mod config;

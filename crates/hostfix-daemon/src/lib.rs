@@ -9,6 +9,7 @@
 //! feeding the systemd watchdog while it runs. Like mini-redis's `run(listener, shutdown)`,
 //! [`run`] takes its shutdown signal from the caller.
 
+pub mod agents;
 pub mod files;
 pub mod metrics;
 pub mod notify;
@@ -95,6 +96,8 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
     let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<&'static str>(16);
     let _watchers = watch::start(&settings, wake_tx);
     let mut snaps = snapshots::Scheduler::new(&config, &state_dir);
+    // The agent's record in etcd, for `status`'s fleet view on every master.
+    let publisher = agents::Publisher::start(settings.clone(), config.probe_interval, metrics.clone());
     info!(mode = ?config.mode, host_root = %settings.host_root.display(), state_dir = %state_dir.display(), metrics = %config.metrics_listen, "etcd-hostfix daemon started");
 
     tokio::pin!(shutdown);
@@ -243,6 +246,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
         } else if seen.obs.class == Class::Healthy && seen.obs.paused.is_none() {
             snaps.tick(&world, &metrics).await;
         }
+        publisher.set(agent_record(&st, &state_dir));
         // Rewritten when it says something new, and every 10 s so that `updated_at` shows
         // the daemon is alive; not every probe.
         let body = serde_json::to_string(&DaemonStatus { updated_at: String::new(), ..st.clone() }).unwrap_or_default();
@@ -262,6 +266,27 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
     server.abort();
     info!("etcd-hostfix daemon stopped");
     Ok(())
+}
+
+/// What this agent publishes in etcd: the status, without what only this host needs.
+fn agent_record(st: &DaemonStatus, state_dir: &std::path::Path) -> hostfix_core::agent::AgentRecord {
+    use hostfix_core::agent::{AgentPause, AgentRecord, AgentRepair};
+    let t = now();
+    AgentRecord {
+        member: st.member.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        mode: st.mode.clone(),
+        paused: st.paused.as_ref().map(|p| AgentPause { reason: p.reason.clone(), since: p.since.clone() }),
+        circuit_open: st.circuit_open,
+        budget_left: st.budget_left,
+        class: st.class.clone(),
+        decision: st.decision.clone(),
+        why: st.why.clone(),
+        last_repair: st.last_repair.as_ref().map(|l| AgentRepair { playbook: l.playbook.clone(), result: l.result.clone(), ended_at: l.ended_at.clone() }),
+        newest_snapshot_unix: snapshots::list(&state_dir.join("snapshots")).last().map(|k| k.unix),
+        updated_unix: t.as_secs(),
+        updated_at: files::now_rfc3339(),
+    }
 }
 
 /// One journald entry per change of decision (not per probe), and the metrics every turn.

@@ -52,6 +52,7 @@ pub struct Metrics {
     pub circuit_open: Gauge,
     pub paused: Gauge,
     pub repairing: Gauge,
+    pub agent_writes: Counter,
 }
 
 impl Metrics {
@@ -74,6 +75,7 @@ impl Metrics {
             circuit_open: Gauge::default(),
             paused: Gauge::default(),
             repairing: Gauge::default(),
+            agent_writes: Counter::default(),
         };
         r.register("member_healthy", "1 when the local member is a healthy voter", m.member_healthy.clone());
         r.register("member_class", "1 for the local member's current diagnose class", m.member_class.clone());
@@ -90,6 +92,7 @@ impl Metrics {
         r.register("circuit_open", "1 while the circuit breaker stops repairs until resume", m.circuit_open.clone());
         r.register("paused", "1 while paused by `etcd-hostfix pause`", m.paused.clone());
         r.register("repairing", "1 while a repair runs", m.repairing.clone());
+        r.register("agent_writes", "Writes of this agent's record (and silence marks) into etcd; lease keepalives not counted", m.agent_writes.clone());
         *m.registry.lock().unwrap() = r;
         Arc::new(m)
     }

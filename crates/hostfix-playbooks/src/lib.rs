@@ -10,6 +10,7 @@ pub mod actions;
 pub mod archives;
 pub mod defrag;
 pub mod diagnose;
+pub mod fleet;
 pub mod keys;
 pub mod local;
 pub mod perf;

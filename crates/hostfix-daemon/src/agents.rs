@@ -1,0 +1,139 @@
+//! The agent's record in etcd (see `hostfix_core::agent`): a task apart from the decision
+//! loop, which only hands it the newest [`AgentRecord`]. Publishing can fail (every member
+//! down, the local one parked mid-repair) or be slow; none of that may hold up a decision
+//! or feed one. The task writes the record when it changed, keeps its lease alive, and marks
+//! the agents it saw go silent.
+
+use std::time::{Duration, Instant};
+
+use hostfix_core::agent::{self, AgentRecord};
+use hostfix_playbooks::local::Local;
+use hostfix_playbooks::Settings;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+pub struct Publisher {
+    tx: watch::Sender<Option<AgentRecord>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub fn start(settings: Settings, probe_interval: Duration, metrics: std::sync::Arc<Metrics>) -> Publisher {
+        let (tx, rx) = watch::channel(None);
+        let task = tokio::spawn(run(settings, probe_interval, rx, metrics));
+        Publisher { tx, task }
+    }
+
+    /// The newest record; published when it differs from the last one written.
+    pub fn set(&self, r: AgentRecord) {
+        // Only a change worth writing wakes the task: the time alone changes every probe.
+        self.tx.send_if_modified(|cur| {
+            if agent::worth_writing(cur.as_ref(), &r) {
+                *cur = Some(r);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        // The lease is left to expire: a stopped daemon is silent, which is what it is.
+        self.task.abort();
+    }
+}
+
+struct Lease {
+    id: i64,
+    refreshed: Instant,
+}
+
+async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiver<Option<AgentRecord>>, metrics: std::sync::Arc<Metrics>) {
+    let ttl = agent::lease_ttl(probe_interval);
+    // A look at the others' records (two small serializable reads, no write) as often as
+    // the lease is refreshed: a dead agent is marked silent within a third of a TTL after
+    // its lease expires.
+    let fleet_every = ttl / 3;
+    let mut lease: Option<Lease> = None;
+    let mut written: Option<AgentRecord> = None;
+    let mut seen: Vec<String> = vec![];
+    let mut fleet_due = Instant::now();
+    let mut local: Option<Local> = None;
+    let mut last_err = String::new();
+    loop {
+        // Wake on a new record, or in time to keep the lease alive (three refreshes per TTL).
+        let _ = tokio::time::timeout(ttl / 3, rx.changed()).await;
+        let Some(rec) = rx.borrow().clone() else { continue };
+        let r: anyhow::Result<()> = async {
+            // The local configuration, as last read: while a repair has the manifest parked
+            // it cannot be read, and the peers it names are still the ones to write through.
+            if let Ok(l) = Local::discover(&settings).await {
+                local = Some(l);
+            }
+            let l = local.as_ref().ok_or_else(|| anyhow::anyhow!("no local etcd configuration to find the members by"))?;
+            let conn = l.connector(&settings)?;
+            let mut ep = l.first_answering(&settings, &conn).await?;
+            let alive = match lease.as_mut() {
+                Some(le) if le.refreshed.elapsed() < ttl / 3 => true,
+                Some(le) => {
+                    let alive = ep.lease_refresh(le.id).await?;
+                    le.refreshed = Instant::now();
+                    alive
+                }
+                None => false,
+            };
+            if !alive {
+                // First start, or the lease expired (cut off longer than its TTL): a new one,
+                // and the record written again under it.
+                lease = Some(Lease { id: ep.lease_grant(ttl.as_secs() as i64).await?, refreshed: Instant::now() });
+                written = None;
+            }
+            let id = lease.as_ref().map(|l| l.id).unwrap_or_default();
+            if agent::worth_writing(written.as_ref(), &rec) {
+                ep.put_leased(&agent::agent_key(&rec.member), &serde_json::to_vec(&rec)?, id).await?;
+                metrics.agent_writes.inc();
+                tracing::debug!(member = %rec.member, decision = %rec.decision, why = %rec.why, fresh_lease = written.is_none(), "agent record written");
+                if written.is_none() {
+                    // Back after a silence (or first seen): no longer silent.
+                    ep.delete_key(&agent::silent_key(&rec.member)).await?;
+                    metrics.agent_writes.inc();
+                    info!(member = %rec.member, ttl_s = ttl.as_secs(), "agent record published in etcd");
+                }
+                written = Some(rec.clone());
+            }
+            if Instant::now() >= fleet_due {
+                fleet_due = Instant::now() + fleet_every;
+                let now: Vec<String> = names(ep.get_prefix(agent::AGENTS_PREFIX).await?, agent::AGENTS_PREFIX);
+                let marked: Vec<String> = names(ep.get_prefix(agent::SILENT_PREFIX).await?, agent::SILENT_PREFIX);
+                for m in agent::newly_silent(&rec.member, &seen, &now, &marked) {
+                    let since = crate::files::now_rfc3339();
+                    if ep.put_if_absent(&agent::silent_key(m), since.as_bytes()).await? {
+                        metrics.agent_writes.inc();
+                        warn!(member = %rec.member, silent = %m, "the agent of {m} went silent (its lease expired)");
+                    }
+                }
+                seen = now;
+            }
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => last_err.clear(),
+            Err(e) => {
+                let line = format!("{e:#}");
+                if line != last_err {
+                    warn!(error = %line, "cannot publish the agent record; trying again");
+                    last_err = line;
+                }
+            }
+        }
+    }
+}
+
+fn names(kvs: Vec<(String, Vec<u8>)>, prefix: &str) -> Vec<String> {
+    kvs.into_iter().filter_map(|(k, _)| k.strip_prefix(prefix).map(str::to_string)).collect()
+}
