@@ -116,6 +116,10 @@ async fn heals_every_definitive_class(v: EtcdVersion) {
         assert_eq!(inc["observed"]["class"], *class, "{class}: {inc:#}");
         assert!(!inc["steps"].as_array().unwrap().is_empty());
         assert!(inc["why"].as_str().unwrap().contains(class), "{inc:#}");
+        // Detection is measured from the crash line's own timestamp (the kubelet's CRI
+        // prefix): never less than the daemon's own share, from its first sight of it.
+        let (detect, own) = (inc["detection_latency_ms"].as_u64(), inc["daemon_latency_ms"].as_u64());
+        assert!(detect.is_some() && own.is_some() && detect >= own, "{class}: detection {detect:?}, daemon's share {own:?}");
         all_healthy(&lab).await;
         assert_all_keys(&lab, t);
         for l in changed_lines(&before, &manifest(&lab, t)) {
@@ -738,7 +742,10 @@ async fn the_fleet_is_seen_from_every_master() {
     use std::collections::BTreeMap;
     let d = tempfile::tempdir().unwrap();
     let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
-    let mut ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(&lab, i, &daemon_config(&lab, i, ""), &[])).collect();
+    // Scheduled snapshots on (first one ~10 s after start), so that every metric the shipped
+    // rules and dashboard use is emitted by the end.
+    let cfg = |i: usize| format!("probe_interval: 500ms\nsnapshot_interval: 1m\nmetrics_listen: {}:9379\n", lab.node(i).ip);
+    let mut ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(&lab, i, &cfg(i), &[])).collect();
     let fleet = |i: usize| -> (serde_json::Value, BTreeMap<String, String>) {
         let v = status(&lab, i, &["-o", "json"]).json();
         let rows = v["fleet"]["agents"].as_array().cloned().unwrap_or_default();
@@ -755,11 +762,16 @@ async fn the_fleet_is_seen_from_every_master() {
     let t = hostfix(&[&node_args(&lab, 0)[..], &["-w".to_string(), "table".into(), "status".into()]].concat().iter().map(String::as_str).collect::<Vec<_>>());
     assert!(t.stdout.contains("fleet (read from") && t.stdout.contains("MEMBER"), "{}", t.stdout);
 
-    // Healthy, an agent writes nothing: only its lease is kept alive.
+    // Healthy, an agent writes nothing but a new snapshot's time (every snapshot_interval,
+    // here 1 m; 30 m by default): only its lease is kept alive.
+    until("m1's first scheduled snapshot, in its agent record", 60, || {
+        fleet(0).0["agents"].as_array().into_iter().flatten().any(|r| r["member"] == "m1" && r["snapshot_age_s"].is_u64())
+    })
+    .await;
     let writes = |d: &DaemonProc| d.scrape().lines().find(|l| l.starts_with("etcd_hostfix_agent_writes_total")).and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).unwrap_or(0);
     let before = writes(&ds[0]);
     tokio::time::sleep(Duration::from_secs(15)).await; // a measurement window, not a wait for a condition
-    assert_eq!(writes(&ds[0]), before, "no write while nothing changes");
+    assert_eq!(writes(&ds[0]), before, "no write while nothing changes:\n{}", ds[0].log_text().lines().filter(|l| l.contains("agents")).collect::<Vec<_>>().join("\n"));
 
     // Paused on m3, and its etcd made to crashloop (the paused daemon leaves it down): m3's
     // status reads the fleet from a peer.
@@ -805,6 +817,41 @@ async fn the_fleet_is_seen_from_every_master() {
     let (n, secs) = (writes(&ds[2]) - before, started.elapsed().as_secs_f64());
     eprintln!("m3's agent wrote {n} times in the {secs:.1} s from resume to healthy");
     assert!(n <= 10, "a repair is a handful of writes, not one per probe: {n}");
+
+    // Every metric the shipped alerting rules and dashboard use is emitted by these daemons
+    // (m1: snapshots, m3: a repair; both see m2 silent), and promtool's lint passes on them.
+    let scrapes = [ds[0].scrape(), ds[2].scrape()];
+    let shipped = [
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/prometheus/etcd-hostfix.rules.yml")).unwrap(),
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/grafana/etcd-hostfix-dashboard.json")).unwrap(),
+    ];
+    let mut used: Vec<&str> = shipped.iter().flat_map(|t| t.match_indices("etcd_hostfix_").map(move |(i, _)| &t[i..])).map(|t| &t[..t.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(t.len())]).collect();
+    used.sort();
+    used.dedup();
+    assert!(used.len() >= 12, "{used:?}");
+    for name in &used {
+        let emitted = scrapes.iter().any(|s| s.lines().any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))));
+        assert!(emitted, "{name} is used by the shipped rules or dashboard but not emitted:\n{}\n{}", scrapes[0], scrapes[1]);
+    }
+    for s in &scrapes {
+        let mut lint = std::process::Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(&mut lint.stdin.take().unwrap(), s.as_bytes()).unwrap();
+        let o = lint.wait_with_output().unwrap();
+        // The daemon speaks OpenMetrics (prometheus-client), where a counter's HELP names
+        // the family (`etcd_hostfix_decisions`) and its sample adds `_total`; promtool lints
+        // the older text format and reads that as a sample without help. That, and only
+        // that, is not a problem: each such counter must have its help under the family name.
+        let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let problems: Vec<&str> = said
+            .lines()
+            .filter(|l| {
+                let family = l.strip_suffix("_total no help text");
+                !family.is_some_and(|f| s.contains(&format!("# HELP {f} ")) && s.contains(&format!("# TYPE {f} counter")))
+            })
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert!(problems.is_empty(), "promtool check metrics:\n{said}");
+    }
     drop(ds);
     lab.down().await.unwrap();
 }

@@ -381,6 +381,10 @@ async fn backup_choice(v: EtcdVersion) {
 
     let out = dry(&[]);
     assert!(out.contains("backup: a fresh snapshot") && out.contains("to reuse (none in"), "{out}");
+    // The plan's backup line itself says why none is reused under --backup auto.
+    assert!(out.contains("none is reused: no snapshot of cluster") && !out.contains("--backup fresh always takes one"), "{out}");
+    let out = dry(&["--backup", "fresh"]);
+    assert!(out.contains("(--backup fresh always takes one)"), "{out}");
 
     // A snapshot saved on this master (the daemon's schedule writes the same records).
     let mut args = node_args(&lab, t);

@@ -48,12 +48,15 @@ impl std::str::FromStr for BackupMode {
 }
 
 /// The backup a plan relies on, kept in the plan (and so in the journal).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Backup {
-    /// Streamed from a peer by the plan's `snapshot` step.
-    #[default]
-    Fresh,
+    /// Streamed from a peer by the plan's `snapshot` step. `why`: why no snapshot was
+    /// reused (empty under `--backup fresh`, which always takes one).
+    Fresh {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        why: String,
+    },
     /// An existing snapshot, verified when the plan was made; `verified_by` says against
     /// what (empty in journals written before it was kept: the SHA-256 trailer).
     Reuse {
@@ -66,6 +69,12 @@ pub enum Backup {
     },
     /// None, by the operator's choice.
     None,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Backup::Fresh { why: String::new() }
+    }
 }
 
 /// One snapshot in the state dir, as its `.json` record describes it.

@@ -188,6 +188,9 @@ pub struct Finding {
     /// The verdict rests on the run before the newest: the member restarted and has not
     /// failed (yet). A person may have fixed it; only its newest run can tell.
     pub from_previous_run: bool,
+    /// When the first log line of the verdict's signature was written (RFC 3339), when the
+    /// log says: what detection latency is measured from.
+    pub signature_at: Option<String>,
 }
 
 pub const MAX_EVIDENCE: usize = 8;
@@ -426,6 +429,7 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
     let log_class = log.as_ref().map(|(c, _)| *c);
     let mut evidence: Vec<String> =
         log.as_ref().map(|(_, ls)| ls.iter().map(|l| clip(&l.raw)).collect()).unwrap_or_default();
+    let signature_at = log.as_ref().and_then(|(_, ls)| ls.iter().find_map(|l| l.ts.clone()));
     let mut notes = vec![];
     let quorum = p.rest_has_quorum();
     let listed = match (p.listed_by_name, p.listed_by_peer_url) {
@@ -592,6 +596,7 @@ pub fn diagnose(member: &str, run: &[LogLine], p: &Probes, cmds: &dyn CommandFor
         notes,
         log_class,
         from_previous_run: false,
+        signature_at,
     }
 }
 

@@ -11,6 +11,9 @@ pub struct LogLine {
     /// otherwise the line itself. Lower-cased.
     pub text: String,
     pub level: Option<String>,
+    /// When it was written, as the line says (RFC 3339): the kubelet's CRI timestamp, else
+    /// zap's `ts`. Detection latency is measured from the first line of a signature.
+    pub ts: Option<String>,
 }
 
 /// Strip the CRI prefix `<RFC3339 ts> <stdout|stderr> <P|F> `.
@@ -34,7 +37,14 @@ fn is_garbage(s: &str) -> bool {
     bad * 4 > total
 }
 
+/// The CRI prefix's timestamp, if the line has one.
+fn cri_ts(line: &str) -> Option<String> {
+    let (ts, rest) = line.split_once(' ')?;
+    (ts.contains('T') && (rest.starts_with("stdout ") || rest.starts_with("stderr "))).then(|| ts.to_string())
+}
+
 pub fn parse_line(line: &str) -> Option<LogLine> {
+    let cri = cri_ts(line);
     let raw = strip_cri(line.trim_end_matches(['\r', '\n'])).to_string();
     if raw.trim().is_empty() || is_garbage(&raw) {
         return None;
@@ -60,6 +70,7 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
                 }
             }
             return Some(LogLine {
+                ts: cri.or_else(|| o.get("ts").and_then(|v| v.as_str()).filter(|t| t.contains('T')).map(str::to_string)),
                 level: o.get("level").and_then(|v| v.as_str()).map(str::to_string),
                 text: text.to_lowercase(),
                 raw,
@@ -79,7 +90,7 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
         (raw.starts_with("panic:") || raw.starts_with("fatal error:") || raw.starts_with("unexpected fault address"))
             .then(|| "panic".to_string())
     });
-    Some(LogLine { text: raw.to_lowercase(), raw, level })
+    Some(LogLine { text: raw.to_lowercase(), raw, level, ts: cri })
 }
 
 /// Whether a line marks the start of an etcd process: everything after the last such line

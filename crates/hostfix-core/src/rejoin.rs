@@ -188,7 +188,7 @@ pub fn plan_rejoin(f: &RejoinFacts) -> Result<RejoinPlan, Refusal> {
     // after `member add`) is reused rather than removed and added again.
     let unstarted = mine.iter().find(|m| m.name.is_empty() && m.peer_urls.contains(&f.peer_url)).map(|m| m.id);
     let mut steps = match &f.backup {
-        Backup::Fresh => {
+        Backup::Fresh { .. } => {
             // From a healthy voter that is not the leader, when there is one.
             let src = voters
                 .iter()
@@ -263,7 +263,7 @@ mod tests {
             local_healthy_caught_up: false,
             local_data_revision: None,
             container: None,
-            backup: Backup::Fresh,
+            backup: Backup::default(),
             cluster_id: Some("c1".into()),
         }
     }

@@ -116,6 +116,16 @@ async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiv
                         warn!(member = %rec.member, silent = %m, "the agent of {m} went silent (its lease expired)");
                     }
                 }
+                metrics.fleet_silent.clear();
+                for m in &now {
+                    metrics.fleet_silent.get_or_create(&crate::metrics::MemberLabel { member: m.clone() }).set(0);
+                }
+                for m in marked.iter().filter(|m| !now.contains(m)) {
+                    metrics.fleet_silent.get_or_create(&crate::metrics::MemberLabel { member: m.clone() }).set(1);
+                }
+                for m in agent::newly_silent(&rec.member, &seen, &now, &marked) {
+                    metrics.fleet_silent.get_or_create(&crate::metrics::MemberLabel { member: m.clone() }).set(1);
+                }
                 seen = now;
             }
             Ok(())

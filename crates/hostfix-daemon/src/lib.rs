@@ -110,6 +110,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
         .and_then(|s| s.last_repair);
     let mut next_tick = Instant::now();
     let mut last_status = (String::new(), Instant::now());
+    let mut signature: Option<(Class, Option<Duration>)> = None;
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let woke_by = tokio::select! {
@@ -186,6 +187,14 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
             }
         };
         let t = now();
+        // When the condition's signature was first logged, taken at the daemon's first sight
+        // of the class (later runs of a crashloop log it again, later).
+        if seen.obs.class == Class::Healthy {
+            signature = None;
+        } else if signature.as_ref().map(|(c, _)| *c) != Some(seen.obs.class) {
+            let at = seen.finding.signature_at.as_deref().and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok());
+            signature = Some((seen.obs.class, at.map(|a| Duration::from_secs_f64((a.unix_timestamp_nanos() as f64 / 1e9).max(0.0)))));
+        }
         let decision = decide(&policy_cfg, &mut pstate, &seen.obs, t);
         let _ = files::write_json_if_changed(&files::policy_path(&state_dir), &pstate);
         report_decision(&metrics, &seen, &decision, &pstate, &policy_cfg, t, &mut last_said);
@@ -214,13 +223,18 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
         };
 
         if let Decision::Heal { resume, reason, .. } = &decision {
-            let detection = pstate.class_since.as_ref().map(|(_, since)| t.saturating_sub(*since));
+            let own = pstate.class_since.as_ref().map(|(_, since)| t.saturating_sub(*since));
+            let logged = signature.as_ref().filter(|(c, _)| *c == seen.obs.class).and_then(|(_, at)| *at);
+            let detection = logged.map(|at| t.saturating_sub(at)).or(own);
             pstate.repair_started(t);
             st.budget_left = pstate.budget_left(&policy_cfg, t);
             let _ = files::write_json(&files::policy_path(&state_dir), &pstate);
             metrics.repairing.set(1);
             if let Some(d) = detection {
                 metrics.detection_latency.set(d.as_secs_f64());
+            }
+            if let Some(d) = own {
+                metrics.detection_daemon.set(d.as_secs_f64());
             }
             let file = IncidentFile::open(&state_dir, "rejoin", *resume, || Incident {
                 playbook: "rejoin".into(),
@@ -235,6 +249,7 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
                 },
                 why: reason.clone(),
                 detection_latency_ms: detection.map(|d| d.as_millis() as u64),
+                daemon_latency_ms: own.map(|d| d.as_millis() as u64),
                 ..Default::default()
             });
             let rep = DaemonReporter::new(&seen.obs.member, "rejoin", metrics.clone(), notifier.clone(), file);
@@ -246,6 +261,8 @@ pub async fn run(settings: Settings, config: DaemonConfig, shutdown: impl Future
         } else if seen.obs.class == Class::Healthy && seen.obs.paused.is_none() {
             snaps.tick(&world, &metrics).await;
         }
+        let since = st.paused.as_ref().and_then(|p| time::OffsetDateTime::parse(&p.since, &time::format_description::well_known::Rfc3339).ok());
+        metrics.paused_since.set(since.map(|t| t.unix_timestamp()).unwrap_or(0));
         publisher.set(agent_record(&st, &state_dir));
         // Rewritten when it says something new, and every 10 s so that `updated_at` shows
         // the daemon is alive; not every probe.

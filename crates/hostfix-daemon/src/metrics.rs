@@ -22,6 +22,11 @@ pub struct DecisionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabel {
+    pub member: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RepairLabel {
     pub playbook: String,
     pub result: String,
@@ -45,6 +50,7 @@ pub struct Metrics {
     pub repair_duration: Histogram,
     pub step_duration: Family<StepLabel, FGauge>,
     pub detection_latency: FGauge,
+    pub detection_daemon: FGauge,
     pub learner_catchup: FGauge,
     pub snapshot_age: FGauge,
     pub snapshot_bytes: Gauge,
@@ -53,6 +59,8 @@ pub struct Metrics {
     pub paused: Gauge,
     pub repairing: Gauge,
     pub agent_writes: Counter,
+    pub paused_since: Gauge,
+    pub fleet_silent: Family<MemberLabel, Gauge>,
 }
 
 impl Metrics {
@@ -68,6 +76,7 @@ impl Metrics {
             repair_duration: Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
             step_duration: Family::default(),
             detection_latency: FGauge::default(),
+            detection_daemon: FGauge::default(),
             learner_catchup: FGauge::default(),
             snapshot_age: FGauge::default(),
             snapshot_bytes: Gauge::default(),
@@ -76,6 +85,8 @@ impl Metrics {
             paused: Gauge::default(),
             repairing: Gauge::default(),
             agent_writes: Counter::default(),
+            paused_since: Gauge::default(),
+            fleet_silent: Family::default(),
         };
         r.register("member_healthy", "1 when the local member is a healthy voter", m.member_healthy.clone());
         r.register("member_class", "1 for the local member's current diagnose class", m.member_class.clone());
@@ -84,7 +95,8 @@ impl Metrics {
         r.register("repairs", "Repairs by playbook and result", m.repairs.clone());
         r.register("repair_duration_seconds", "How long repairs took, start to end", m.repair_duration.clone());
         r.register("step_duration_seconds", "How long each step of the last repair took", m.step_duration.clone());
-        r.register("detection_latency_seconds", "From the first observation of the condition to the start of the last repair", m.detection_latency.clone());
+        r.register("detection_latency_seconds", "From the first log line showing the condition's signature to the start of the last repair", m.detection_latency.clone());
+        r.register("detection_daemon_seconds", "The daemon's own share of the last detection: from its first sight of the condition to the repair's start", m.detection_daemon.clone());
         r.register("learner_catchup_seconds", "How long the last learner took to catch up and be promoted", m.learner_catchup.clone());
         r.register("snapshot_age_seconds", "Age of the newest scheduled snapshot", m.snapshot_age.clone());
         r.register("snapshot_bytes", "Size of the newest scheduled snapshot", m.snapshot_bytes.clone());
@@ -92,6 +104,8 @@ impl Metrics {
         r.register("circuit_open", "1 while the circuit breaker stops repairs until resume", m.circuit_open.clone());
         r.register("paused", "1 while paused by `etcd-hostfix pause`", m.paused.clone());
         r.register("repairing", "1 while a repair runs", m.repairing.clone());
+        r.register("paused_since_timestamp_seconds", "When the daemon was paused (Unix time); 0 while it is not", m.paused_since.clone());
+        r.register("fleet_agent_silent", "Per master's agent, as this agent last read the fleet from etcd: 1 silent (its lease expired), 0 publishing", m.fleet_silent.clone());
         r.register("agent_writes", "Writes of this agent's record (and silence marks) into etcd; lease keepalives not counted", m.agent_writes.clone());
         *m.registry.lock().unwrap() = r;
         Arc::new(m)

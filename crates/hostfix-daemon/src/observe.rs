@@ -167,6 +167,7 @@ impl World {
                     notes: vec![],
                     log_class: None,
                     from_previous_run: false,
+                    signature_at: None,
                 };
                 return Ok(Seen { obs, finding, log_source: "-".into() });
             }

@@ -24,8 +24,13 @@ pub struct Incident {
     pub observed: Observed,
     /// Why the daemon acted then (the policy's reason).
     pub why: String,
-    /// From the first observation of the condition to the start of the playbook.
+    /// From the first log line that showed the condition's signature (its timestamp, as the
+    /// kubelet or etcd wrote it) to the start of the playbook; the daemon's own share when
+    /// the log gives no time.
     pub detection_latency_ms: Option<u64>,
+    /// The daemon's own share: from its first sight of the condition to the start.
+    #[serde(default)]
+    pub daemon_latency_ms: Option<u64>,
     /// The plan's header: which member, through which peer, and the backup it relies on.
     #[serde(default)]
     pub plan_header: Vec<String>,

@@ -220,12 +220,13 @@ pub async fn choose_backup(
 ) -> Backup {
     match o.backup {
         BackupMode::None => return Backup::None,
-        BackupMode::Fresh => return Backup::Fresh,
+        BackupMode::Fresh => return Backup::default(),
         BackupMode::Auto => {}
     }
     let Some(cid) = cluster_id else {
-        rep.note("backup: the cluster ID is not known, so no earlier snapshot can be matched to it; a fresh one is taken");
-        return Backup::Fresh;
+        let why = "the cluster ID is not known, so no earlier snapshot can be matched to it".to_string();
+        rep.note(&format!("backup: {why}; a fresh one is taken"));
+        return Backup::Fresh { why };
     };
     let ranked = rank(&candidates, cid, unix_now(), o.backup_max_age.as_secs());
     let mut passed: Vec<String> = ranked.ignored.iter().map(|(p, why)| format!("{p}: {why}")).collect();
@@ -254,8 +255,9 @@ pub async fn choose_backup(
     let shown = passed.len().min(3);
     let more = if passed.len() > shown { format!(" (and {} more)", passed.len() - shown) } else { String::new() };
     let why = if passed.is_empty() { format!("none in {}", dir.display()) } else { passed[..shown].join("; ") + &more };
-    rep.note(&format!("backup: no snapshot of cluster {cid} to reuse ({why}); a fresh one is taken"));
-    Backup::Fresh
+    let why = format!("no snapshot of cluster {cid} to reuse ({why})");
+    rep.note(&format!("backup: {why}; a fresh one is taken"));
+    Backup::Fresh { why }
 }
 
 /// Everything the planner needs, from the peers first: a member with a foreign or rolled-back
@@ -301,7 +303,7 @@ pub async fn gather_facts(g: &Settings, local: &Local, conn: &Connector) -> Resu
         .unwrap_or(false);
     Ok((RejoinFacts {
         cluster_id,
-        backup: Backup::Fresh,
+        backup: Backup::default(),
         name,
         peer_url,
         local_healthy_caught_up,
@@ -331,7 +333,8 @@ pub fn local_data_revision(local: &Local, me: Option<&MemberFact>) -> Option<i64
 pub fn describe(g: &Settings, local: &Local, plan: &RejoinPlan) -> (String, Vec<(String, String)>) {
     let state = g.state_dir();
     let backup = match &plan.backup {
-        Backup::Fresh => "backup: a fresh snapshot, taken while the member stops (--backup fresh always takes one)".to_string(),
+        Backup::Fresh { why } if why.is_empty() => "backup: a fresh snapshot, taken while the member stops (--backup fresh always takes one)".to_string(),
+        Backup::Fresh { why } => format!("backup: a fresh snapshot, taken while the member stops; none is reused: {why} (--backup auto reuses a verified one when it can)"),
         Backup::Reuse { path, saved_at_unix, bytes, verified_by, .. } => format!(
             "backup: {path}, saved {} ago, {bytes} bytes, verified now against {} (--backup fresh takes a new one instead)",
             age_words(unix_now().saturating_sub(*saved_at_unix)),
