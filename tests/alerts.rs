@@ -3,9 +3,18 @@
 //! `prometheus`, installed by scripts/dev): the rules load, each alert's unit test passes,
 //! and every query of the dashboard parses. That every metric they use is really emitted
 //! by a daemon is checked on a live lab: `tests/daemon.rs` `the_fleet_is_seen_from_every_master`.
+//! And a real Prometheus server, scraping a lab's daemons with the shipped rules, sees
+//! the alerts fire for real breaks (`alerts_fire_in_the_lab`).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use hostfix_lab::breaks::Break;
+use hostfix_lab::{EtcdVersion, LabRuntime};
 
 fn tree() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -76,4 +85,137 @@ fn every_dashboard_query_parses() {
     std::fs::write(&file, format!("groups:\n  - name: dashboard\n    rules:\n{}", rules.concat())).unwrap();
     let out = promtool(&["check", "rules", file.to_str().unwrap()], dir.path());
     assert!(out.contains(&format!("SUCCESS: {} rules found", rules.len())), "{out}");
+}
+
+/// A Prometheus server of our own for one lab: its own address in the lab's subnet and its
+/// own data dir; stopped by PID when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        hostfix_lab::lab::terminate_pid(self.child.id(), Duration::from_secs(10));
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// The alerts Prometheus has firing now: (name, labels and annotations as JSON).
+    fn firing(&self) -> Vec<serde_json::Value> {
+        let o = Command::new("curl").args(["-s", "--max-time", "5", &format!("{}/api/v1/alerts", self.url)]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["data"]["alerts"].as_array().cloned().unwrap_or_default().into_iter().filter(|a| a["state"] == "firing").collect()
+    }
+}
+
+/// The shipped rules under a real Prometheus scraping a real lab's daemons, every second.
+/// Only the `for:` holds are cut to seconds (a test cannot wait 5 minutes per alert); the
+/// expressions, labels and texts are the shipped ones. Broken for real: a daemon paused two
+/// days ago, a snapshot three hours old, a repair that fails with max_repairs 1 (repair
+/// failed, budget spent, circuit open), a daemon killed (down, and silent in etcd), and two
+/// members of three gone (quorum lost), then a member's quota filled (NOSPACE). What fired
+/// is written to target/alerts-lab.json (docs/fleet.md quotes it). Partitioned fires in the
+/// promtool unit tests only: a master cut off by the lab's partition cannot be scraped from
+/// outside its cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fire_in_the_lab() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
+    write_keys(&lab, 0);
+    // m1: paused two days ago (the file `pause` writes, dated back).
+    let state = |i: usize| lab.node(i).host_root.join("var/lib/etcd-hostfix");
+    let since = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+    let since = since.format(&time::format_description::well_known::Rfc3339).unwrap();
+    std::fs::create_dir_all(state(0).join("daemon")).unwrap();
+    std::fs::write(state(0).join("daemon/paused.json"), serde_json::json!({"reason": "kernel upgrade", "since": since}).to_string()).unwrap();
+    // m2: its newest scheduled snapshot is three hours old, and the next is far off.
+    let snaps = state(1).join("snapshots");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let old = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 3 * 3600;
+    std::fs::write(snaps.join(format!("scheduled-{old}.db")), b"stand-in").unwrap();
+    // m3: a repair that fails at its add-learner step, with one repair allowed.
+    let cause = d.path().join("cause");
+    std::fs::write(&cause, b"").unwrap();
+    let fail_at = format!("add-learner:{}", cause.display());
+    let cfg = |i: usize, extra: &str| format!("probe_interval: 500ms\nmetrics_listen: {}:9379\n{extra}", lab.node(i).ip);
+    let mut ds = vec![
+        DaemonProc::start(&lab, 0, &cfg(0, "snapshot_interval: 0\n"), &[]),
+        DaemonProc::start(&lab, 1, &cfg(1, "snapshot_interval: 1000h\n"), &[]),
+        DaemonProc::start(&lab, 2, &cfg(2, "snapshot_interval: 0\nmax_repairs: 1\n"), &[("HOSTFIX_FAIL_AT", fail_at.as_str())]),
+    ];
+
+    // The server, on the lab's .10, with the shipped rules and `for:` cut to seconds.
+    let rules = std::fs::read_to_string(tree().join("packaging/prometheus/etcd-hostfix.rules.yml")).unwrap();
+    let quick: String = rules.lines().map(|l| if l.trim_start().starts_with("for: ") { l.split("for:").next().unwrap().to_string() + "for: 3s" } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+    let pdir = d.path().join("prometheus");
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::write(pdir.join("rules.yml"), quick).unwrap();
+    let targets: Vec<String> = (0..3).map(|i| format!("\"{}:9379\"", lab.node(i).ip)).collect();
+    std::fs::write(
+        pdir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nscrape_configs:\n  - job_name: etcd-hostfix\n    static_configs:\n      - targets: [{}]\n", targets.join(", ")),
+    )
+    .unwrap();
+    let ip = lab.node(0).ip.to_string();
+    let addr = format!("{}.10:9090", ip.rsplit_once('.').unwrap().0);
+    let log = std::fs::File::create(pdir.join("prometheus.log")).unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", pdir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", pdir.join("data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("prometheus (scripts/dev installs Debian's)");
+    let prom = Prometheus { child, url: format!("http://{addr}") };
+    let mut fired: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    let mut wait_for = |prom: &Prometheus, names: &[&str], secs: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            for a in prom.firing() {
+                let name = a["labels"]["alertname"].as_str().unwrap_or_default().to_string();
+                fired.entry(name).or_insert(a);
+            }
+            if names.iter().all(|n| fired.contains_key(*n)) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "not fired after {secs}s: {names:?}; fired: {:?}\n{}", fired.keys().collect::<Vec<_>>(), std::fs::read_to_string(pdir.join("prometheus.log")).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait_for(&prom, &["EtcdHostfixPausedTooLong", "EtcdHostfixSnapshotTooOld"], 90);
+
+    Break::AlreadyBootstrapped.apply(&lab, 2).await.unwrap();
+    wait_for(&prom, &["EtcdHostfixRepairFailed", "EtcdHostfixBudgetSpent", "EtcdHostfixCircuitOpen"], 120);
+
+    ds[1].kill();
+    wait_for(&prom, &["EtcdHostfixAgentDown", "EtcdHostfixAgentSilent"], 60);
+
+    // m3 crashloops and m2 is stopped: m1's daemon, paused, still observes quorum lost.
+    lab.stop_member(1).await.unwrap();
+    wait_for(&prom, &["EtcdHostfixQuorumLost"], 120);
+
+    // Quorum back (m1 and m2; the failed repair had removed m3), then m1 restarted with a
+    // 1 MiB quota and filled: NOSPACE.
+    lab.start_member(1).await.unwrap();
+    lab.wait_healthy(&[0, 1], 2, Duration::from_secs(60)).await.unwrap();
+    lab.offline(0, |_| Ok(vec![("quota-backend-bytes".to_string(), Some("1048576".to_string()))])).await.unwrap();
+    lab.wait_healthy(&[0, 1], 2, Duration::from_secs(60)).await.unwrap();
+    let big = "x".repeat(64 * 1024);
+    let full = (0..64).find_map(|k| lab.etcdctl(0, &["put", &format!("/fill/{k}"), &big]).err());
+    assert!(full.is_some_and(|e| e.to_string().contains("database space exceeded")), "the quota was reached");
+    wait_for(&prom, &["EtcdHostfixNospace"], 120);
+
+    assert_eq!(fired["EtcdHostfixAgentSilent"]["labels"]["member"], "m2");
+    assert_eq!(fired["EtcdHostfixCircuitOpen"]["labels"]["instance"], format!("{}:9379", lab.node(2).ip));
+    assert!(fired["EtcdHostfixPausedTooLong"]["annotations"]["description"].as_str().unwrap().contains("etcd-hostfix resume"));
+    let out = tree().join("target/alerts-lab.json");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, serde_json::to_string_pretty(&fired).unwrap()).unwrap();
+    eprintln!("fired in the lab: {:?} (written to {})", fired.keys().collect::<Vec<_>>(), out.display());
+    drop(prom);
+    drop(ds);
+    lab.down().await.unwrap();
 }

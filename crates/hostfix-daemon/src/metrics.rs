@@ -107,6 +107,11 @@ impl Metrics {
         r.register("paused_since_timestamp_seconds", "When the daemon was paused (Unix time); 0 while it is not", m.paused_since.clone());
         r.register("fleet_agent_silent", "Per master's agent, as this agent last read the fleet from etcd: 1 silent (its lease expired), 0 publishing", m.fleet_silent.clone());
         r.register("agent_writes", "Writes of this agent's record (and silence marks) into etcd; lease keepalives not counted", m.agent_writes.clone());
+        // Every repair outcome from zero: an alert on `increase()` sees the first failure
+        // only if the series existed before it.
+        for result in ["healed", "failed", "refused"] {
+            m.repairs.get_or_create(&RepairLabel { playbook: "rejoin".into(), result: result.into() });
+        }
         *m.registry.lock().unwrap() = r;
         Arc::new(m)
     }
