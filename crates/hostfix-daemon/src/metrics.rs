@@ -110,7 +110,7 @@ impl Metrics {
         // Every repair outcome from zero: an alert on `increase()` sees the first failure
         // only if the series existed before it.
         for result in ["healed", "failed", "refused"] {
-            m.repairs.get_or_create(&RepairLabel { playbook: "rejoin".into(), result: result.into() });
+            let _ = m.repairs.get_or_create(&RepairLabel { playbook: "rejoin".into(), result: result.into() });
         }
         *m.registry.lock().unwrap() = r;
         Arc::new(m)

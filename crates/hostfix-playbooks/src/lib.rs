@@ -159,10 +159,16 @@ pub(crate) fn is_transient(msg: &str) -> bool {
 }
 
 /// Test hook: `HOSTFIX_PAUSE_AT=<step>[,<step>…]` stops the process (SIGSTOP) just before
-/// that step starts, so a test can inject a fault (a partition, a leader stopped) at exactly
-/// that point and let the run go on with SIGCONT. It says so on stderr first.
+/// that step starts, so a test can inject a fault (a partition, a leader stopped, a kill)
+/// at exactly that point and let the run go on with SIGCONT. It says so on stderr first.
+/// `<step>:<file>` stops there only while `<file>` exists: for a daemon under systemd, whose
+/// environment outlives the restart the test causes.
 pub fn pause_point(step: &str) {
-    if std::env::var("HOSTFIX_PAUSE_AT").map(|s| s.split(',').any(|p| p == step)).unwrap_or(false) {
+    let hit = |p: &str| match p.split_once(':') {
+        Some((at, file)) => at == step && std::path::Path::new(file).exists(),
+        None => p == step,
+    };
+    if std::env::var("HOSTFIX_PAUSE_AT").map(|s| s.split(',').any(hit)).unwrap_or(false) {
         eprintln!("HOSTFIX_PAUSE_AT={step}: stopping myself before {step}");
         unsafe {
             libc::kill(libc::getpid(), libc::SIGSTOP);
