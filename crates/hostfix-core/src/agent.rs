@@ -5,6 +5,9 @@
 //! - `/etcd-hostfix/agents/<member>` holds an [`AgentRecord`] as JSON, under a lease of
 //!   [`lease_ttl`]: written when the record changes ([`worth_writing`]), kept alive otherwise.
 //!   When the daemon dies the lease expires and etcd deletes the key.
+//! - `/etcd-hostfix/known/<member>` (no lease) says that this member has had an agent, since
+//!   when: written once, when the agent first publishes. A member that had one and has no
+//!   record now is silent, from the moment its lease expires.
 //! - `/etcd-hostfix/silent/<member>` says since when an agent has been silent: written (only if
 //!   absent) by another agent that saw the record go, deleted by the agent when it publishes
 //!   again. It is the only thing one agent writes about another, and it decides nothing.
@@ -20,6 +23,11 @@ use serde::{Deserialize, Serialize};
 
 pub const AGENTS_PREFIX: &str = "/etcd-hostfix/agents/";
 pub const SILENT_PREFIX: &str = "/etcd-hostfix/silent/";
+pub const KNOWN_PREFIX: &str = "/etcd-hostfix/known/";
+
+pub fn known_key(member: &str) -> String {
+    format!("{KNOWN_PREFIX}{member}")
+}
 
 pub fn agent_key(member: &str) -> String {
     format!("{AGENTS_PREFIX}{member}")
@@ -31,7 +39,8 @@ pub fn silent_key(member: &str) -> String {
 
 /// The record's lease: a few probe intervals, and never under 10 s, so that one slow probe
 /// (each part is bounded by a few 3 s timeouts) or a leader election does not make a live
-/// agent look silent. A dead agent is seen silent within this.
+/// agent look silent. A dead agent is seen silent within this: its record goes when the
+/// lease expires.
 pub fn lease_ttl(probe_interval: Duration) -> Duration {
     (probe_interval * 5).max(Duration::from_secs(10))
 }
@@ -107,11 +116,21 @@ pub struct FleetRow {
 }
 
 /// The fleet as `status` shows it: one row per member of the cluster (by name; a member
-/// not yet started has no name and no agent), then any agent whose member is not listed.
-pub fn fleet(members: &[String], records: &BTreeMap<String, AgentRecord>, silent: &BTreeMap<String, String>, now_unix: u64) -> Vec<FleetRow> {
+/// not yet started has no name and no agent), then any agent, live or silent, whose member
+/// is not listed. `known`: the members that have had an agent.
+pub fn fleet(
+    members: &[String],
+    records: &BTreeMap<String, AgentRecord>,
+    silent: &BTreeMap<String, String>,
+    known: &[String],
+    now_unix: u64,
+) -> Vec<FleetRow> {
     let mut names: Vec<&String> = members.iter().filter(|m| !m.is_empty()).collect();
-    names.extend(records.keys().filter(|k| !members.contains(k)));
-    names.dedup();
+    for k in records.keys().chain(known.iter()) {
+        if !names.contains(&k) {
+            names.push(k);
+        }
+    }
     names
         .into_iter()
         .map(|m| match records.get(m) {
@@ -144,6 +163,14 @@ pub fn fleet(members: &[String], records: &BTreeMap<String, AgentRecord>, silent
                     silent_since: Some(since.clone()),
                     snapshot_age_s: None,
                     why: format!("no word from its agent since {since} (its lease expired): the daemon on that master is stopped, dead or cut off; nothing acts for it"),
+                },
+                None if known.contains(m) => FleetRow {
+                    member: m.clone(),
+                    state: "silent".into(),
+                    agent: None,
+                    silent_since: None,
+                    snapshot_age_s: None,
+                    why: "no word from its agent: its lease expired moments ago (no live agent has noted the time yet): the daemon on that master is stopped, dead or cut off; nothing acts for it".into(),
                 },
                 None => FleetRow {
                     member: m.clone(),
@@ -217,7 +244,7 @@ mod tests {
         records.insert("m2".to_string(), paused);
         let mut silent = BTreeMap::new();
         silent.insert("m3".to_string(), "2026-12-04T22:00:00Z".to_string());
-        let rows = fleet(&members, &records, &silent, 1600);
+        let rows = fleet(&members, &records, &silent, &[], 1600);
         let states: Vec<(&str, &str)> = rows.iter().map(|r| (r.member.as_str(), r.state.as_str())).collect();
         assert_eq!(states, vec![("m1", "active"), ("m2", "paused"), ("m3", "silent")]);
         assert_eq!(rows[0].snapshot_age_s, Some(600));
@@ -226,7 +253,12 @@ mod tests {
         // Without a silence mark: absent. An agent of a member no longer listed still shows.
         let mut records = BTreeMap::new();
         records.insert("old".to_string(), rec("old"));
-        let rows = fleet(&["m1".to_string()], &records, &BTreeMap::new(), 0);
+        let rows = fleet(&["m1".to_string()], &records, &BTreeMap::new(), &[], 0);
         assert_eq!(rows.iter().map(|r| (r.member.as_str(), r.state.as_str())).collect::<Vec<_>>(), vec![("m1", "absent"), ("old", "active")]);
+        // A member that had an agent and has no record: silent at once, before any mark.
+        let rows = fleet(&["m1".to_string(), "m2".into()], &BTreeMap::new(), &BTreeMap::new(), &["m2".to_string(), "gone".into()], 0);
+        let states: Vec<(&str, &str)> = rows.iter().map(|r| (r.member.as_str(), r.state.as_str())).collect();
+        assert_eq!(states, vec![("m1", "absent"), ("m2", "silent"), ("gone", "silent")]);
+        assert!(rows[1].silent_since.is_none() && rows[1].why.contains("lease expired"));
     }
 }

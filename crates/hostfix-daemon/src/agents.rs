@@ -98,9 +98,13 @@ async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiv
                 metrics.agent_writes.inc();
                 tracing::debug!(member = %rec.member, decision = %rec.decision, why = %rec.why, fresh_lease = written.is_none(), "agent record written");
                 if written.is_none() {
-                    // Back after a silence (or first seen): no longer silent.
+                    // Back after a silence (or first seen): no longer silent; and known to
+                    // have an agent, so that its silence shows the moment its lease expires.
                     ep.delete_key(&agent::silent_key(&rec.member)).await?;
                     metrics.agent_writes.inc();
+                    if ep.put_if_absent(&agent::known_key(&rec.member), crate::files::now_rfc3339().as_bytes()).await? {
+                        metrics.agent_writes.inc();
+                    }
                     info!(member = %rec.member, ttl_s = ttl.as_secs(), "agent record published in etcd");
                 }
                 written = Some(rec.clone());

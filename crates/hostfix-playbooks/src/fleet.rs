@@ -36,6 +36,12 @@ pub async fn read(g: &Settings) -> anyhow::Result<Fleet> {
         .into_iter()
         .filter_map(|(k, v)| Some((k.strip_prefix(agent::SILENT_PREFIX)?.to_string(), String::from_utf8_lossy(&v).into_owned())))
         .collect();
+    let known: Vec<String> = ep
+        .get_prefix(agent::KNOWN_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|(k, _)| Some(k.strip_prefix(agent::KNOWN_PREFIX)?.to_string()))
+        .collect();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    Ok(Fleet { read_from: ep.url.clone(), agents: agent::fleet(&members, &records, &silent, now) })
+    Ok(Fleet { read_from: ep.url.clone(), agents: agent::fleet(&members, &records, &silent, &known, now) })
 }

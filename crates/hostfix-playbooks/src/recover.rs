@@ -82,7 +82,7 @@ pub async fn prepare(g: &Settings, local: &Local, kind: RecoveryKind, o: &Recove
                 Err(refusal) => return Ok(Prepared::Refused(refusal.to_string())),
             };
             if kind == RecoveryKind::Restore {
-                let bumped = matches!(&tool, Some(Offline::Host(t)) if t.can_bump_revision());
+                let bumped = tool.as_ref().is_some_and(Offline::can_bump_revision);
                 let has = Actions { g, local, wait: o.wait }.has_apiserver();
                 match apiserver_after(true, bumped, has, o.no_apiserver_restart) {
                     ApiserverAfter::Bounce => {
@@ -179,9 +179,15 @@ pub fn preflight(
 
 /// etcd's offline tool, from the host, or else (RKE) from the member's own image run
 /// through the Docker engine: the image always carries the right version.
+/// How far a restore moves the revision on: far past any revision a watcher can have seen
+/// since the snapshot (the README's restore section says how it was chosen).
+const BUMP_REVISION: u64 = 1_000_000_000;
+
 pub enum Offline {
     Host(EtcdTool),
-    Image { docker: hostfix_adapters::runtime::DockerRuntime, image: String, bin: String },
+    /// The tool in the member's own image (an RKE node has none on the host). `bump`: its
+    /// `snapshot restore` has `--bump-revision` (etcdutl 3.5.10 and later), asked once.
+    Image { docker: hostfix_adapters::runtime::DockerRuntime, image: String, bin: String, bump: bool },
 }
 
 impl Offline {
@@ -199,10 +205,21 @@ impl Offline {
         for n in names {
             let bin = dir.as_ref().map(|d| format!("{d}/{n}")).unwrap_or(n.to_string());
             if docker.run_tool(&local.config.image, &[bin.clone(), "version".into()], &[]).await.is_ok() {
-                return Ok(Offline::Image { docker, image: local.config.image.clone(), bin });
+                let help = [bin.clone(), "snapshot".into(), "restore".into(), "--help".into()];
+                let bump = docker.run_tool(&local.config.image, &help, &[]).await.is_ok_and(|h| h.contains("--bump-revision"));
+                return Ok(Offline::Image { docker, image: local.config.image.clone(), bin, bump });
             }
         }
         Err(anyhow!("{host_err}; nor does image {} carry etcdutl or etcdctl", local.config.image))
+    }
+
+    /// Whether a restore with this tool bumps the revision and marks it compacted, so that
+    /// no watcher can be served an older revision than it saw.
+    pub fn can_bump_revision(&self) -> bool {
+        match self {
+            Offline::Host(t) => t.can_bump_revision(),
+            Offline::Image { bump, .. } => *bump,
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -222,7 +239,7 @@ impl Offline {
     async fn status(&self, file: &Path) -> Result<serde_json::Value> {
         match self {
             Offline::Host(t) => Ok(t.status(file)?),
-            Offline::Image { docker, image, bin } => {
+            Offline::Image { docker, image, bin, .. } => {
                 let (dir, name) = Self::parent_and_name(file);
                 let argv = [bin.clone(), "snapshot".into(), "status".into(), format!("/hostfix-in/{name}"), "-w".into(), "json".into()];
                 let out = docker.run_tool(image, &argv, &[format!("{dir}:/hostfix-in:ro")]).await?;
@@ -240,7 +257,7 @@ impl Offline {
         let db = data.join(target).join("member/snap/db");
         match self {
             Offline::Host(t) => {
-                let bump = t.can_bump_revision().then_some(1_000_000_000);
+                let bump = t.can_bump_revision().then_some(BUMP_REVISION);
                 if bump.is_none() {
                     rep.note(&format!("note: {} {}.{} cannot bump the revision or mark it compacted; watchers that saw newer revisions must re-list", t.path.display(), t.version.0, t.version.1));
                 }
@@ -252,10 +269,14 @@ impl Offline {
                 };
                 with_restore_progress(rep, file_len, &db, work).await
             }
-            Offline::Image { docker, image, bin } => {
+            Offline::Image { docker, image, bin, bump } => {
                 let (dir, file_name) = Self::parent_and_name(file);
-                rep.note(&format!("note: restoring with {}; the revision is not bumped", self.describe()));
-                let argv = [
+                rep.note(&format!(
+                    "note: restoring with {}{}",
+                    self.describe(),
+                    if *bump { "; the revision is bumped and marked compacted" } else { ", which cannot bump the revision or mark it compacted; watchers that saw newer revisions must re-list" }
+                ));
+                let mut argv = vec![
                     bin.clone(),
                     "snapshot".into(),
                     "restore".into(),
@@ -266,6 +287,10 @@ impl Offline {
                     format!("--initial-advertise-peer-urls={peer_url}"),
                     format!("--initial-cluster-token={token}"),
                 ];
+                if *bump {
+                    // The same bump as with a host tool (see the restore doc in the README).
+                    argv.extend([format!("--bump-revision={BUMP_REVISION}"), "--mark-compacted".to_string()]);
+                }
                 let binds = [format!("{dir}:/hostfix-in:ro"), format!("{}:/hostfix-out", data.display())];
                 with_restore_progress(rep, file_len, &db, docker.run_tool(image, &argv, &binds)).await?;
                 Ok(())
@@ -460,7 +485,7 @@ impl Runner<'_> {
                 self.restore(&run).await?;
                 // Whether the other masters' data can be newer than the cluster's now: it
                 // cannot when the revision was bumped (`print_next` reads this).
-                let bumped = matches!(&self.tool, Some(Offline::Host(t)) if t.can_bump_revision());
+                let bumped = self.tool.as_ref().is_some_and(Offline::can_bump_revision);
                 j.set("bumped", bumped)?;
                 Ok(())
             }
