@@ -111,7 +111,19 @@ async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiv
             }
             if Instant::now() >= fleet_due {
                 fleet_due = Instant::now() + fleet_every;
-                let now: Vec<String> = names(ep.get_prefix(agent::AGENTS_PREFIX).await?, agent::AGENTS_PREFIX);
+                let records = ep.get_prefix(agent::AGENTS_PREFIX).await?;
+                // Our own record as etcd has it now: gone (deleted by hand) or not what we
+                // wrote (a restore from a snapshot brings back older records, under leases
+                // that may still be ours) is written again at once.
+                let mine = records.iter().find(|(k, _)| *k == agent::agent_key(&rec.member)).map(|(_, v)| v.as_slice());
+                if let Some(w) = &written {
+                    if mine != Some(serde_json::to_vec(w)?.as_slice()) {
+                        ep.put_leased(&agent::agent_key(&rec.member), &serde_json::to_vec(w)?, id).await?;
+                        metrics.agent_writes.inc();
+                        info!(member = %rec.member, "agent record in etcd was missing or not ours; written again");
+                    }
+                }
+                let now: Vec<String> = names(records, agent::AGENTS_PREFIX);
                 let marked: Vec<String> = names(ep.get_prefix(agent::SILENT_PREFIX).await?, agent::SILENT_PREFIX);
                 for m in agent::newly_silent(&rec.member, &seen, &now, &marked) {
                     let since = crate::files::now_rfc3339();
