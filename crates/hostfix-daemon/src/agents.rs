@@ -117,15 +117,17 @@ async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiv
                 // that may still be ours) is written again at once.
                 let mine = records.iter().find(|(k, _)| *k == agent::agent_key(&rec.member)).map(|(_, v)| v.as_slice());
                 if let Some(w) = &written {
-                    if mine != Some(serde_json::to_vec(w)?.as_slice()) {
-                        ep.put_leased(&agent::agent_key(&rec.member), &serde_json::to_vec(w)?, id).await?;
+                    let body = serde_json::to_vec(w)?;
+                    if mine != Some(body.as_slice()) {
+                        ep.put_leased(&agent::agent_key(&rec.member), &body, id).await?;
                         metrics.agent_writes.inc();
                         info!(member = %rec.member, "agent record in etcd was missing or not ours; written again");
                     }
                 }
                 let now: Vec<String> = names(records, agent::AGENTS_PREFIX);
                 let marked: Vec<String> = names(ep.get_prefix(agent::SILENT_PREFIX).await?, agent::SILENT_PREFIX);
-                for m in agent::newly_silent(&rec.member, &seen, &now, &marked) {
+                let newly = agent::newly_silent(&rec.member, &seen, &now, &marked);
+                for m in &newly {
                     let since = crate::files::now_rfc3339();
                     if ep.put_if_absent(&agent::silent_key(m), since.as_bytes()).await? {
                         metrics.agent_writes.inc();
@@ -136,10 +138,8 @@ async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiv
                 for m in &now {
                     metrics.fleet_silent.get_or_create(&crate::metrics::MemberLabel { member: m.clone() }).set(0);
                 }
-                for m in marked.iter().filter(|m| !now.contains(m)) {
-                    metrics.fleet_silent.get_or_create(&crate::metrics::MemberLabel { member: m.clone() }).set(1);
-                }
-                for m in agent::newly_silent(&rec.member, &seen, &now, &marked) {
+                // Silent: marked before (by anyone) and still without a record, or marked now.
+                for m in marked.iter().filter(|m| !now.contains(m)).chain(newly.iter().copied()) {
                     metrics.fleet_silent.get_or_create(&crate::metrics::MemberLabel { member: m.clone() }).set(1);
                 }
                 seen = now;
