@@ -42,12 +42,46 @@ async fn capture(v: EtcdVersion, class: &str) {
         "cluster-info-unreachable" => failures::cluster_info_unreachable(&lab, failures::TARGET).await,
         _ => unreachable!(),
     };
+    save(&out, &lab, i, v, class).await;
+    lab.down().await.unwrap();
+}
+
+/// The newest CRI log of node `i`, 8 s after the break (a few crashloop restarts), as
+/// `<out>/<version>/<class>.log`.
+async fn save(out: &std::path::Path, lab: &hostfix_lab::Lab, i: usize, v: EtcdVersion, class: &str) {
     tokio::time::sleep(Duration::from_secs(8)).await;
     let log = newest_log(&lab.node(i).host_root).unwrap();
     let dest = out.join(v.tag()).join(format!("{class}.log"));
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     std::fs::copy(&log, &dest).unwrap();
-    lab.down().await.unwrap();
+}
+
+/// etcd 3.6's refusals of data it will not start on, from real upgrades and downgrades:
+/// `v2store-content` and `v2-wal` (a 3.5 cluster that used the v2 API, one member moved to
+/// 3.6: the v2 write in its last snapshot, or only in its WAL) and `schema-newer` (a 3.7
+/// cluster, one member set back to 3.6 without etcd's downgrade procedure). All are
+/// captured from the 3.6 member, into the 3.6 fixtures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn capture_version_refusals() {
+    let out = std::path::PathBuf::from(std::env::var("HOSTFIX_CAPTURE").expect("set HOSTFIX_CAPTURE"));
+    for (from, class) in [(EtcdVersion::V3_5, "v2store-content"), (EtcdVersion::V3_5, "v2-wal"), (EtcdVersion::V3_7, "schema-newer")] {
+        // HOSTFIX_CAPTURE_ONLY=class[,class] re-captures just those.
+        if std::env::var("HOSTFIX_CAPTURE_ONLY").is_ok_and(|only| !only.split(',').any(|o| o == class)) {
+            continue;
+        }
+        eprintln!("capturing {class}: etcd {} data started by {}", from.tag(), EtcdVersion::V3_6.tag());
+        let d = tempfile::tempdir().unwrap();
+        let mut lab = lab(d.path(), 3, from, LabRuntime::StaticPod).await;
+        lab.etcdctl(0, &["put", "/a", "b"]).unwrap();
+        let i = match class {
+            "v2store-content" => failures::v2_content(&lab, failures::TARGET, EtcdVersion::V3_6, true).await,
+            "v2-wal" => failures::v2_content(&lab, failures::TARGET, EtcdVersion::V3_6, false).await,
+            _ => failures::schema_newer(&lab, failures::TARGET, EtcdVersion::V3_6).await,
+        };
+        save(&out, &lab, i, EtcdVersion::V3_6, class).await;
+        lab.down().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

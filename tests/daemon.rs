@@ -701,11 +701,7 @@ async fn rolling_upgrade_from_3_5_to_3_6_is_no_reason_to_repair() {
     let upgrade = |i: usize| {
         let m = lab.node(i).manifest();
         let text = std::fs::read_to_string(&m).unwrap();
-        let edited = text
-            .replace(&old.kubeadm_image(), &new.kubeadm_image())
-            .replace("--experimental-initial-corrupt-check=true", "--feature-gates=InitialCorruptCheck=true")
-            .replace("--experimental-watch-progress-notify-interval=5s", "--watch-progress-notify-interval=5s")
-            .replace("/health?exclude=NOSPACE&serializable=true", "/livez");
+        let edited = hostfix_lab::lab::kubeadm_upgrade(&text, old, new);
         assert_ne!(text, edited);
         std::fs::write(&m, edited).unwrap();
     };

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use hostfix_lab::lab::Node;
-use hostfix_lab::{Lab, LabError};
+use hostfix_lab::{EtcdVersion, Lab, LabError};
 
 pub const TARGET: usize = 2;
 
@@ -122,6 +122,91 @@ pub async fn not_running(lab: &Lab, t: usize) -> usize {
 
 pub async fn unknown(lab: &Lab, t: usize) -> usize {
     lab.offline(t, |_| Ok(vec![edit("snapshot-count", "lots")])).await.unwrap();
+    t
+}
+
+/// The upgrade traps etcd 3.6 refuses: a 3.5 cluster with the v2 API on gets a key through
+/// it, then the target member's manifest is moved to `to` as `kubeadm upgrade apply` does.
+/// - `in_snapshot`: the member takes a snapshot after the v2 write (`--snapshot-count=10`,
+///   then writes until a new `.snap` appears), where 3.6 finds the v2 store at start:
+///   `illegal v2store content`.
+/// - otherwise the v2 write is only in the WAL after the last snapshot: 3.6 panics when it
+///   replays it, `detected disallowed v2 WAL for stage --v2-deprecation=write-only`.
+///
+/// The lab must run 3.5.
+pub async fn v2_content(lab: &Lab, t: usize, to: EtcdVersion, in_snapshot: bool) -> usize {
+    let from = lab.version();
+    assert_eq!(from, EtcdVersion::V3_5, "only 3.5 serves the v2 API that writes custom v2 content");
+    let mut flags = vec![edit("enable-v2", "true")];
+    if in_snapshot {
+        flags.push(edit("snapshot-count", "10"));
+    }
+    lab.offline(t, |_| Ok(flags)).await.unwrap();
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    let snaps = lab.node(t).data_dir().join("member/snap");
+    let snap_files = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&snaps).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "snap")).collect()).unwrap_or_default();
+        v.sort();
+        v
+    };
+    let before = snap_files();
+    let (ca, cert, key) = lab.client_tls_files(t);
+    let url = format!("{}/v2/keys/hostfix-v2-key", lab.node(t).client_url());
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"]).arg(&ca).arg("--cert").arg(&cert).arg("--key").arg(&key)
+        .args(["-X", "PUT", &url, "-d", "value=kept-by-v2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "v2 put: {}", String::from_utf8_lossy(&out.stderr));
+    if in_snapshot {
+        // Waited for by a .snap file newer than the v2 write (one may exist from the restart,
+        // taken before it): etcd snapshots once 10 entries are applied past the last.
+        for k in 0..200 {
+            if snap_files() != before {
+                break;
+            }
+            lab.etcdctl(t, &["put", &format!("/v2-trap/{k}"), "x"]).unwrap();
+        }
+        assert_ne!(snap_files(), before, "{}: no new .snap after 200 writes", snaps.display());
+    }
+    lab.offline(t, |n: &Node| {
+        let parked = n.host_root.join("root/etcd.yaml");
+        let text = std::fs::read_to_string(&parked).map_err(|e| LabError::io(&parked, e))?;
+        std::fs::write(&parked, hostfix_lab::lab::kubeadm_upgrade(&text, from, to)).map_err(|e| LabError::io(&parked, e))?;
+        // 3.6 removed the flag; kubeadm never wrote it, an operator did.
+        Ok(vec![("enable-v2".to_string(), None)])
+    })
+    .await
+    .unwrap();
+    t
+}
+
+/// A downgrade without etcd's procedure (`Failed to validate schema`): the lab runs a newer
+/// etcd (3.7) until the member's storage version says so, then the target's manifest is
+/// set back to `to`'s image, as a person reverting an upgrade by hand would.
+pub async fn schema_newer(lab: &Lab, t: usize, to: EtcdVersion) -> usize {
+    let from = lab.version();
+    assert!(from > to, "a downgrade: the lab must run a newer etcd than {to:?}");
+    let want = format!("\"storageVersion\":\"{}.0\"", &from.tag()[..from.tag().rfind('.').unwrap()]);
+    // Waited for by the storage version itself: etcd's version monitor writes it after the
+    // cluster version is decided.
+    let mut last = String::new();
+    for _ in 0..120 {
+        last = lab.etcdctl(t, &["endpoint", "status", "-w", "json"]).unwrap_or_default();
+        if last.contains(&want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(last.contains(&want), "no {want} in {last}");
+    lab.offline(t, |n: &Node| {
+        let parked = n.host_root.join("root/etcd.yaml");
+        let text = std::fs::read_to_string(&parked).map_err(|e| LabError::io(&parked, e))?;
+        std::fs::write(&parked, text.replace(&from.kubeadm_image(), &to.kubeadm_image())).map_err(|e| LabError::io(&parked, e))?;
+        Ok(vec![])
+    })
+    .await
+    .unwrap();
     t
 }
 

@@ -374,6 +374,21 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Whether a gRPC error says the connection itself is gone, so that the cached client must
+/// be dropped and the next call dial again (or go to another peer): codes 14 (UNAVAILABLE)
+/// and 2 (UNKNOWN, which tonic gives a broken stream), and 13 (INTERNAL) when it is the
+/// HTTP/2 layer's: a member that is stopping sends GOAWAY, and a call in flight on that
+/// connection fails with `h2 protocol error: ... GoAway(..., NO_ERROR, Remote)` (seen in
+/// CI when a test stopped the leader just as `member list` went out).
+fn connection_gone(code: i32, reason: &str) -> bool {
+    match code {
+        14 => true,
+        2 => reason.contains("transport error"),
+        13 => reason.contains("h2 protocol error") || reason.contains("GoAway"),
+        _ => false,
+    }
+}
+
 impl Endpoint {
     fn timed_out(&self, op: &'static str) -> EtcdError {
         self.forget();
@@ -399,8 +414,7 @@ impl Endpoint {
         let reason = error_chain(&e);
         let gone = match &e {
             etcd_client::Error::TransportError(_) => true,
-            // gRPC codes 14 (UNAVAILABLE) and 2 (UNKNOWN, which tonic gives a broken stream).
-            etcd_client::Error::GRpcStatus(st) => st.code() as i32 == 14 || (st.code() as i32 == 2 && reason.contains("transport error")),
+            etcd_client::Error::GRpcStatus(st) => connection_gone(st.code() as i32, &reason),
             _ => false,
         };
         if gone {
@@ -987,6 +1001,18 @@ pub fn hex_id(id: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exact error CI saw when the peer's etcd stopped under a `member list`.
+    #[test]
+    fn a_goaway_from_a_stopping_member_drops_the_connection() {
+        let seen = r#"grpc request error: code: 'Internal error', message: "h2 protocol error: http2 error", source: tonic::transport::Error(Transport, hyper::Error(Http2, Error { kind: GoAway(b"", NO_ERROR, Remote) }))"#;
+        assert!(connection_gone(13, seen));
+        assert!(connection_gone(14, "connection refused"));
+        assert!(connection_gone(2, "transport error"));
+        // An INTERNAL error from etcd itself is an answer, not a lost connection.
+        assert!(!connection_gone(13, "etcdserver: internal error"));
+        assert!(!connection_gone(9, "etcdserver: member not found"));
+    }
 
     fn fake_snapshot(len: usize) -> Vec<u8> {
         use sha2::Digest;

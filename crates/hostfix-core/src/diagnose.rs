@@ -218,11 +218,15 @@ const RULES: &[Rule] = &[
     Rule { class: Class::MembershipMismatch, any: &["member count is unequal", "couldn't find local name", "error validating peerurls", "unmatched member while checking peurls", "has no corresponding entry in --initial-cluster", "--initial-cluster has"], with: &[] },
     Rule { class: Class::ClusterIdMismatch, any: &["cluster id mismatch"], with: &[] },
     // etcd 3.6+ at start: `illegal v2store content` (its error: "detected disallowed custom
-    // content in v2store"), or `Failed to validate schema` (a db from a newer etcd). Matched
-    // on `msg` and `error` text, never on `caller` paths, which 3.6 moved.
+    // content in v2store"; v2 data in the last snapshot), `detected disallowed v2 WAL for
+    // stage --v2-deprecation=write-only` (a panic while replaying a v2 write the WAL holds
+    // after that snapshot; captured from real 3.6.16, more likely than the first, since
+    // snapshots are 10 000 entries apart), or `Failed to validate schema` (a db from a newer
+    // etcd; 3.6.16's error says `version "3.7.0" is not supported`). Matched on `msg` and
+    // `error` text, never on `caller` paths, which 3.6 moved.
     Rule {
         class: Class::VersionIncompatible,
-        any: &["illegal v2store content", "disallowed custom content in v2store", "failed to validate schema"],
+        any: &["illegal v2store content", "disallowed custom content in v2store", "disallowed v2 wal", "failed to validate schema"],
         with: &[],
     },
     Rule {
@@ -356,7 +360,7 @@ fn same_id(a: &str, b: &str) -> bool {
 /// same way once its first snapshot arrives (v2store) or the cluster is left on a version
 /// that cannot read its own schema; and the archive would hide the evidence.
 fn version_incompatible_notes(lines: &[&LogLine]) -> Vec<String> {
-    let v2 = lines.iter().any(|l| l.text.contains("v2store"));
+    let v2 = lines.iter().any(|l| l.text.contains("v2store") || l.text.contains("v2 wal"));
     let mut notes = vec![];
     if v2 {
         notes.push(
@@ -699,6 +703,26 @@ mod tests {
             assert!(!f.evidence.is_empty(), "{f:#?}");
             assert!(f.notes.iter().any(|n| n.contains(what)), "{f:#?}");
             assert!(f.notes.iter().any(|n| n.contains("no rejoin")), "{f:#?}");
+        }
+    }
+
+    /// The refusals captured from real etcd 3.6.16 (tests/capture_logs.rs
+    /// `capture_version_refusals`): a 3.5.36 cluster that used the v2 API, one member moved
+    /// to 3.6 (the v2 write in its last snapshot, or only in its WAL after it); and a 3.7.3
+    /// cluster, one member set back to 3.6 by hand.
+    #[test]
+    fn captured_version_refusals_are_version_incompatible() {
+        for (name, what) in [
+            ("v2store-content", "v2-deprecation=write-only-drop-data"),
+            ("v2-wal", "v2-deprecation=write-only-drop-data"),
+            ("schema-newer", "downgrade procedure"),
+        ] {
+            let f = from_log(&fixture("3.6.16", name));
+            assert_eq!(f.class, Class::VersionIncompatible, "{name}: {f:#?}");
+            assert_eq!(f.playbook, Playbook::Manual, "{name}");
+            assert!(!f.evidence.is_empty(), "{name}: {f:#?}");
+            assert!(f.notes.iter().any(|n| n.contains(what)), "{name}: {f:#?}");
+            assert!(f.notes.iter().any(|n| n.contains("no rejoin")), "{name}: {f:#?}");
         }
     }
 

@@ -243,6 +243,20 @@ fn etcd_member_name(runtime: LabRuntime, node: &str) -> String {
     }
 }
 
+/// What `kubeadm upgrade apply` changes in an existing etcd.yaml when it moves the member
+/// from `from` to `to`: the image, and, across 3.5 → 3.6, the flag forms and the liveness
+/// probe's path (see [`kubeadm_manifest`]). Everything else is left as it was.
+pub fn kubeadm_upgrade(text: &str, from: EtcdVersion, to: EtcdVersion) -> String {
+    let mut t = text.replace(&from.kubeadm_image(), &to.kubeadm_image());
+    if !from.has_feature_gates() && to.has_feature_gates() {
+        t = t
+            .replace("--experimental-initial-corrupt-check=true", "--feature-gates=InitialCorruptCheck=true")
+            .replace("--experimental-watch-progress-notify-interval=5s", "--watch-progress-notify-interval=5s")
+            .replace("/health?exclude=NOSPACE&serializable=true", "/livez");
+    }
+    t
+}
+
 /// kubeadm's etcd.yaml for one member, with the lab's addresses, as kubeadm writes it for
 /// `v`: 1.34 and later write the 3.6 forms for a 3.6 image (`--feature-gates=InitialCorruptCheck=true`,
 /// `--watch-progress-notify-interval`, `/livez` and `/readyz` probes on the metrics port);
@@ -595,6 +609,12 @@ impl Lab {
 
     pub fn node(&self, i: usize) -> &Node {
         &self.state.nodes[i]
+    }
+
+    /// The etcd version the lab was made with (a test may have moved a member's manifest
+    /// to another since).
+    pub fn version(&self) -> EtcdVersion {
+        self.state.spec.version
     }
 
     pub fn member_name(&self, i: usize) -> String {

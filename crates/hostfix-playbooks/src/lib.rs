@@ -138,6 +138,8 @@ pub(crate) fn is_transient(msg: &str) -> bool {
     // A peer that dies mid-call (stopped, restarted) fails it with a gRPC "transport error"
     // and a broken pipe or reset: the next try goes to another peer (the dead one's client
     // has left the connector's cache), which CI once showed the promote loop did not.
+    // A peer that is stopping sends HTTP/2 GOAWAY: the call in flight fails with
+    // "h2 protocol error" (gRPC INTERNAL), which CI once showed `member remove` did not retry.
     [
         "member not found",
         "id removed",
@@ -153,6 +155,8 @@ pub(crate) fn is_transient(msg: &str) -> bool {
         "connection",
         "transport error",
         "broken pipe",
+        "h2 protocol error",
+        "goaway",
     ]
         .iter()
         .any(|t| msg.to_lowercase().contains(t))
@@ -197,6 +201,21 @@ pub fn crash_point(step: &str) {
         eprintln!("HOSTFIX_CRASH_AT={step}: killing myself");
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What is retried and what is not, by the messages etcd and the transport really give.
+    #[test]
+    fn transient_errors_are_the_ones_a_retry_can_outlast() {
+        let goaway = r#"endpoint https://127.108.10.2:2379: member list failed: grpc request error: code: 'Internal error', message: "h2 protocol error: http2 error", source: tonic::transport::Error(Transport, hyper::Error(Http2, Error { kind: GoAway(b"", NO_ERROR, Remote) }))"#;
+        for m in [goaway, "etcdserver: unhealthy cluster", "etcdserver: leader changed", "etcdserver: request timed out", "transport error: connection refused"] {
+            assert!(super::is_transient(m), "{m}");
+        }
+        for m in ["etcdserver: too many learner members in cluster", "etcdserver: Peer URLs already exists", "permission denied"] {
+            assert!(!super::is_transient(m), "{m}");
         }
     }
 }
