@@ -168,14 +168,32 @@ pub fn explain(lab: &Lab, i: usize) -> String {
             format!("== {}\n{}", f.display(), t.lines().rev().take(15).collect::<Vec<_>>().join("\n"))
         })
         .collect();
+    // Why each earlier run of the member ended: its fatal and panic lines, from every log
+    // file (a crashloop's cause is in the runs before the newest, whose tails above are only
+    // its shutdown). zap's "fatal"/"panic" levels, capnslog's " C | " and " P | ", Go's panic.
+    let deaths: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let t = std::fs::read_to_string(f).unwrap_or_default();
+            let name = f.strip_prefix(&logs).unwrap_or(f).display().to_string();
+            t.lines()
+                .filter(|l| ["\"level\":\"fatal\"", "\"level\":\"panic\"", " C | ", " P | ", "F panic: "].iter().any(|p| l.contains(p)))
+                .take(3)
+                .map(|l| format!("{name}: {}", l.chars().take(400).collect::<String>()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let deaths: Vec<String> = deaths.into_iter().rev().take(30).collect();
     // The lab kubelet's own log says which pods it started and stopped, and when.
     let kubelet = std::fs::read_to_string(lab.node(i).host_root.join("kubelet.log")).unwrap_or_default();
     let kubelet: Vec<&str> = kubelet.lines().rev().take(25).collect();
     format!(
-        "member list:\n{}\n{} logs (newest first):\n{}\nkubelet (newest first):\n{}",
+        "member list:\n{}\n{} logs (newest first):\n{}\n{} fatal and panic lines, every run (newest first):\n{}\nkubelet (newest first):\n{}",
         lab.etcdctl(via, &["member", "list"]).unwrap_or_else(|e| e.to_string()),
         lab.node(i).name,
         tail.join("\n"),
+        lab.node(i).name,
+        deaths.join("\n"),
         kubelet.join("\n")
     )
 }

@@ -860,7 +860,7 @@ impl Runner<'_> {
     }
 
     async fn promote_when_caught_up(&self, j: &mut Journal<RejoinPlan>) -> Result<()> {
-        let id: u64 = j.get("new_id").context("journal lacks new_id")?;
+        let mut id: u64 = j.get("new_id").context("journal lacks new_id")?;
         let started = Instant::now();
         let deadline = started + self.wait;
         let mut bounced = false;
@@ -902,6 +902,10 @@ impl Runner<'_> {
                                 // clears whatever the wrong member wrote (archived).
                                 self.act().stop().await?;
                                 self.start(j).await?;
+                                // The restart may have replaced a tainted learner with a
+                                // fresh one (`start`): promote that one, not the removed ID
+                                // (which CI once saw reported as "vanished").
+                                id = j.get("new_id").context("journal lacks new_id")?;
                                 bounced = true;
                             }
                         }
