@@ -22,12 +22,24 @@ fn newest_log(root: &std::path::Path) -> Option<std::path::PathBuf> {
     files.pop().map(|x| x.1)
 }
 
-async fn capture(v: EtcdVersion, class: &str) {
+/// Whether `HOSTFIX_CAPTURE_ONLY` / `HOSTFIX_CAPTURE_VERSIONS` (comma-separated, in `var`)
+/// selects `name`; unset selects everything.
+fn selected(var: &str, name: &str) -> bool {
+    std::env::var(var).map_or(true, |only| only.split(',').any(|o| o == name))
+}
+
+/// Break a lab running `v` as `class` says, and store the broken member's log as a fixture
+/// of `stored_as`: the same version, except for the refusals of data another version wrote,
+/// which the member's new version logs.
+async fn capture(v: EtcdVersion, stored_as: EtcdVersion, class: &str) {
     let out = std::path::PathBuf::from(std::env::var("HOSTFIX_CAPTURE").expect("set HOSTFIX_CAPTURE"));
     let d = tempfile::tempdir().unwrap();
     let mut lab = lab(d.path(), 3, v, LabRuntime::StaticPod).await;
     lab.etcdctl(0, &["put", "/a", "b"]).unwrap();
     let i = match class {
+        "v2store-content" => failures::v2_content(&lab, failures::TARGET, stored_as, true).await,
+        "v2-wal" => failures::v2_content(&lab, failures::TARGET, stored_as, false).await,
+        "schema-newer" => failures::schema_newer(&lab, failures::TARGET, stored_as).await,
         "already-bootstrapped" => failures::already_bootstrapped(&lab, failures::TARGET).await,
         "data-lost" => failures::data_lost(&lab, failures::TARGET).await,
         "member-removed" => failures::member_removed(&lab, failures::TARGET).await,
@@ -42,18 +54,13 @@ async fn capture(v: EtcdVersion, class: &str) {
         "cluster-info-unreachable" => failures::cluster_info_unreachable(&lab, failures::TARGET).await,
         _ => unreachable!(),
     };
-    save(&out, &lab, i, v, class).await;
-    lab.down().await.unwrap();
-}
-
-/// The newest CRI log of node `i`, 8 s after the break (a few crashloop restarts), as
-/// `<out>/<version>/<class>.log`.
-async fn save(out: &std::path::Path, lab: &hostfix_lab::Lab, i: usize, v: EtcdVersion, class: &str) {
+    // 8 s after the break: a few crashloop restarts.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let log = newest_log(&lab.node(i).host_root).unwrap();
-    let dest = out.join(v.tag()).join(format!("{class}.log"));
+    let dest = out.join(stored_as.tag()).join(format!("{class}.log"));
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     std::fs::copy(&log, &dest).unwrap();
+    lab.down().await.unwrap();
 }
 
 /// etcd 3.6's refusals of data it will not start on, from real upgrades and downgrades:
@@ -64,23 +71,11 @@ async fn save(out: &std::path::Path, lab: &hostfix_lab::Lab, i: usize, v: EtcdVe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn capture_version_refusals() {
-    let out = std::path::PathBuf::from(std::env::var("HOSTFIX_CAPTURE").expect("set HOSTFIX_CAPTURE"));
     for (from, class) in [(EtcdVersion::V3_5, "v2store-content"), (EtcdVersion::V3_5, "v2-wal"), (EtcdVersion::V3_7, "schema-newer")] {
-        // HOSTFIX_CAPTURE_ONLY=class[,class] re-captures just those.
-        if std::env::var("HOSTFIX_CAPTURE_ONLY").is_ok_and(|only| !only.split(',').any(|o| o == class)) {
-            continue;
+        if selected("HOSTFIX_CAPTURE_ONLY", class) {
+            eprintln!("capturing {class}: etcd {} data started by {}", from.tag(), EtcdVersion::V3_6.tag());
+            capture(from, EtcdVersion::V3_6, class).await;
         }
-        eprintln!("capturing {class}: etcd {} data started by {}", from.tag(), EtcdVersion::V3_6.tag());
-        let d = tempfile::tempdir().unwrap();
-        let mut lab = lab(d.path(), 3, from, LabRuntime::StaticPod).await;
-        lab.etcdctl(0, &["put", "/a", "b"]).unwrap();
-        let i = match class {
-            "v2store-content" => failures::v2_content(&lab, failures::TARGET, EtcdVersion::V3_6, true).await,
-            "v2-wal" => failures::v2_content(&lab, failures::TARGET, EtcdVersion::V3_6, false).await,
-            _ => failures::schema_newer(&lab, failures::TARGET, EtcdVersion::V3_6).await,
-        };
-        save(&out, &lab, i, EtcdVersion::V3_6, class).await;
-        lab.down().await.unwrap();
     }
 }
 
@@ -89,23 +84,19 @@ async fn capture_version_refusals() {
 async fn capture_all() {
     for v in EtcdVersion::all() {
         // HOSTFIX_CAPTURE_VERSIONS=3.6.16[,3.7.3] captures just those versions.
-        if let Ok(only) = std::env::var("HOSTFIX_CAPTURE_VERSIONS") {
-            if !only.split(',').any(|o| o == v.tag()) {
-                continue;
-            }
+        if !selected("HOSTFIX_CAPTURE_VERSIONS", v.tag()) {
+            continue;
         }
         for c in [
             "already-bootstrapped", "data-lost", "member-removed", "db-corrupt", "wal-corrupt", "wal-no-member-id",
             "nospace", "quorum-lost", "membership-mismatch", "cluster-id-mismatch", "unknown", "cluster-info-unreachable",
         ] {
             // HOSTFIX_CAPTURE_ONLY=class[,class] re-captures just those.
-            if let Ok(only) = std::env::var("HOSTFIX_CAPTURE_ONLY") {
-                if !only.split(',').any(|o| o == c) {
-                    continue;
-                }
+            if !selected("HOSTFIX_CAPTURE_ONLY", c) {
+                continue;
             }
             eprintln!("capturing {c} from etcd {}", v.tag());
-            capture(v, c).await;
+            capture(v, v, c).await;
         }
     }
 }
