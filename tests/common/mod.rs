@@ -310,7 +310,8 @@ impl DaemonProc {
                 c.args(&w[1..]).arg(BIN);
                 c
             }
-            None => Command::new(BIN),
+            // On a real-kubelet master: in its network namespace, as the unit runs there.
+            None => lab.command(i, BIN),
         };
         cmd.args(&args)
             .envs(env.iter().copied())

@@ -110,6 +110,30 @@ impl std::str::FromStr for LabRuntime {
     }
 }
 
+/// Which kubelet runs a static-pod lab's masters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubeletKind {
+    /// The lab's stand-in ([`crate::kubelet`]): fast, on loopback addresses; the bulk of
+    /// the tests.
+    #[default]
+    StandIn,
+    /// The real kubelet and containerd, masters made by kubeadm, each in its own network
+    /// and mount namespaces ([`crate::realkube`]).
+    Real,
+}
+
+impl std::str::FromStr for KubeletKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stand-in" => Ok(KubeletKind::StandIn),
+            "real" => Ok(KubeletKind::Real),
+            _ => Err(format!("unknown kubelet {s} (stand-in or real)")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabSpec {
     pub dir: PathBuf,
@@ -134,6 +158,9 @@ pub struct LabSpec {
     /// before anything is written), as on masters with a dedicated etcd disk.
     #[serde(default)]
     pub etcd_disks: Vec<usize>,
+    /// Static pods only: the stand-in kubelet, or the real one with kubeadm-made masters.
+    #[serde(default)]
+    pub kubelet: KubeletKind,
 }
 
 /// The stand-in kube-apiserver's image, as the lab kubelet knows it: a shell script named
@@ -182,6 +209,7 @@ impl LabSpec {
             apiserver: false,
             machines: vec![],
             etcd_disks: vec![],
+            kubelet: KubeletKind::StandIn,
         }
     }
 
@@ -197,6 +225,9 @@ pub struct Node {
     pub host_root: PathBuf,
     pub runner_pid: Option<u32>,
     pub container: Option<String>,
+    /// A real-kubelet master's network namespace (`ip netns` name).
+    #[serde(default)]
+    pub netns: Option<String>,
 }
 
 impl Node {
@@ -232,6 +263,8 @@ pub struct Lab {
     machines: BTreeMap<usize, crate::machine::Machine>,
     /// The etcd disks this lab mounted, unmounted after everything on them has stopped.
     mounts: Vec<PathBuf>,
+    /// Real-kubelet masters this process started, by node index.
+    real: BTreeMap<usize, crate::realkube::Master>,
     torn_down: bool,
 }
 
@@ -400,13 +433,11 @@ impl Lab {
         let nodes: Vec<Node> = (1..=spec.members)
             .map(|i| {
                 let name = format!("m{i}");
-                Node {
-                    ip: IpAddr::from([127, spec.subnet[0], spec.subnet[1], i as u8]),
-                    host_root: spec.dir.join(&name),
-                    name,
-                    runner_pid: None,
-                    container: None,
-                }
+                let ip = match spec.kubelet {
+                    KubeletKind::StandIn => IpAddr::from([127, spec.subnet[0], spec.subnet[1], i as u8]),
+                    KubeletKind::Real => crate::realkube::master_ip(spec.subnet, i),
+                };
+                Node { ip, host_root: spec.dir.join(&name), name, runner_pid: None, container: None, netns: None }
             })
             .collect();
         let initial_cluster = nodes
@@ -422,9 +453,13 @@ impl Lab {
             children: vec![],
             machines: BTreeMap::new(),
             mounts: vec![],
+            real: BTreeMap::new(),
             torn_down: false,
         };
         match spec.runtime {
+            LabRuntime::StaticPod if spec.kubelet == KubeletKind::Real => {
+                lab.up_real(detach).await?;
+            }
             LabRuntime::StaticPod => {
                 for (i, n) in lab.state.nodes.iter().enumerate() {
                     if spec.machines.contains(&i) {
@@ -600,7 +635,7 @@ impl Lab {
         let p = Self::state_file(dir);
         let s = std::fs::read_to_string(&p).map_err(|e| LabError::io(&p, e))?;
         let state: LabState = serde_json::from_str(&s).map_err(|e| LabError::Runner(format!("{}: {e}", p.display())))?;
-        Ok(Lab { state, children: vec![], machines: BTreeMap::new(), mounts: vec![], torn_down: false })
+        Ok(Lab { state, children: vec![], machines: BTreeMap::new(), mounts: vec![], real: BTreeMap::new(), torn_down: false })
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -882,7 +917,7 @@ impl Lab {
             }
         });
         for (i, n) in self.state.nodes.iter().enumerate() {
-            if let Some(pid) = n.runner_pid.filter(|_| !self.machines.contains_key(&i)) {
+            if let Some(pid) = n.runner_pid.filter(|_| !self.machines.contains_key(&i) && n.netns.is_none()) {
                 terminate_pid(pid, Duration::from_secs(15));
             }
         }
@@ -890,6 +925,7 @@ impl Lab {
             let _ = c.wait();
         }
         self.machines.clear();
+        self.stop_real();
         self.unmount_disks();
         if self.state.spec.runtime == LabRuntime::Docker {
             let d = self.docker().await?;
@@ -906,6 +942,127 @@ impl Lab {
             }
         }
         Ok(())
+    }
+}
+
+impl Lab {
+    /// Bring up a real-kubelet lab (see [`crate::realkube`]): the bridge and each master's
+    /// namespaces and daemons, then kubeadm's etcd phases, master by master as `kubeadm
+    /// init` and `kubeadm join` make them: the first alone, each next one added as a learner
+    /// through the first, given its manifest, and promoted once it has caught up.
+    async fn up_real(&mut self, detach: bool) -> Result<(), LabError> {
+        let spec = self.state.spec.clone();
+        if spec.apiserver || !spec.machines.is_empty() || !spec.etcd_disks.is_empty() {
+            return Err(LabError::Runner("the real kubelet lab has no stand-in apiserver, machine masters or etcd disks yet".into()));
+        }
+        if spec.version < EtcdVersion::V3_6 {
+            // kubeadm 1.36 refuses etcd older than 3.6.0.
+            return Err(LabError::Runner(format!(
+                "kubeadm {} runs etcd 3.6 or later; the real-kubelet lab cannot run {}",
+                crate::realkube::K8S_VERSION,
+                spec.version.tag()
+            )));
+        }
+        let tools = crate::realkube::Tools::locate()?;
+        let archives = crate::realkube::write_images(&spec.dir.join("images"), &tools)?;
+        crate::realkube::bridge_up(spec.subnet)?;
+        for i in 0..self.state.nodes.len() {
+            let ns = crate::realkube::netns_up(spec.subnet, &self.state.nodes[i])?;
+            self.state.nodes[i].netns = Some(ns.clone());
+            self.save()?;
+            let m = crate::realkube::start(&self.state.nodes[i], &ns, &tools, &archives, detach)?;
+            if detach {
+                self.state.nodes[i].runner_pid = Some(m.runner.id());
+                std::mem::forget(m);
+            } else {
+                self.real.insert(i, m);
+            }
+        }
+        self.save()?;
+        let first = self.state.nodes[0].clone();
+        let ns = first.netns.clone().expect("set above");
+        crate::realkube::kubeadm(&first, &ns, &tools, &crate::realkube::kubeadm_config(&first, spec.version, None))?;
+        self.wait_healthy(&[0], 1, Duration::from_secs(120)).await?;
+        let ca_dir = first.host_root.join("etc/kubernetes/pki/etcd");
+        for i in 1..self.state.nodes.len() {
+            let n = self.state.nodes[i].clone();
+            let pki = n.host_root.join("etc/kubernetes/pki/etcd");
+            std::fs::create_dir_all(&pki).map_err(|e| LabError::io(&pki, e))?;
+            for f in ["ca.crt", "ca.key"] {
+                std::fs::copy(ca_dir.join(f), pki.join(f)).map_err(|e| LabError::io(&ca_dir.join(f), e))?;
+            }
+            // etcd refuses an add while a just-promoted member is not yet "started"
+            // ("unhealthy cluster"), as kubeadm join's retries meet it.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let added = loop {
+                match self.etcdctl(0, &["member", "add", &n.name, "--learner", &format!("--peer-urls={}", n.peer_url()), "-w", "json"]) {
+                    Ok(out) => break out,
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            };
+            let v: serde_json::Value =
+                serde_json::from_str(&added).map_err(|e| LabError::Runner(format!("member add json: {e}")))?;
+            let id = format!("{:x}", v["member"]["ID"].as_u64().unwrap_or(0));
+            // The initial cluster kubeadm join writes: the members as the add returned them.
+            let ic = v["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let peer = m["peerURLs"].as_array()?.first()?.as_str()?.to_string();
+                    let name = m["name"].as_str().filter(|s| !s.is_empty()).unwrap_or(&n.name).to_string();
+                    Some(format!("{name}={peer}"))
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let ns = n.netns.clone().expect("set above");
+            crate::realkube::kubeadm(&n, &ns, &tools, &crate::realkube::kubeadm_config(&n, spec.version, Some(&ic)))?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while let Err(e) = self.etcdctl(0, &["member", "promote", &id]) {
+                if Instant::now() > deadline {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        let all: Vec<usize> = (0..self.state.nodes.len()).collect();
+        self.wait_healthy(&all, all.len(), Duration::from_secs(120)).await
+    }
+
+    /// Stop every real-kubelet master of this lab: those this process started, and those a
+    /// detached `lab up` left (by their pid files), then the namespaces and the bridge.
+    fn stop_real(&mut self) {
+        if self.state.spec.kubelet != KubeletKind::Real {
+            return;
+        }
+        let Ok(tools) = crate::realkube::Tools::locate() else { return };
+        let nodes = self.state.nodes.clone();
+        std::thread::scope(|s| {
+            let mut real = std::mem::take(&mut self.real);
+            for (i, n) in nodes.iter().enumerate() {
+                let Some(ns) = n.netns.clone() else { continue };
+                let mut m = real.remove(&i);
+                let tools = &tools;
+                s.spawn(move || crate::realkube::stop(n, &ns, tools, m.as_mut().map(|m| &mut m.runner)));
+            }
+        });
+        crate::realkube::net_down(self.state.spec.subnet, &self.state.nodes);
+    }
+
+    /// `program` as run on master `i`: in its network namespace when it has one (a
+    /// real-kubelet master), as is otherwise.
+    pub fn command(&self, i: usize, program: impl AsRef<Path>) -> std::process::Command {
+        let n = self.node(i);
+        match &n.netns {
+            Some(ns) => crate::realkube::on_master(n, ns, false, program.as_ref()),
+            None => std::process::Command::new(program.as_ref()),
+        }
+    }
+
+    /// crictl against master `i`'s containerd (real-kubelet labs).
+    pub fn crictl(&self, i: usize, args: &[&str]) -> Result<String, LabError> {
+        crate::realkube::crictl(self.node(i), &crate::realkube::Tools::locate()?, args)
     }
 }
 
@@ -956,6 +1113,9 @@ impl Drop for Lab {
             m.poweroff(Duration::from_secs(60));
         }
         self.machines.clear();
+        if !self.real.is_empty() && !self.torn_down {
+            self.stop_real();
+        }
         // Children we own die with us; detached labs are left for `lab down`.
         if !self.children.is_empty() && !self.torn_down {
             for c in &mut self.children {

@@ -10,10 +10,12 @@ pub mod kubelet;
 pub mod lab;
 pub mod machine;
 pub mod manual;
+pub mod oci;
+pub mod realkube;
 
 use std::path::{Path, PathBuf};
 
-pub use lab::{EtcdVersion, Lab, LabRuntime, LabSpec};
+pub use lab::{EtcdVersion, KubeletKind, Lab, LabRuntime, LabSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
