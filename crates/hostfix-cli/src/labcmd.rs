@@ -42,9 +42,15 @@ pub struct UpOpts {
     /// `--runtime static-pod|docker` sets this too.
     #[arg(long = "lab-runtime", default_value = "static-pod")]
     pub lab_runtime: LabRuntime,
-    /// Members listen on 127.A.B.1..N.
+    /// Members listen on 127.A.B.1..N (with the real kubelet: 198.18.A.16·B+1..N, each
+    /// master in its own network namespace).
     #[arg(long, default_value = "42.0", value_parser = parse_subnet)]
     pub subnet: [u8; 2],
+    /// Static pods only: `stand-in` (the lab's own kubelet: fast, the default) or `real`
+    /// (masters made by kubeadm, run by the real kubelet and containerd that scripts/dev
+    /// builds from their Go modules; etcd 3.6 or later).
+    #[arg(long, default_value = "stand-in")]
+    pub kubelet: hostfix_lab::KubeletKind,
 }
 
 fn parse_subnet(s: &str) -> Result<[u8; 2], String> {
@@ -105,7 +111,15 @@ pub async fn run(g: &Global, mut cmd: LabCmd) -> Result<i32> {
             for n in lab.nodes() {
                 println!("  {}  {}  host root {}", n.name, n.client_url(), n.host_root.display());
             }
-            println!("next: etcd-hostfix {}", status_args(&lab, 0).join(" "));
+            match &lab.node(0).netns {
+                // A real-kubelet master is a network namespace: run the tool there, as on it.
+                Some(ns) => println!(
+                    "next: nsenter --net={} etcd-hostfix {}",
+                    hostfix_lab::realkube::netns_path(ns).display(),
+                    status_args(&lab, 0).join(" ")
+                ),
+                None => println!("next: etcd-hostfix {}", status_args(&lab, 0).join(" ")),
+            }
             Ok(exit::OK)
         }
         LabCmd::Status(o) => {
@@ -139,7 +153,9 @@ pub async fn run(g: &Global, mut cmd: LabCmd) -> Result<i32> {
 }
 
 fn spec(o: &UpOpts) -> LabSpec {
-    LabSpec::new(&o.lab.dir, o.members, o.version, o.lab_runtime, o.subnet)
+    let mut s = LabSpec::new(&o.lab.dir, o.members, o.version, o.lab_runtime, o.subnet);
+    s.kubelet = o.kubelet;
+    s
 }
 
 pub(crate) fn all(lab: &Lab) -> Vec<usize> {
@@ -178,6 +194,10 @@ pub(crate) fn step(s: &str) {
 /// A demo's lab, in a fresh directory each time: what it leaves (archives, logs, incident
 /// records) stays there for reading.
 pub(crate) async fn demo_lab(exe: &std::path::Path, mut o: UpOpts, kind: &str) -> Result<(Lab, UpOpts)> {
+    if o.kubelet == hostfix_lab::KubeletKind::Real {
+        // Its daemons would have to run in each master's network namespace; not yet.
+        anyhow::bail!("lab {kind} runs on the stand-in kubelet; `lab up --kubelet real` brings up masters on the real one");
+    }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     o.lab.dir = o.lab.dir.join(format!("{kind}-{stamp}"));
     step(&format!(
