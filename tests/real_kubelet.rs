@@ -135,3 +135,60 @@ async fn the_daemon_heals_a_corrupt_db_under_the_real_kubelet() {
     drop(ds);
     lab.down().await.unwrap();
 }
+
+/// Calm on the real kubelet, with a daemon on every master: an edit of the manifest that
+/// restarts etcd as a new pod (new UID), and a person parking and unparking the same
+/// manifest (same UID: the real kubelet goes on at `1.log`, keeping `0.log`, where the
+/// stand-in starts again at `0.log`), are no reason to repair. Each is waited out until the
+/// member is healthy again and then for a further 20 s of probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calm_on_the_real_kubelet() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
+    let t = 2;
+    let ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(&lab, i, &daemon_config(&lab, i, ""), &[])).collect();
+    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
+    let quiet = |what: &'static str| {
+        let ds = &ds;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                for (i, d) in ds.iter().enumerate() {
+                    assert!(d.incidents().is_empty(), "{what}: m{}'s daemon acted: {:#?}\n{}", i + 1, d.incidents(), d.log_text());
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+
+    // An edit that restarts etcd: a new pod, whose container the kubelet starts fresh.
+    let m = lab.node(t).manifest();
+    let text = std::fs::read_to_string(&m).unwrap();
+    assert!(text.contains("--snapshot-count=10000"), "{text}");
+    std::fs::write(&m, text.replace("--snapshot-count=10000", "--snapshot-count=10001")).unwrap();
+    let logs = lab.node(t).host_root.join("var/log/pods");
+    until("the kubelet to run the edited manifest as a new pod", 120, || {
+        std::fs::read_dir(&logs).map(|r| r.count() >= 2).unwrap_or(false) && !running_etcd(&lab, t).is_empty()
+    })
+    .await;
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(120)).await.unwrap();
+    quiet("a manifest edit").await;
+
+    // Parked and unparked as it was: the same pod UID, attempt 1.
+    lab.stop_member(t).await.unwrap();
+    lab.start_member(t).await.unwrap();
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(120)).await.unwrap();
+    let newest = std::fs::read_dir(&logs)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .unwrap()
+        .path()
+        .join("etcd");
+    let mut kept: Vec<String> = std::fs::read_dir(&newest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    kept.sort();
+    assert_eq!(kept, ["0.log", "1.log"], "the real kubelet's numbering after an unpark of the same manifest");
+    quiet("a person's park and unpark").await;
+    drop(ds);
+    lab.down().await.unwrap();
+}
