@@ -15,6 +15,10 @@ use std::time::Duration;
 use common::*;
 use hostfix_lab::{EtcdVersion, KubeletKind, Lab, LabRuntime, LabSpec};
 
+/// One real-kubelet lab at a time: each is nine real daemons (containerd, kubelet, etcd per
+/// master) on a 2-core machine, and a test's bounds are for one of them, not three.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn real_lab(dir: &Path, members: usize, v: EtcdVersion) -> Lab {
     let mut spec = LabSpec::new(dir, members, v, LabRuntime::StaticPod, subnet());
     spec.kubelet = KubeletKind::Real;
@@ -48,6 +52,7 @@ fn running_etcd(lab: &Lab, i: usize) -> String {
 /// kubeadm's only in the flags that had to change, and the kubelet runs it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubeadm_master_that_lost_its_data_is_rejoined() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let d = tempfile::tempdir().unwrap();
     let lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
     write_keys(&lab, 0);
@@ -93,6 +98,7 @@ async fn a_kubeadm_master_that_lost_its_data_is_rejoined() {
 /// the manifest differs from kubeadm's only in `--initial-cluster`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_heals_a_corrupt_db_under_the_real_kubelet() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let d = tempfile::tempdir().unwrap();
     let mut lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
     write_keys(&lab, 0);
@@ -143,6 +149,7 @@ async fn the_daemon_heals_a_corrupt_db_under_the_real_kubelet() {
 /// member is healthy again and then for a further 20 s of probes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calm_on_the_real_kubelet() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let d = tempfile::tempdir().unwrap();
     let mut lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
     let t = 2;
