@@ -90,8 +90,14 @@ fn first_signature(lab: &Lab, i: usize, since: SystemTime) -> Option<SystemTime>
         for f in std::fs::read_dir(pod.path().join("etcd")).into_iter().flatten().flatten() {
             let text = std::fs::read_to_string(f.path()).unwrap_or_default();
             // The definitive signatures this break shows: `already bootstrapped` with `new`,
-            // or (once a manual round has set `existing`) the raft log out of range.
-            for l in text.lines().filter(|l| l.contains("has already been bootstrapped") || l.contains("is out of range [lastIndex")) {
+            // or (once a manual round has set `existing`) the raft log out of range; or, once
+            // an earlier round has re-added m3 under a new ID, the wiped member starting under
+            // its original, removed ID with `new` (3.6 and 3.7: "permanently removed from the
+            // cluster", which the daemon heals as membership-mismatch with the probe's proof).
+            let sig = |l: &&str| {
+                ["has already been bootstrapped", "is out of range [lastIndex", "permanently removed from the cluster"].iter().any(|s| l.contains(s))
+            };
+            for l in text.lines().filter(sig) {
                 if let Some(t) = l.split(' ').next().and_then(rfc3339) {
                     if t >= since && best.map(|b| t < b).unwrap_or(true) {
                         best = Some(t);
@@ -134,7 +140,16 @@ async fn daemon_round(lab: &Lab, i: usize) -> (Duration, Duration) {
     let healthy = t.elapsed();
     assert!(record["plan_header"].to_string().contains("scheduled-1.db"), "the recent snapshot was not reused: {record:#}");
     let started = record["steps"][0]["started_at"].as_str().and_then(rfc3339).expect("a first step");
-    let crash = crash.expect("the crash's log line was seen");
+    let Some(crash) = crash else {
+        let logs: Vec<String> = std::fs::read_dir(lab.node(i).host_root.join("var/log/pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|p| std::fs::read_dir(p.path().join("etcd")).into_iter().flatten().flatten())
+            .map(|f| format!("{}: {}", f.path().display(), std::fs::read_to_string(f.path()).unwrap_or_default().lines().rev().take(5).collect::<Vec<_>>().join("\n")))
+            .collect();
+        panic!("the crash's log line was not seen; incident: {record:#}\nlogs:\n{}", logs.join("\n"));
+    };
     (healthy, started.duration_since(crash).unwrap_or_default())
 }
 

@@ -48,9 +48,26 @@ pub async fn converged(lab: &Lab, i: usize) {
         if ok && leader_rev.is_some() && mine == leader_rev {
             return;
         }
-        assert!(Instant::now() < deadline, "never converged");
+        if Instant::now() >= deadline {
+            panic!("never converged: revisions {revs:?}, leader's {leader_rev:?}\n{}", newest_log_tail(lab, i, 30));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The last lines of node `i`'s newest etcd log (static pods), for a benchmark's failure.
+pub fn newest_log_tail(lab: &Lab, i: usize, lines: usize) -> String {
+    let pods = lab.node(i).host_root.join("var/log/pods");
+    let newest = std::fs::read_dir(pods)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|p| std::fs::read_dir(p.path().join("etcd")).into_iter().flatten().flatten())
+        .max_by_key(|f| f.metadata().and_then(|m| m.modified()).ok());
+    let Some(f) = newest else { return format!("{}: no etcd log", lab.node(i).name) };
+    let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    format!("== {} (newest first)\n{}", f.path().display(), tail.join("\n"))
 }
 
 /// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB; `None` once the process is gone.
