@@ -141,14 +141,7 @@ async fn daemon_round(lab: &Lab, i: usize) -> (Duration, Duration) {
     assert!(record["plan_header"].to_string().contains("scheduled-1.db"), "the recent snapshot was not reused: {record:#}");
     let started = record["steps"][0]["started_at"].as_str().and_then(rfc3339).expect("a first step");
     let Some(crash) = crash else {
-        let logs: Vec<String> = std::fs::read_dir(lab.node(i).host_root.join("var/log/pods"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .flat_map(|p| std::fs::read_dir(p.path().join("etcd")).into_iter().flatten().flatten())
-            .map(|f| format!("{}: {}", f.path().display(), std::fs::read_to_string(f.path()).unwrap_or_default().lines().rev().take(5).collect::<Vec<_>>().join("\n")))
-            .collect();
-        panic!("the crash's log line was not seen; incident: {record:#}\nlogs:\n{}", logs.join("\n"));
+        panic!("the crash's log line was not seen; incident: {record:#}\n{}", hostfix_lab::benchutil::log_tails(lab, i, 3, 5));
     };
     (healthy, started.duration_since(crash).unwrap_or_default())
 }

@@ -27,18 +27,14 @@ async fn real_lab(dir: &Path, members: usize, v: EtcdVersion) -> Lab {
 
 /// etcd-hostfix on master `i`, in its network namespace.
 fn on_master(lab: &Lab, i: usize, args: &[&str]) -> Out {
-    let o = lab
-        .command(i, BIN)
-        .args(node_args(lab, i))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run etcd-hostfix on the master");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    run_out(lab.command(i, BIN).args(node_args(lab, i)).args(args))
+}
+
+/// The manifest kubeadm wrote and the one a repair left differ only in `--initial-cluster`.
+fn assert_only_initial_cluster_changed(kubeadms: &str, now: &str) {
+    assert_eq!(kubeadms.lines().count(), now.lines().count(), "same lines:\n{now}");
+    let changed: Vec<(&str, &str)> = kubeadms.lines().zip(now.lines()).filter(|(a, b)| a != b).collect();
+    assert!(changed.iter().all(|(a, _)| a.starts_with("    - --initial-cluster=")), "only --initial-cluster may change: {changed:?}");
 }
 
 fn running_etcd(lab: &Lab, i: usize) -> String {
@@ -79,14 +75,7 @@ async fn a_kubeadm_master_that_lost_its_data_is_rejoined() {
     assert_all_keys(&lab, 2);
     assert!(!running_etcd(&lab, 2).is_empty(), "the kubelet runs the unparked manifest");
 
-    let now = std::fs::read_to_string(lab.node(2).manifest()).unwrap();
-    let before: Vec<&str> = kubeadms.lines().collect();
-    let changed: Vec<(&str, &str)> = before.iter().copied().zip(now.lines()).filter(|(a, b)| a != b).collect();
-    assert_eq!(before.len(), now.lines().count(), "same lines:\n{now}");
-    assert!(
-        changed.iter().all(|(a, _)| a.starts_with("    - --initial-cluster=")),
-        "only --initial-cluster may change: {changed:?}"
-    );
+    assert_only_initial_cluster_changed(&kubeadms, &std::fs::read_to_string(lab.node(2).manifest()).unwrap());
     let o = on_master(&lab, 2, &["diagnose"]);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
 }
@@ -132,9 +121,7 @@ async fn the_daemon_heals_a_corrupt_db_under_the_real_kubelet() {
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
     assert_all_keys(&lab, t);
     assert!(!running_etcd(&lab, t).is_empty(), "the kubelet runs the healed member");
-    let now = std::fs::read_to_string(lab.node(t).manifest()).unwrap();
-    let changed: Vec<(&str, &str)> = kubeadms.lines().zip(now.lines()).filter(|(a, b)| a != b).collect();
-    assert!(changed.iter().all(|(a, _)| a.starts_with("    - --initial-cluster=")), "{changed:?}");
+    assert_only_initial_cluster_changed(&kubeadms, &std::fs::read_to_string(lab.node(t).manifest()).unwrap());
     for (i, d) in ds.iter().enumerate().filter(|(i, _)| *i != t) {
         assert!(d.incidents().is_empty(), "m{}'s daemon acted: {:#?}", i + 1, d.incidents());
     }

@@ -73,7 +73,7 @@ pub fn hostfix_pty(args: &[&str]) -> Out {
     run_out(Command::new("script").args(["-qec", &quoted.join(" "), "/dev/null"]))
 }
 
-fn run_out(c: &mut Command) -> Out {
+pub fn run_out(c: &mut Command) -> Out {
     let o = c.stdin(std::process::Stdio::null()).output().expect("run etcd-hostfix");
     Out {
         code: o.status.code().unwrap_or(-1),

@@ -49,25 +49,38 @@ pub async fn converged(lab: &Lab, i: usize) {
             return;
         }
         if Instant::now() >= deadline {
-            panic!("never converged: revisions {revs:?}, leader's {leader_rev:?}\n{}", newest_log_tail(lab, i, 30));
+            panic!("never converged: revisions {revs:?}, leader's {leader_rev:?}\n{}", log_tails(lab, i, 1, 30));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// The last lines of node `i`'s newest etcd log (static pods), for a benchmark's failure.
-pub fn newest_log_tail(lab: &Lab, i: usize, lines: usize) -> String {
+/// The last `lines` lines of node `i`'s `files` newest etcd logs (static pods), newest
+/// first, for a benchmark's failure: a crashloop's cause is often in the run before the
+/// newest.
+pub fn log_tails(lab: &Lab, i: usize, files: usize, lines: usize) -> String {
     let pods = lab.node(i).host_root.join("var/log/pods");
-    let newest = std::fs::read_dir(pods)
+    let mut all: Vec<(Option<std::time::SystemTime>, std::path::PathBuf)> = std::fs::read_dir(pods)
         .into_iter()
         .flatten()
         .flatten()
         .flat_map(|p| std::fs::read_dir(p.path().join("etcd")).into_iter().flatten().flatten())
-        .max_by_key(|f| f.metadata().and_then(|m| m.modified()).ok());
-    let Some(f) = newest else { return format!("{}: no etcd log", lab.node(i).name) };
-    let text = std::fs::read_to_string(f.path()).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-    format!("== {} (newest first)\n{}", f.path().display(), tail.join("\n"))
+        .map(|f| (f.metadata().and_then(|m| m.modified()).ok(), f.path()))
+        .collect();
+    if all.is_empty() {
+        return format!("{}: no etcd log", lab.node(i).name);
+    }
+    all.sort();
+    all.iter()
+        .rev()
+        .take(files)
+        .map(|(_, p)| {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            format!("== {} (newest line first)\n{}", p.display(), tail.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB; `None` once the process is gone.
