@@ -35,60 +35,96 @@ fn on_master(lab: &Lab, i: usize, args: &[&str]) -> Out {
 
 /// The manifest kubeadm wrote and the one a repair left differ only in `--initial-cluster`.
 fn assert_only_initial_cluster_changed(kubeadms: &str, now: &str) {
-    assert_eq!(kubeadms.lines().count(), now.lines().count(), "same lines:\n{now}");
-    let changed: Vec<(&str, &str)> = kubeadms.lines().zip(now.lines()).filter(|(a, b)| a != b).collect();
-    assert!(changed.iter().all(|(a, _)| a.starts_with("    - --initial-cluster=")), "only --initial-cluster may change: {changed:?}");
+    assert_only_changed(kubeadms, now, &["--initial-cluster="]);
+}
+
+/// The manifest kubeadm wrote and the one a playbook left differ only in these flags' lines
+/// (changed, or added: `kubeadm init` writes no `--initial-cluster-state`), and every other
+/// line is where it was.
+fn assert_only_changed(kubeadms: &str, now: &str, flags: &[&str]) {
+    let allowed = |l: &str| flags.iter().any(|f| l.starts_with(&format!("    - {f}")));
+    let rest = |t: &str| t.lines().filter(|l| !allowed(l)).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(rest(kubeadms), rest(now), "only {flags:?} may change:\n{now}");
 }
 
 fn running_etcd(lab: &Lab, i: usize) -> String {
     lab.crictl(i, &["ps", "--name", "etcd", "--state", "Running", "-q"]).unwrap_or_default().trim().to_string()
 }
 
-/// Seed 000 on a kubeadm master: m3's data dir is lost under the running member and the
-/// kubelet restarts it empty (etcd panics: "tocommit(N) is out of range"). `diagnose`
-/// reads the real kubelet's CRI logs and says data-lost; `rejoin` heals it through the real
-/// kubelet (park, remove, archive, learner, unpark, promote); the manifest differs from
-/// kubeadm's only in the flags that had to change, and the kubelet runs it again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not in CI yet: one failure in four runs of this binary, its message not kept (issue 29); run with --ignored"]
-async fn a_kubeadm_master_that_lost_its_data_is_rejoined() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let d = tempfile::tempdir().unwrap();
-    let lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
-    write_keys(&lab, 0);
-    let kubeadms = std::fs::read_to_string(lab.node(2).manifest()).unwrap();
-    assert!(kubeadms.contains("image: registry.k8s.io/etcd:3.6.16-0"), "{kubeadms}");
-    assert!(kubeadms.contains("--initial-cluster-state=existing"), "kubeadm join's manifest:\n{kubeadms}");
-
-    Lab::lose_data(lab.node(2)).unwrap();
-    let cid = running_etcd(&lab, 2);
-    lab.crictl(2, &["stop", &cid]).expect("crictl stop");
-    // What the kubelet restarts panics at once; wait for the diagnosis rather than a time.
-    let mut last = String::new();
-    until("diagnose to say data-lost from the real kubelet's logs", 120, || {
-        let o = on_master(&lab, 2, &["diagnose", "-o", "json"]);
-        last = o.stdout.clone();
-        o.code == 4 && o.json()["class"] == "data-lost"
-    })
-    .await;
-    assert!(last.contains("var/log/pods/kube-system_etcd-m3_"), "the evidence is the CRI log: {last}");
-
-    let o = on_master(&lab, 2, &["rejoin", "--yes", "--no-progress"]);
-    assert_eq!(o.code, 0, "rejoin: {}\n{}\n{}", o.stdout, o.stderr, explain(&lab, 2));
-    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
-    assert_all_keys(&lab, 2);
-    assert!(!running_etcd(&lab, 2).is_empty(), "the kubelet runs the unparked manifest");
-
-    assert_only_initial_cluster_changed(&kubeadms, &std::fs::read_to_string(lab.node(2).manifest()).unwrap());
-    let o = on_master(&lab, 2, &["diagnose"]);
-    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+/// All three members healthy within `secs`, or a panic with master `t`'s newest etcd logs.
+async fn healthy(lab: &Lab, t: usize, secs: u64) {
+    if let Err(e) = lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(secs)).await {
+        panic!("{e}\n{}", hostfix_lab::benchutil::log_tails(lab, t, 3, 15));
+    }
 }
 
-/// Seed 004 under the real kubelet, with a daemon on every master. A person parks m3's
-/// manifest (as seed 002 does, to `/root/etcd.yaml`) and its bbolt db is scribbled on while
-/// it is out: the daemons keep their hands off. Back in `manifests/`, the real kubelet
-/// runs a member that panics on its db; m3's daemon heals it by itself, with every key, and
-/// the manifest differs from kubeadm's only in `--initial-cluster`.
+/// The ready etcd pod sandbox's ID on master `i`, or "" while there is none.
+fn etcd_pod(lab: &Lab, i: usize) -> String {
+    lab.crictl(i, &["pods", "--name", "etcd", "--state", "Ready", "-q"]).unwrap_or_default().trim().to_string()
+}
+
+/// Seed 004 on kubeadm's first master, by hand. m1's manifest is parked and its bbolt db
+/// scribbled on; back in `manifests/`, the real kubelet runs a member that panics on its
+/// db, and `diagnose` in m1's namespace reads the real CRI log and says db-corrupt. m1's
+/// `--initial-cluster` names only itself (as `kubeadm init` writes it) and no daemon has
+/// recorded the others, so `rejoin` alone finds no peer to ask: it refuses, says to name
+/// one with `--endpoints`, and changes nothing. With `--endpoints` it heals m1 through the
+/// real kubelet (park, remove, archive, learner, unpark, promote): every key; the manifest
+/// differs from kubeadm's only in the initial-cluster flags, and the kubelet runs it.
+///
+/// (A lost data dir is no break on this master: restarted empty with `new` and only
+/// itself named, it has the same member and cluster IDs as before, and the leader
+/// replicates the log back to it. docs/real-kubelet.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not in CI yet: one failure in four runs of this binary, its message not kept (issue 29); run with --ignored"]
+async fn the_first_kubeadm_master_is_rejoined_through_a_named_peer() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
+    let t = 0;
+    write_keys(&lab, 1);
+    let kubeadms = std::fs::read_to_string(lab.node(t).manifest()).unwrap();
+    assert!(kubeadms.contains("image: registry.k8s.io/etcd:3.6.16-0"), "{kubeadms}");
+    assert!(!kubeadms.contains("m2=") && !kubeadms.contains("--initial-cluster-state"), "kubeadm init's manifest:\n{kubeadms}");
+
+    lab.stop_member(t).await.unwrap();
+    Lab::scribble(&lab.node(t).data_dir().join("member/snap/db"), 0, 8192).unwrap();
+    lab.start_member(t).await.unwrap();
+    let mut last = String::new();
+    until("diagnose to say db-corrupt from the real kubelet's logs", 120, || {
+        let o = on_master(&lab, t, &["diagnose", "-o", "json"]);
+        last = o.stdout.clone();
+        o.code == 4 && o.json()["class"] == "db-corrupt"
+    })
+    .await;
+    assert!(last.contains("var/log/pods/kube-system_etcd-m1_"), "the evidence is the CRI log: {last}");
+
+    let o = on_master(&lab, t, &["rejoin", "--yes", "--no-progress"]);
+    assert_eq!(o.code, 3, "refused: {}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("--endpoints https://<another master>:2379"), "the refusal says what to do: {}", o.stderr);
+    assert_eq!(std::fs::read_to_string(lab.node(t).manifest()).unwrap(), kubeadms, "nothing changed");
+    let m2 = format!("https://{}:2379", lab.node(1).ip);
+    let o = on_master(&lab, t, &["rejoin", "--yes", "--no-progress", "--endpoints", &m2]);
+    assert_eq!(o.code, 0, "rejoin: {}\n{}\n{}", o.stdout, o.stderr, explain(&lab, t));
+    healthy(&lab, t, 60).await;
+    assert_all_keys(&lab, t);
+    assert!(!running_etcd(&lab, t).is_empty(), "the kubelet runs the unparked manifest");
+
+    let now = std::fs::read_to_string(lab.node(t).manifest()).unwrap();
+    assert_only_changed(&kubeadms, &now, &["--initial-cluster=", "--initial-cluster-state="]);
+    let o = on_master(&lab, t, &["diagnose"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    lab.down().await.unwrap();
+}
+
+/// Seed 004 under the real kubelet, with a daemon on every master, on the first master:
+/// the one `kubeadm init` made, whose `--initial-cluster` names only itself, so that with
+/// its member down its daemon finds the peers only where it last saw them
+/// (`known-peers.json`). A person parks m1's manifest (as seed 002 does, to
+/// `/root/etcd.yaml`) and its bbolt db is scribbled on while it is out: the daemons keep
+/// their hands off. Back in `manifests/`, the real kubelet runs a member that panics on its
+/// db; m1's daemon heals it by itself, with every key, and the manifest differs from
+/// kubeadm's only in the initial-cluster flags (it now joins an existing cluster).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "not in CI yet: one failure in four runs of this binary, its message not kept (issue 29); run with --ignored"]
 async fn the_daemon_heals_a_corrupt_db_under_the_real_kubelet() {
@@ -96,11 +132,14 @@ async fn the_daemon_heals_a_corrupt_db_under_the_real_kubelet() {
     let d = tempfile::tempdir().unwrap();
     let mut lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
     write_keys(&lab, 0);
-    let t = 2;
+    let t = 0;
     let kubeadms = std::fs::read_to_string(lab.node(t).manifest()).unwrap();
     let ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(&lab, i, &daemon_config(&lab, i, ""), &[])).collect();
-    // Every daemon has made a first decision about its member before the break.
-    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
+    // Every daemon has made a first decision about its member before the break, and m1's
+    // has seen where the others are.
+    let known = ds[t].state_dir.join("daemon/known-peers.json");
+    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some()) && known.exists()).await;
+    assert!(!kubeadms.contains("m2="), "kubeadm init's --initial-cluster names only m1:\n{kubeadms}");
 
     lab.stop_member(t).await.unwrap();
     Lab::scribble(&lab.node(t).data_dir().join("member/snap/db"), 0, 8192).unwrap();
@@ -116,7 +155,7 @@ async fn the_daemon_heals_a_corrupt_db_under_the_real_kubelet() {
 
     lab.start_member(t).await.unwrap();
     let mut inc = serde_json::Value::Null;
-    until("m3's daemon to record a healed incident", 300, || {
+    until("m1's daemon to record a healed incident", 300, || {
         inc = ds[t].incidents().into_iter().next().unwrap_or_default();
         inc["outcome"]["result"].is_string()
     })
@@ -126,7 +165,9 @@ async fn the_daemon_heals_a_corrupt_db_under_the_real_kubelet() {
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
     assert_all_keys(&lab, t);
     assert!(!running_etcd(&lab, t).is_empty(), "the kubelet runs the healed member");
-    assert_only_initial_cluster_changed(&kubeadms, &std::fs::read_to_string(lab.node(t).manifest()).unwrap());
+    let now = std::fs::read_to_string(lab.node(t).manifest()).unwrap();
+    assert!(now.contains("--initial-cluster-state=existing"), "{now}");
+    assert_only_changed(&kubeadms, &now, &["--initial-cluster=", "--initial-cluster-state="]);
     for (i, d) in ds.iter().enumerate().filter(|(i, _)| *i != t) {
         assert!(d.incidents().is_empty(), "m{}'s daemon acted: {:#?}", i + 1, d.incidents());
     }
@@ -165,10 +206,16 @@ async fn calm_on_the_real_kubelet() {
     let m = lab.node(t).manifest();
     let text = std::fs::read_to_string(&m).unwrap();
     assert!(text.contains("--snapshot-count=10000"), "{text}");
+    let (before, old_pod) = (running_etcd(&lab, t), etcd_pod(&lab, t));
+    assert!(!before.is_empty() && !old_pod.is_empty(), "m3 runs before the edit");
     std::fs::write(&m, text.replace("--snapshot-count=10000", "--snapshot-count=10001")).unwrap();
     let logs = lab.node(t).host_root.join("var/log/pods");
+    // Waits for the new pod's container itself: a new pod sandbox, a running etcd in it. (Not
+    // for two pod log dirs: the kubelet deletes the old pod's dir once it is gone, so two
+    // dirs are seen only for a moment.)
     until("the kubelet to run the edited manifest as a new pod", 120, || {
-        std::fs::read_dir(&logs).map(|r| r.count() >= 2).unwrap_or(false) && !running_etcd(&lab, t).is_empty()
+        let (now, pod) = (running_etcd(&lab, t), etcd_pod(&lab, t));
+        !now.is_empty() && now != before && !pod.is_empty() && pod != old_pod
     })
     .await;
     lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(120)).await.unwrap();
@@ -185,10 +232,138 @@ async fn calm_on_the_real_kubelet() {
         .unwrap()
         .path()
         .join("etcd");
-    let mut kept: Vec<String> = std::fs::read_dir(&newest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    // The runs' own files; the kubelet's rotated ones (`N.log.<time>`, `.gz`) beside them.
+    let mut kept: Vec<String> =
+        std::fs::read_dir(&newest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
     kept.sort();
     assert_eq!(kept, ["0.log", "1.log"], "the real kubelet's numbering after an unpark of the same manifest");
     quiet("a person's park and unpark").await;
     drop(ds);
+    lab.down().await.unwrap();
+}
+
+/// Every file of m3's etcd container logs, as `<pod dir>/etcd/<name>`.
+fn etcd_log_files(lab: &Lab, i: usize) -> Vec<std::path::PathBuf> {
+    let pods = lab.node(i).host_root.join("var/log/pods");
+    let dirs = std::fs::read_dir(pods).into_iter().flatten().filter_map(Result::ok);
+    dirs.filter_map(|d| std::fs::read_dir(d.path().join("etcd")).ok()).flatten().filter_map(Result::ok).map(|e| e.path()).collect()
+}
+
+/// The kubelet's etcd containers on master `i` (running and exited): (attempt, running).
+fn etcd_attempts(lab: &Lab, i: usize) -> Vec<(u64, bool)> {
+    let out = lab.crictl(i, &["ps", "-a", "--name", "etcd", "-o", "json"]).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v["containers"]
+        .as_array()
+        .map(|cs| cs.iter().map(|c| (c["metadata"]["attempt"].as_u64().unwrap_or(0), c["state"] == "CONTAINER_RUNNING")).collect())
+        .unwrap_or_default()
+}
+
+/// Seed 000 caught in the kubelet's CrashLoopBackOff, with the logs a master has: m3 has
+/// run long enough for the kubelet to rotate and gzip its log, and each of its runs writes a
+/// line over 16 KiB, which the runtime splits into `P` chunks (etcd logs its `--cors` list
+/// in its start banner). While the kubelet holds the crashing member back, no container
+/// runs, and `diagnose` still says data-lost from the real CRI log; `rejoin` heals it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not in CI yet: one failure in four runs of this binary, its message not kept (issue 29); run with --ignored"]
+async fn a_crashloop_in_backoff_is_diagnosed_from_rotated_and_split_logs() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
+    let t = 2;
+    let m = lab.node(t).manifest();
+    let kubeadms = std::fs::read_to_string(&m).unwrap();
+    // An operator's edit (a new pod): a long --cors list (19 KB: etcd logs it, and its
+    // argv, in one line each at every start), and debug logs, a line per request, which
+    // fill the log to its rotation size.
+    let cors: Vec<String> = (0..600).map(|i| format!("https://origin-{i:04}.invalid:443")).collect();
+    let flags = format!("    - --snapshot-count=10000\n    - --cors={}\n    - --log-level=debug\n", cors.join(","));
+    let edited = kubeadms.replace("    - --snapshot-count=10000\n", &flags);
+    assert_ne!(edited, kubeadms);
+    let before = running_etcd(&lab, t);
+    std::fs::write(&m, &edited).unwrap();
+    until("the kubelet to run the edited manifest", 120, || {
+        let now = running_etcd(&lab, t);
+        !now.is_empty() && now != before
+    })
+    .await;
+    healthy(&lab, t, 120).await;
+    write_keys(&lab, 0);
+    // Requests through m3 until the kubelet has rotated its log twice: the older rotated
+    // file is then gzipped.
+    let mut n = 0;
+    until("the kubelet to rotate and gzip m3's log", 180, || {
+        n += 1;
+        let _ = lab.etcdctl(t, &["put", &format!("/noise/{n}"), "x"]);
+        etcd_log_files(&lab, t).iter().any(|p| p.to_string_lossy().ends_with(".gz"))
+    })
+    .await;
+
+    Lab::lose_data(lab.node(t)).unwrap();
+    let cid = running_etcd(&lab, t);
+    lab.crictl(t, &["stop", &cid]).expect("crictl stop");
+    // Backed off: the kubelet has restarted it three times (waits of 0, 10 and 20 s), and
+    // no etcd container runs while it waits out the next 40.
+    let mut seen = vec![];
+    until("the kubelet to hold m3's crashing member back", 240, || {
+        seen = etcd_attempts(&lab, t);
+        seen.iter().any(|(a, _)| *a >= 3) && seen.iter().all(|(_, running)| !running)
+    })
+    .await;
+    let o = on_master(&lab, t, &["diagnose", "-o", "json"]);
+    assert_eq!((o.code, o.json()["class"].as_str()), (4, Some("data-lost")), "in the backoff ({seen:?}):\n{}\n{}", o.stdout, o.stderr);
+    let files = etcd_log_files(&lab, t);
+    let newest = files.iter().filter(|p| p.to_string_lossy().ends_with(".log")).max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok()).unwrap();
+    let text = std::fs::read_to_string(newest).unwrap();
+    assert!(text.contains(" stderr P "), "the crashing run's banner was split into P chunks: {}", newest.display());
+    assert!(
+        o.stdout.contains(&newest.file_name().unwrap().to_string_lossy().to_string()),
+        "the evidence is the newest run's log {}: {}",
+        newest.display(),
+        o.stdout
+    );
+
+    let o = on_master(&lab, t, &["rejoin", "--yes", "--no-progress"]);
+    assert_eq!(o.code, 0, "rejoin: {}\n{}\n{}", o.stdout, o.stderr, explain(&lab, t));
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    assert_all_keys(&lab, t);
+    assert_only_initial_cluster_changed(&edited, &std::fs::read_to_string(&m).unwrap());
+    lab.down().await.unwrap();
+}
+
+/// Seed 002 on kubeadm masters: m2 and m3 are gone for good (stopped, their data lost), and
+/// m1 alone has no quorum. `rebuild` on m1 (in its namespace) makes it a one-member cluster
+/// with every key, through the real kubelet; `rejoin` brings m2 and m3 back as learners and
+/// promotes them. No manifest keeps `--force-new-cluster`, and each differs from kubeadm's
+/// only in the initial-cluster flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not in CI yet: one failure in four runs of this binary, its message not kept (issue 29); run with --ignored"]
+async fn a_kubeadm_cluster_that_lost_two_of_three_is_rebuilt() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
+    write_keys(&lab, 0);
+    let kubeadms: Vec<String> = (0..3).map(|i| std::fs::read_to_string(lab.node(i).manifest()).unwrap()).collect();
+    let o = on_master(&lab, 0, &["rebuild", "--yes"]);
+    assert_eq!(o.code, 3, "a cluster with quorum is not rebuilt: {}\n{}", o.stdout, o.stderr);
+    for i in [1, 2] {
+        lab.stop_member(i).await.unwrap();
+        Lab::lose_data(lab.node(i)).unwrap();
+    }
+    let o = on_master(&lab, 0, &["rebuild", "--yes", "--no-progress"]);
+    assert_eq!(o.code, 0, "rebuild: {}\n{}\n{}", o.stdout, o.stderr, explain(&lab, 0));
+    assert!(!running_etcd(&lab, 0).is_empty(), "the kubelet runs the rebuilt member");
+    for i in [1, 2] {
+        lab.start_member(i).await.unwrap();
+        let o = on_master(&lab, i, &["rejoin", "--yes", "--no-progress"]);
+        assert_eq!(o.code, 0, "rejoin m{}: {}\n{}\n{}", i + 1, o.stdout, o.stderr, explain(&lab, i));
+    }
+    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(60)).await.unwrap();
+    for (i, kubeadms) in kubeadms.iter().enumerate() {
+        assert_all_keys(&lab, i);
+        let now = std::fs::read_to_string(lab.node(i).manifest()).unwrap();
+        assert!(!now.contains("force-new-cluster"), "m{}: {now}", i + 1);
+        assert_only_changed(kubeadms, &now, &["--initial-cluster=", "--initial-cluster-state="]);
+    }
     lab.down().await.unwrap();
 }

@@ -264,12 +264,49 @@ impl StaticPod {
         let mut tail = files
             .pop()
             .filter(|(_, _, p)| p.parent() == file.parent())
-            .and_then(|(_, _, p)| read_tail(&p, max_bytes / 2).ok())
+            .map(|(_, _, p)| container_tail(&p, max_bytes / 2))
             .unwrap_or_default();
-        tail.push_str(&read_tail(&file, max_bytes).unwrap_or_default());
-        let last_line = tail.lines().rev().map(cri_message).find(|l| !l.trim().is_empty()).map(str::to_string);
+        tail.push_str(&container_tail(&file, max_bytes));
+        let last_line = hostfix_core::logs::join_cri_partials(&tail)
+            .iter()
+            .rev()
+            .map(|l| cri_message(l).to_string())
+            .find(|l| !l.trim().is_empty());
         Some(PodLogs { file, restarts: restart, last_line, tail })
     }
+}
+
+/// The last `max` bytes one container wrote, as the kubelet keeps them. At
+/// `containerLogMaxSize` (10 MiB by default) the kubelet renames `N.log` to
+/// `N.log.<YYYYMMDD-hhmmss>` and the runtime reopens an empty `N.log`; at the next rotation
+/// it first gzips the rotated files it finds (kubelet `pkg/kubelet/logs`, `rotateLog`). So
+/// just after a rotation `N.log` holds little, and the member's words before it are in the
+/// newest rotated file. That one is never compressed, and it holds at least the rotation
+/// size, so a tail needs nothing older: the `.gz` files are never read.
+fn container_tail(file: &Path, max: u64) -> String {
+    let current = read_tail(file, max).unwrap_or_default();
+    let short = max.saturating_sub(current.len() as u64);
+    match newest_rotated(file).filter(|_| short > 0).and_then(|p| read_tail(&p, short).ok()) {
+        Some(mut before) => {
+            before.push_str(&current);
+            before
+        }
+        None => current,
+    }
+}
+
+/// `N.log.<YYYYMMDD-hhmmss>` beside `N.log`, the newest by its timestamp; not the `.gz`
+/// ones, nor the kubelet's `.tmp` while it compresses.
+fn newest_rotated(file: &Path) -> Option<PathBuf> {
+    let name = format!("{}.", file.file_name()?.to_string_lossy());
+    let is_stamp = |t: &str| t.len() == 15 && t.char_indices().all(|(i, c)| if i == 8 { c == '-' } else { c.is_ascii_digit() });
+    std::fs::read_dir(file.parent()?)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.strip_prefix(&name).is_some_and(is_stamp))
+        .max()
+        .map(|n| file.with_file_name(n))
 }
 
 #[derive(Debug, Clone)]
@@ -668,6 +705,48 @@ mod tests {
         assert!(l.file.ends_with("1.log"));
         assert_eq!(l.last_line.as_deref(), Some("panic: newest"));
         assert!(l.tail.contains("old run"), "the previous run is read too");
+    }
+
+    #[test]
+    fn a_log_just_rotated_is_read_with_the_rotated_file_before_it() {
+        // The kubelet has just rotated the running member's log: `1.log` holds one line, the
+        // member's earlier words are in the newest rotated file, older ones are gzipped.
+        let d = tempfile::tempdir().unwrap();
+        let logs = d.path().join("var/log/pods/kube-system_etcd-m1_abc/etcd");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("1.log.20260101-000000.gz"), [0x1f, 0x8b, 0, 0xff, 0xfe]).unwrap();
+        std::fs::write(logs.join("1.log.20260101-000100.gz.tmp"), "2026-01-01T00:01:00Z stderr F half-compressed\n").unwrap();
+        std::fs::write(logs.join("1.log.20260101-000200"), "2026-01-01T00:02:00Z stderr F older words\n2026-01-01T00:02:01Z stderr F the cause\n")
+            .unwrap();
+        std::fs::write(logs.join("1.log.20251231-235900"), "2025-12-31T23:59:00Z stderr F older still\n").unwrap();
+        let current = "2026-01-01T00:02:02Z stderr F words after the rotation\n2026-01-01T00:02:03Z stderr F panic: boom\n";
+        std::fs::write(logs.join("1.log"), current).unwrap();
+        let sp = StaticPod {
+            root: HostRoot::new(d.path()),
+            manifest: d.path().join("etc/kubernetes/manifests/etcd.yaml"),
+            state_dir: d.path().join("var/lib/etcd-hostfix"),
+        };
+        let l = sp.pod_logs(1024).unwrap();
+        assert!(l.file.ends_with("1.log"));
+        assert!(l.tail.ends_with(&format!("the cause\n{current}")), "{}", l.tail);
+        assert!(!l.tail.contains("older still") && !l.tail.contains("half-compressed"), "only the newest rotated file: {}", l.tail);
+        // A tail the current file fills reads nothing before it.
+        let l = sp.pod_logs(60).unwrap();
+        assert!(l.tail.ends_with("panic: boom\n") && !l.tail.contains("the cause"), "{}", l.tail);
+    }
+
+    #[test]
+    fn the_last_line_is_a_split_line_joined() {
+        let d = tempfile::tempdir().unwrap();
+        let logs = d.path().join("var/log/pods/kube-system_etcd-m1_abc/etcd");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("0.log"), "2026-01-01T00:00:00Z stderr P panic: a long \n2026-01-01T00:00:00Z stderr F line\n").unwrap();
+        let sp = StaticPod {
+            root: HostRoot::new(d.path()),
+            manifest: d.path().join("etc/kubernetes/manifests/etcd.yaml"),
+            state_dir: d.path().join("var/lib/etcd-hostfix"),
+        };
+        assert_eq!(sp.pod_logs(1024).unwrap().last_line.as_deref(), Some("panic: a long line"));
     }
 
     #[test]

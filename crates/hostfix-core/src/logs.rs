@@ -118,9 +118,51 @@ pub fn runs(lines: &[LogLine]) -> Vec<&[LogLine]> {
     out
 }
 
-/// Parse text (possibly a tail that starts mid-line) into lines.
+/// Parse text (possibly a tail that starts mid-line) into lines, the kubelet's split lines
+/// joined again first (see [`join_cri_partials`]).
 pub fn parse_text(text: &str) -> Vec<LogLine> {
-    text.lines().filter_map(parse_line).collect()
+    join_cri_partials(text).iter().filter_map(|l| parse_line(l)).collect()
+}
+
+/// The kubelet's runtime writes a line longer than 16 KiB as `P` (partial) chunks ended by
+/// an `F` chunk, each with its own `<ts> <stream> ` prefix; stdout's and stderr's chunks
+/// may interleave. etcd's zap lines are JSON, and a JSON line read chunk by chunk parses as
+/// none, loses its level, and a signature spanning a cut is missed. So the chunks of each
+/// stream are joined into one `F` line, with the first chunk's timestamp, at the place of
+/// its `F` chunk. Chunks left open at the end of the text (a run killed mid-line) are kept
+/// as one line; a tail that begins mid-line begins with an `F` chunk alone, which is just a
+/// line. Anything that is not CRI-wrapped passes as it is.
+pub fn join_cri_partials(text: &str) -> Vec<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    // One pending line per stream: (prefix "<ts> <stream> ", message so far).
+    let mut open: [Option<(String, String)>; 2] = [None, None];
+    let mut out: Vec<Cow<'_, str>> = vec![];
+    for line in text.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (ts, stream, tag, msg) = (parts.next(), parts.next(), parts.next(), parts.next().unwrap_or(""));
+        let slot = match (ts, stream, tag) {
+            (Some(t), Some("stdout"), Some("P" | "F")) if t.contains('T') => 0,
+            (Some(t), Some("stderr"), Some("P" | "F")) if t.contains('T') => 1,
+            _ => {
+                out.push(Cow::Borrowed(line));
+                continue;
+            }
+        };
+        let (ts, stream) = (ts.unwrap_or_default(), stream.unwrap_or_default());
+        match (tag, open[slot].take()) {
+            (Some("P"), None) => open[slot] = Some((format!("{ts} {stream} "), msg.to_string())),
+            (Some("P"), Some((head, mut so_far))) => {
+                so_far.push_str(msg);
+                open[slot] = Some((head, so_far));
+            }
+            (_, Some((head, so_far))) => out.push(Cow::Owned(format!("{head}F {so_far}{msg}"))),
+            (_, None) => out.push(Cow::Borrowed(line)),
+        }
+    }
+    for (head, so_far) in open.into_iter().flatten() {
+        out.push(Cow::Owned(format!("{head}F {so_far}")));
+    }
+    out
 }
 
 /// The lines of the newest run: after the last start marker, or all when there is none
@@ -157,6 +199,35 @@ mod tests {
         assert!(parse_line("\u{0}\u{1}\u{2}\u{3}ab").is_none());
         assert!(parse_line("2026-11-21T06:17:20.1Z stderr F ").is_none());
         assert!(parse_line("   ").is_none());
+    }
+
+    #[test]
+    fn cri_partials_are_joined_per_stream() {
+        // A zap line cut into three chunks, with a stdout line between them.
+        let json =
+            r#"{"level":"panic","ts":"x","msg":"tocommit(9) is out of range [lastIndex(0)]. Was the raft log corrupted, truncated, or lost?"}"#;
+        let (a, rest) = json.split_at(30);
+        let (b, c) = rest.split_at(40);
+        let text = format!(
+            "2026-01-01T00:00:00.1Z stderr P {a}\n2026-01-01T00:00:00.2Z stdout F unrelated\n2026-01-01T00:00:00.3Z stderr P {b}\n2026-01-01T00:00:00.4Z stderr F {c}\n"
+        );
+        let joined = join_cri_partials(&text);
+        assert_eq!(joined.len(), 2);
+        assert_eq!(joined[0], "2026-01-01T00:00:00.2Z stdout F unrelated");
+        assert_eq!(joined[1], format!("2026-01-01T00:00:00.1Z stderr F {json}"));
+        let lines = parse_text(&text);
+        assert_eq!(lines[1].level.as_deref(), Some("panic"), "the joined line parses as zap JSON");
+        assert!(lines[1].text.contains("tocommit(9) is out of range"));
+        assert_eq!(lines[1].ts.as_deref(), Some("2026-01-01T00:00:00.1Z"), "the first chunk's time");
+    }
+
+    #[test]
+    fn open_and_headless_partials_are_kept() {
+        // A tail that starts inside a split line: its F chunk is a line of its own. A run
+        // killed mid-line leaves P chunks with no F: they are still evidence.
+        let text = "2026-01-01T00:00:00.1Z stderr F end of a long line\nplain\n2026-01-01T00:00:00.2Z stderr P half \n2026-01-01T00:00:00.3Z stderr P a line";
+        let joined = join_cri_partials(text);
+        assert_eq!(joined, ["2026-01-01T00:00:00.1Z stderr F end of a long line", "plain", "2026-01-01T00:00:00.2Z stderr F half a line"]);
     }
 
     #[test]

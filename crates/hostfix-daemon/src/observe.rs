@@ -188,6 +188,13 @@ impl World {
             (_, RuntimeKind::Docker) if run_state == RunState::Stopped => Placement::MovedOut,
             _ => Placement::InPlace,
         };
+        // Where the members are, for when this master's own configuration cannot say (see
+        // `known_peers_path`). A failed write only loses a hint.
+        if let Some(known) = hostfix_playbooks::local::known_peers(&members) {
+            if let Err(e) = files::write_json_if_changed(&hostfix_playbooks::local::known_peers_path(&state), &known) {
+                tracing::warn!(error = %e, "cannot keep the known peers");
+            }
+        }
         let peers: Vec<_> = members.iter().filter(|m| Some(&m.id) != local_id.as_ref()).collect();
         // The leader the answering peers agree on: exactly one member says it leads.
         let leaders: Vec<&String> = members.iter().filter(|m| m.is_leader).map(|m| &m.id).collect();

@@ -174,16 +174,19 @@ impl Local {
         .await
     }
 
+    /// Where to ask for the member list: `--endpoints` if given; else the local member, the
+    /// peers `--initial-cluster` names, then the members the daemon last saw
+    /// ([`known_peers_path`]).
     pub fn candidate_endpoints(&self, g: &Settings) -> Vec<String> {
         if !g.endpoints.is_empty() {
             return g.endpoints.clone();
         }
         let mut out: Vec<String> = self.local_client_url().into_iter().collect();
-        for p in self.config.flags.initial_cluster() {
-            if let Some(url) = self.client_url_for_peer(&p.peer_url) {
-                if !out.contains(&url) {
-                    out.push(url);
-                }
+        let configured = self.config.flags.initial_cluster().into_iter().filter_map(|p| self.client_url_for_peer(&p.peer_url));
+        let known = read_known_peers(&g.state_dir()).into_iter().flat_map(|p| p.client_urls);
+        for url in configured.chain(known) {
+            if !out.contains(&url) {
+                out.push(url);
             }
         }
         out
@@ -197,6 +200,45 @@ impl Local {
         let host = hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport);
         Some(format!("{scheme}://{host}:2379"))
     }
+}
+
+/// The members the daemon last saw in a cluster that served quorum reads, written by it on
+/// change, read by every command: `<state>/daemon/known-peers.json`. kubeadm writes
+/// `--initial-cluster` as the cluster was when the member joined (the first master's names
+/// only itself, a joiner's only the members before it), so on those masters, with the local
+/// member down, the configuration alone names no peer to ask. These are only places to
+/// ask: the member list itself always comes from a member, so a stale entry costs one
+/// timeout and misleads nothing.
+pub fn known_peers_path(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("daemon").join("known-peers.json")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KnownPeer {
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
+/// The members in a daemon's observation worth keeping as [`KnownPeer`]s: all the listed
+/// ones that have a client URL, sorted, when one of them served a quorum read (a list from
+/// a member cut off or holding foreign data is not the cluster's); `None` otherwise.
+pub fn known_peers(members: &[MemberStatus]) -> Option<Vec<KnownPeer>> {
+    if !members.iter().any(|m| m.quorum_read) {
+        return None;
+    }
+    let mut out: Vec<KnownPeer> = members
+        .iter()
+        .filter(|m| !m.client_urls.is_empty())
+        .map(|m| KnownPeer { name: m.name.clone(), client_urls: m.client_urls.clone() })
+        .collect();
+    out.sort_by(|a, b| (&a.name, &a.client_urls).cmp(&(&b.name, &b.client_urls)));
+    Some(out)
+}
+
+/// [`known_peers_path`]'s members; none when the file is missing or unreadable (it is a
+/// hint, and a command must not fail on it).
+pub fn read_known_peers(state_dir: &std::path::Path) -> Vec<KnownPeer> {
+    std::fs::read_to_string(known_peers_path(state_dir)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
 }
 
 /// A member as the local configuration names it, in the form the status probe takes.
@@ -265,5 +307,34 @@ impl Local {
             }
             (None, None) => unreachable!("discover always sets a runtime"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, url: &str, quorum_read: bool) -> MemberStatus {
+        MemberStatus { name: name.into(), client_urls: vec![url.into()], quorum_read, ..Default::default() }
+    }
+
+    #[test]
+    fn known_peers_only_from_a_list_with_quorum() {
+        let down = [member("m2", "https://10.0.0.2:2379", false), member("m1", "https://10.0.0.1:2379", false)];
+        assert_eq!(known_peers(&down), None, "nobody served a quorum read: not the cluster's list");
+        let mut up = down.to_vec();
+        up[0].quorum_read = true;
+        up.push(MemberStatus { name: String::new(), ..Default::default() });
+        let known = known_peers(&up).unwrap();
+        // Sorted, so that an unchanged cluster is an unchanged file; a member without a
+        // client URL (added, never started) has nothing to ask.
+        assert_eq!(known.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+        let d = tempfile::tempdir().unwrap();
+        assert!(read_known_peers(d.path()).is_empty());
+        std::fs::create_dir_all(d.path().join("daemon")).unwrap();
+        std::fs::write(known_peers_path(d.path()), serde_json::to_string(&known).unwrap()).unwrap();
+        assert_eq!(read_known_peers(d.path()), known);
+        std::fs::write(known_peers_path(d.path()), "{torn").unwrap();
+        assert!(read_known_peers(d.path()).is_empty(), "a hint that cannot be read is no hint");
     }
 }

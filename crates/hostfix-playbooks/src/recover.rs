@@ -327,20 +327,42 @@ pub async fn gather(g: &Settings, local: &Local, o: &RecoverOptions) -> Result<R
     // listens but does not answer yet) costs one timeout, not one for itself and one more
     // for the peers.
     let me_member = configured(&name, &peer_url, &local_url);
-    let (me, probes) = tokio::join!(crate::probe::probe_member(&conn, &me_member), local.probe_configured_peers(&conn));
+    let (me, mut probes) = tokio::join!(crate::probe::probe_member(&conn, &me_member), local.probe_configured_peers(&conn));
     let entries = local.config.flags.initial_cluster();
-    // `--peers-down` must name configured members: a typo must not vouch for nobody.
+    // The voter count as the local member last knew it (its own list, served without
+    // quorum), else as configured.
+    let listed = match conn.connect(&local_url).await {
+        Ok(mut ep) => ep.member_list().await.ok(),
+        Err(_) => None,
+    };
+    let voters = listed.as_ref().map(|l| l.members.iter().filter(|m| !m.is_learner).count()).unwrap_or(entries.len());
+    // And the voters it lists that `--initial-cluster` does not name, probed at the client
+    // URL they advertise. kubeadm writes `--initial-cluster` as the cluster was when the
+    // member joined: the first master's names only itself, a joiner's only those before it.
+    // A voter known by count alone cannot be probed, and the plan must then refuse.
+    let unnamed: Vec<hostfix_adapters::etcd::Member> = listed
+        .map(|l| l.members)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| !m.is_learner && !m.client_urls.is_empty() && m.name != name && !m.peer_urls.contains(&peer_url))
+        .filter(|m| !probes.iter().any(|(e, _)| e.name == m.name || m.peer_urls.contains(&e.peer_url)))
+        .collect();
+    let found = futures_util::future::join_all(unnamed.iter().map(|m| crate::probe::probe_member(&conn, m))).await;
+    for (m, s) in unnamed.into_iter().zip(found) {
+        let peer_url = m.peer_urls.first().cloned().unwrap_or_default();
+        let name = if m.name.is_empty() { peer_url.clone() } else { m.name };
+        probes.push((hostfix_core::flags::PeerEntry { name, peer_url }, s));
+    }
+    // `--peers-down` must name known members: a typo must not vouch for nobody.
     for v in &o.peers_down {
         if !probes.iter().any(|(e, _)| &e.name == v) {
             let known: Vec<&str> = probes.iter().map(|(e, _)| e.name.as_str()).collect();
-            bail!("--peers-down names {v}, which is not another member in --initial-cluster (those are: {})", known.join(", "));
+            bail!(
+                "--peers-down names {v}, which is not another member in --initial-cluster or the local member's list (those are: {})",
+                known.join(", ")
+            );
         }
     }
-    // The voter count as the local member last knew it, else as configured.
-    let voters = match conn.connect(&local_url).await {
-        Ok(mut ep) => ep.member_list().await.map(|l| l.members.iter().filter(|m| !m.is_learner).count()).unwrap_or(entries.len()),
-        Err(_) => entries.len(),
-    };
     let data = local.data_dir().join("member");
     let local_revision = me.revision.or_else(|| crate::rejoin::local_data_revision(local, None));
     Ok(RecoveryFacts {

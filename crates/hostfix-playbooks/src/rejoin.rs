@@ -126,7 +126,15 @@ pub async fn prepare(g: &Settings, local: &Local, conn: &Connector, o: &RejoinOp
                     // "0 of 3 answer" alone reads as a dead cluster; a certificate the
                     // peers reject, or a peer that times out, is another matter.
                     let why: Vec<String> = unanswered.iter().map(|u| format!("  - {u}")).collect();
-                    return Ok(Prepared::Refused(format!("{refusal}. Not answering:\n{}", why.join("\n"))));
+                    // kubeadm's first master names only itself in --initial-cluster: with no
+                    // daemon's record of the others, there was nobody else to ask.
+                    let alone = local.candidate_endpoints(g).iter().all(|u| Some(u) == local.local_client_url().as_ref());
+                    let hint = if alone {
+                        "\nThis member's --initial-cluster names no other member (kubeadm writes it so on the first master), and no daemon here has recorded where the others are: name one with --endpoints https://<another master>:2379"
+                    } else {
+                        ""
+                    };
+                    return Ok(Prepared::Refused(format!("{refusal}. Not answering:\n{}{hint}", why.join("\n"))));
                 }
                 Err(refusal) => return Ok(Prepared::Refused(refusal.to_string())),
             }
