@@ -220,10 +220,13 @@ pub struct KnownPeer {
 }
 
 /// The members in a daemon's observation worth keeping as [`KnownPeer`]s: all the listed
-/// ones that have a client URL, sorted, when one of them served a quorum read (a list from
-/// a member cut off or holding foreign data is not the cluster's); `None` otherwise.
-pub fn known_peers(members: &[MemberStatus]) -> Option<Vec<KnownPeer>> {
-    if !members.iter().any(|m| m.quorum_read) {
+/// ones that have a client URL, sorted, when a member other than the local one (`local_id`)
+/// served a quorum read; `None` otherwise. A list only the local member vouches for may be
+/// a cluster of its own (a first master that bootstrapped alone over lost data serves
+/// quorum reads by itself), and keeping it would forget the real peers just when they are
+/// needed.
+pub fn known_peers(members: &[MemberStatus], local_id: Option<&str>) -> Option<Vec<KnownPeer>> {
+    if !members.iter().any(|m| m.quorum_read && Some(m.id.as_str()) != local_id) {
         return None;
     }
     let mut out: Vec<KnownPeer> = members
@@ -315,17 +318,20 @@ mod tests {
     use super::*;
 
     fn member(name: &str, url: &str, quorum_read: bool) -> MemberStatus {
-        MemberStatus { name: name.into(), client_urls: vec![url.into()], quorum_read, ..Default::default() }
+        MemberStatus { id: format!("id-{name}"), name: name.into(), client_urls: vec![url.into()], quorum_read, ..Default::default() }
     }
 
     #[test]
-    fn known_peers_only_from_a_list_with_quorum() {
+    fn known_peers_only_from_a_list_a_peer_vouches_for() {
         let down = [member("m2", "https://10.0.0.2:2379", false), member("m1", "https://10.0.0.1:2379", false)];
-        assert_eq!(known_peers(&down), None, "nobody served a quorum read: not the cluster's list");
+        assert_eq!(known_peers(&down, Some("id-m1")), None, "nobody served a quorum read: not the cluster's list");
+        let mut alone = down.to_vec();
+        alone[1].quorum_read = true;
+        assert_eq!(known_peers(&alone, Some("id-m1")), None, "only the local member answers: maybe a cluster of its own");
         let mut up = down.to_vec();
         up[0].quorum_read = true;
         up.push(MemberStatus { name: String::new(), ..Default::default() });
-        let known = known_peers(&up).unwrap();
+        let known = known_peers(&up, Some("id-m1")).unwrap();
         // Sorted, so that an unchanged cluster is an unchanged file; a member without a
         // client URL (added, never started) has nothing to ask.
         assert_eq!(known.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
