@@ -207,8 +207,9 @@ impl Local {
 /// `--initial-cluster` as the cluster was when the member joined (the first master's names
 /// only itself, a joiner's only the members before it), so on those masters, with the local
 /// member down, the configuration alone names no peer to ask. These are only places to
-/// ask: the member list itself always comes from a member, so a stale entry costs one
-/// timeout and misleads nothing.
+/// ask, after the configured ones: the member list itself always comes from a member that
+/// presents a certificate of this member's CA, so a stale entry costs one timeout (an
+/// address reused by another cluster fails the TLS check: kubeadm makes a CA per cluster).
 pub fn known_peers_path(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("daemon").join("known-peers.json")
 }
