@@ -678,6 +678,22 @@ impl DockerRuntime {
 mod tests {
     use super::*;
 
+    /// A host root with one etcd pod's container log dir, and that dir.
+    fn etcd_log_dir() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let logs = d.path().join("var/log/pods/kube-system_etcd-m1_abc/etcd");
+        std::fs::create_dir_all(&logs).unwrap();
+        (d, logs)
+    }
+
+    fn static_pod(root: &Path) -> StaticPod {
+        StaticPod {
+            root: HostRoot::new(root),
+            manifest: root.join("etc/kubernetes/manifests/etcd.yaml"),
+            state_dir: root.join("var/lib/etcd-hostfix"),
+        }
+    }
+
     #[test]
     fn cri_prefix_is_stripped() {
         assert_eq!(cri_message("2026-11-21T06:03:56.1Z stderr F panic: boom"), "panic: boom");
@@ -686,20 +702,14 @@ mod tests {
 
     #[test]
     fn rotated_and_garbage_files_are_tolerated() {
-        let d = tempfile::tempdir().unwrap();
-        let logs = d.path().join("var/log/pods/kube-system_etcd-m1_abc/etcd");
-        std::fs::create_dir_all(&logs).unwrap();
+        let (d, logs) = etcd_log_dir();
         std::fs::write(logs.join("0.log"), "2026-01-01T00:00:00Z stderr F old run\n").unwrap();
         // The kubelet's rotated files sit beside the live ones, some compressed.
         std::fs::write(logs.join("0.log.20260101-000000.gz"), [0x1f, 0x8b, 0, 0xff, 0xfe]).unwrap();
         std::fs::write(logs.join("0.log.20260101-000100"), "2026-01-01T00:01:00Z stderr F rotated\n").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(logs.join("1.log"), [b"\xff\xfe\x00garbage\n".as_slice(), b"2026-01-01T00:02:00Z stderr F panic: newest\n"].concat()).unwrap();
-        let sp = StaticPod {
-            root: HostRoot::new(d.path()),
-            manifest: d.path().join("etc/kubernetes/manifests/etcd.yaml"),
-            state_dir: d.path().join("var/lib/etcd-hostfix"),
-        };
+        let sp = static_pod(d.path());
         let l = sp.pod_logs(1024).unwrap();
         assert_eq!(l.restarts, 1);
         assert!(l.file.ends_with("1.log"));
@@ -711,9 +721,7 @@ mod tests {
     fn a_log_just_rotated_is_read_with_the_rotated_file_before_it() {
         // The kubelet has just rotated the running member's log: `1.log` holds one line, the
         // member's earlier words are in the newest rotated file, older ones are gzipped.
-        let d = tempfile::tempdir().unwrap();
-        let logs = d.path().join("var/log/pods/kube-system_etcd-m1_abc/etcd");
-        std::fs::create_dir_all(&logs).unwrap();
+        let (d, logs) = etcd_log_dir();
         std::fs::write(logs.join("1.log.20260101-000000.gz"), [0x1f, 0x8b, 0, 0xff, 0xfe]).unwrap();
         std::fs::write(logs.join("1.log.20260101-000100.gz.tmp"), "2026-01-01T00:01:00Z stderr F half-compressed\n").unwrap();
         std::fs::write(logs.join("1.log.20260101-000200"), "2026-01-01T00:02:00Z stderr F older words\n2026-01-01T00:02:01Z stderr F the cause\n")
@@ -721,11 +729,7 @@ mod tests {
         std::fs::write(logs.join("1.log.20251231-235900"), "2025-12-31T23:59:00Z stderr F older still\n").unwrap();
         let current = "2026-01-01T00:02:02Z stderr F words after the rotation\n2026-01-01T00:02:03Z stderr F panic: boom\n";
         std::fs::write(logs.join("1.log"), current).unwrap();
-        let sp = StaticPod {
-            root: HostRoot::new(d.path()),
-            manifest: d.path().join("etc/kubernetes/manifests/etcd.yaml"),
-            state_dir: d.path().join("var/lib/etcd-hostfix"),
-        };
+        let sp = static_pod(d.path());
         let l = sp.pod_logs(1024).unwrap();
         assert!(l.file.ends_with("1.log"));
         assert!(l.tail.ends_with(&format!("the cause\n{current}")), "{}", l.tail);
@@ -737,15 +741,9 @@ mod tests {
 
     #[test]
     fn the_last_line_is_a_split_line_joined() {
-        let d = tempfile::tempdir().unwrap();
-        let logs = d.path().join("var/log/pods/kube-system_etcd-m1_abc/etcd");
-        std::fs::create_dir_all(&logs).unwrap();
+        let (d, logs) = etcd_log_dir();
         std::fs::write(logs.join("0.log"), "2026-01-01T00:00:00Z stderr P panic: a long \n2026-01-01T00:00:00Z stderr F line\n").unwrap();
-        let sp = StaticPod {
-            root: HostRoot::new(d.path()),
-            manifest: d.path().join("etc/kubernetes/manifests/etcd.yaml"),
-            state_dir: d.path().join("var/lib/etcd-hostfix"),
-        };
+        let sp = static_pod(d.path());
         assert_eq!(sp.pod_logs(1024).unwrap().last_line.as_deref(), Some("panic: a long line"));
     }
 

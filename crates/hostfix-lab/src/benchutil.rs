@@ -59,14 +59,8 @@ pub async fn converged(lab: &Lab, i: usize) {
 /// first, for a benchmark's failure: a crashloop's cause is often in the run before the
 /// newest.
 pub fn log_tails(lab: &Lab, i: usize, files: usize, lines: usize) -> String {
-    let pods = lab.node(i).host_root.join("var/log/pods");
-    let mut all: Vec<(Option<std::time::SystemTime>, std::path::PathBuf)> = std::fs::read_dir(pods)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|p| std::fs::read_dir(p.path().join("etcd")).into_iter().flatten().flatten())
-        .map(|f| (f.metadata().and_then(|m| m.modified()).ok(), f.path()))
-        .collect();
+    let mut all: Vec<(Option<std::time::SystemTime>, std::path::PathBuf)> =
+        etcd_log_files(lab, i).into_iter().map(|p| (p.metadata().and_then(|m| m.modified()).ok(), p)).collect();
     if all.is_empty() {
         return format!("{}: no etcd log", lab.node(i).name);
     }
@@ -81,6 +75,19 @@ pub fn log_tails(lab: &Lab, i: usize, files: usize, lines: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Every file in node `i`'s etcd container log dirs (`var/log/pods/*/etcd/`): the runs'
+/// `N.log` and, under the real kubelet, its rotated and gzipped ones.
+pub fn etcd_log_files(lab: &Lab, i: usize) -> Vec<std::path::PathBuf> {
+    let pods = lab.node(i).host_root.join("var/log/pods");
+    std::fs::read_dir(pods)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|p| std::fs::read_dir(p.path().join("etcd")).into_iter().flatten().flatten())
+        .map(|f| f.path())
+        .collect()
 }
 
 /// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB; `None` once the process is gone.
