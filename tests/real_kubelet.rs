@@ -198,8 +198,7 @@ async fn the_daemons_heal_a_corrupt_db_and_a_wipe_under_the_real_kubelet() {
 
 /// Calm on the real kubelet, with a daemon on every master: an edit of the manifest that
 /// restarts etcd as a new pod (new UID), and a person parking and unparking the same
-/// manifest (same UID: the real kubelet goes on at `1.log`, keeping `0.log`, where the
-/// stand-in starts again at `0.log`), are no reason to repair. Each is waited out until the
+/// manifest (same UID: the kubelet goes on at `1.log`), are no reason to repair. Each is waited out until the
 /// member is healthy again and then for a further 20 s of probes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calm_on_the_real_kubelet() {
@@ -256,7 +255,12 @@ async fn calm_on_the_real_kubelet() {
     let mut kept: Vec<String> =
         std::fs::read_dir(&newest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
     kept.sort();
-    assert_eq!(kept, ["0.log", "1.log"], "the real kubelet's numbering after an unpark of the same manifest");
+    // `1.log` after the unpark; `0.log` is gone if the container GC (every minute) removed
+    // the parked pod's dead container meanwhile, and kept otherwise: both were seen.
+    assert!(
+        kept == ["1.log"] || kept == ["0.log", "1.log"],
+        "the real kubelet's numbering after an unpark of the same manifest: {kept:?}"
+    );
     quiet("a person's park and unpark").await;
     drop(ds);
     lab.down().await.unwrap();

@@ -256,7 +256,13 @@ impl StaticPod {
             })
             .collect();
         files.sort();
-        let (_, restart, file) = files.pop()?;
+        let (_, newest, file) = files.pop()?;
+        let placed = std::fs::metadata(&self.manifest).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            std::time::UNIX_EPOCH + std::time::Duration::new(m.ctime().max(0) as u64, m.ctime_nsec().clamp(0, 999_999_999) as u32)
+        });
+        let runs: Vec<_> = files.iter().filter(|(_, _, p)| p.parent() == file.parent()).map(|(t, n, _)| (*n, *t)).collect();
+        let restart = hostfix_core::logs::restarts_since_placed(newest, &runs, placed);
         // The previous run's file too: a pod that just restarted has not said yet why it will
         // die again, and its predecessor has. Only the same pod's: a pod re-created from an
         // edited manifest is a new configuration, and what an older one died of says nothing
@@ -312,7 +318,8 @@ fn newest_rotated(file: &Path) -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct PodLogs {
     pub file: PathBuf,
-    /// The kubelet names log files by restart count: `N.log` is the Nth restart.
+    /// Restarts since the manifest was put in place (`logs::restarts_since_placed`): the
+    /// kubelet names log files by attempt, and counts on across a park and unpark.
     pub restarts: u32,
     pub last_line: Option<String>,
     /// The last bytes of the newest file, CRI-wrapped.
@@ -715,6 +722,28 @@ mod tests {
         assert!(l.file.ends_with("1.log"));
         assert_eq!(l.last_line.as_deref(), Some("panic: newest"));
         assert!(l.tail.contains("old run"), "the previous run is read too");
+    }
+
+    #[test]
+    fn an_unpark_is_not_a_restart() {
+        // The kubelet counts on under the same pod UID: the run before the park is `0.log`,
+        // the first after the manifest came back `1.log`.
+        let (d, logs) = etcd_log_dir();
+        let sp = static_pod(d.path());
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(logs.join("0.log"), "2026-01-01T00:00:00Z stderr F shutting down\n").unwrap();
+        pause();
+        std::fs::create_dir_all(sp.manifest.parent().unwrap()).unwrap();
+        std::fs::write(d.path().join("etcd.yaml"), "").unwrap();
+        std::fs::rename(d.path().join("etcd.yaml"), &sp.manifest).unwrap();
+        pause();
+        std::fs::write(logs.join("1.log"), "2026-01-01T00:01:00Z stderr F starting\n").unwrap();
+        assert_eq!(sp.pod_logs(1024).unwrap().restarts, 0);
+        pause();
+        std::fs::write(logs.join("1.log"), "2026-01-01T00:01:00Z stderr F panic: boom\n").unwrap();
+        std::fs::write(logs.join("2.log"), "2026-01-01T00:01:10Z stderr F starting\n").unwrap();
+        let l = sp.pod_logs(1024).unwrap();
+        assert_eq!((l.restarts, l.file.ends_with("2.log")), (1, true));
     }
 
     #[test]

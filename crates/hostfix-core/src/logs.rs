@@ -124,6 +124,22 @@ pub fn parse_text(text: &str) -> Vec<LogLine> {
     join_cri_partials(text).iter().filter_map(|l| parse_line(l)).collect()
 }
 
+/// How many times the kubelet restarted the etcd container since its manifest was last put
+/// in place, from the pod's log files: `newest` is the running (or last) attempt's number, and
+/// `runs` every `N.log` of that pod with its last write. The kubelet names a file by attempt
+/// and goes on counting under the same pod UID, so a person's park and unpark of an
+/// unchanged manifest starts at `1.log`: counted from zero, a member that has not answered
+/// yet would read as crashlooping. Attempts whose files were last written before the
+/// manifest was placed (its ctime: a rename, or the durable copy across mounts, sets it)
+/// belong to the pod's earlier life and are not counted. When the kubelet's container GC has
+/// removed those files no base is known and the kubelet's own count stands: an overcount
+/// then lasts until the member answers, and says only "crashlooping", which acts on nothing.
+pub fn restarts_since_placed(newest: u32, runs: &[(u32, std::time::SystemTime)], placed: Option<std::time::SystemTime>) -> u32 {
+    let Some(placed) = placed else { return newest };
+    let base = runs.iter().filter(|(_, written)| *written < placed).map(|(n, _)| n + 1).max().unwrap_or(0);
+    newest.saturating_sub(base)
+}
+
 /// The kubelet's runtime writes a line longer than 16 KiB as `P` (partial) chunks ended by
 /// an `F` chunk, each with its own `<ts> <stream> ` prefix; stdout's and stderr's chunks
 /// may interleave. etcd's zap lines are JSON, and a JSON line read chunk by chunk parses as
@@ -240,5 +256,21 @@ mod tests {
         let zap = r#"{"level":"info","ts":"x","caller":"etcdmain/etcd.go:73","msg":"Running: ","args":["etcd"]}"#;
         let lines = parse_text(&format!("{zap}\nold\n{zap}\nnew\n"));
         assert_eq!(newest_run(&lines).len(), 2);
+    }
+
+    #[test]
+    fn restarts_count_from_the_manifest_being_put_in_place() {
+        use std::time::{Duration, SystemTime};
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        // Parked after run 0, put back at 100: run 1 is the first since, not a restart.
+        assert_eq!(restarts_since_placed(1, &[(0, t(90)), (1, t(105))], Some(t(100))), 0);
+        // It crashed, and the kubelet started attempt 2.
+        assert_eq!(restarts_since_placed(2, &[(0, t(90)), (1, t(106)), (2, t(120))], Some(t(100))), 1);
+        // A pod that has run since its manifest came: the kubelet's count.
+        assert_eq!(restarts_since_placed(3, &[(2, t(130)), (3, t(140))], Some(t(100))), 3);
+        // No manifest to ask (parked, or not a static pod): the kubelet's count.
+        assert_eq!(restarts_since_placed(3, &[(0, t(90))], None), 3);
+        // Older files GC'd by the kubelet: nothing to subtract.
+        assert_eq!(restarts_since_placed(1, &[(1, t(105))], Some(t(100))), 1);
     }
 }

@@ -12,7 +12,8 @@
 //!   namespace (`unshare --mount`) where only the pod's volumes are bind-mounted, so
 //!   container paths really differ from host paths;
 //! - stdout and stderr go to CRI-format files
-//!   `var/log/pods/<ns>_<pod>-<node>_<uid>/<container>/<restart>.log`.
+//!   `var/log/pods/<ns>_<pod>-<node>_<uid>/<container>/<attempt>.log`; a manifest put back
+//!   unchanged (same UID) goes on numbering after the files it left, as the kubelet does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,9 +47,29 @@ struct Running {
     uid: String,
     child: Option<Child>,
     restarts: u32,
+    /// The first run's log number: the kubelet's attempt count goes on from the container it
+    /// finds of the same pod UID, so an unparked, unchanged manifest writes `1.log` beside
+    /// `0.log`, not over it.
+    first_log: u32,
     started: Instant,
     next_start: Option<Instant>,
     pod: Pod,
+}
+
+/// One past the highest `N.log` in a container's log dir (0 if none): the attempt the real
+/// kubelet gives a pod it starts again under the same UID, since it counts on from the
+/// container it still has (kubelet 1.36.3 seen in `calm_on_the_real_kubelet`: `1.log` after
+/// an unpark). Its container GC may remove `0.log` later; the stand-in keeps every run's.
+fn next_log_number(dir: &Path) -> u32 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".log")?.parse::<u32>().ok())
+                .map(|n| n + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
 }
 
 pub fn pod_uid(manifest: &[u8]) -> String {
@@ -136,10 +157,8 @@ impl KubeletConfig {
         let script = self.container_script(&run.pod, &rootfs)?;
         let log_dir = self.log_dir(&run.pod, &run.uid, &c.name);
         std::fs::create_dir_all(&log_dir).map_err(|e| LabError::io(&log_dir, e))?;
-        let log_path = log_dir.join(format!("{}.log", run.restarts));
-        // Like the kubelet, which garbage-collects a removed pod's logs: a pod re-created
-        // from an identical manifest (same UID) starts again at 0.log, and each file holds
-        // exactly one run.
+        let log_path = log_dir.join(format!("{}.log", run.first_log + run.restarts));
+        // Each file holds exactly one run. (The kubelet's numbering: see `first_log`.)
         let log = tokio::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -229,11 +248,13 @@ impl KubeletConfig {
                     if let Some(run) = current.as_mut() {
                         self.stop(run).await;
                     }
+                    let first_log = next_log_number(&self.log_dir(&pod, &uid, &main_container(&pod).map(|c| c.name.clone()).unwrap_or_default()));
                     let mut run = Running {
                         hash,
                         uid,
                         child: None,
                         restarts: 0,
+                        first_log,
                         started: Instant::now(),
                         next_start: None,
                         pod,
@@ -327,5 +348,21 @@ impl KubeletConfig {
             self.stop(run).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unchanged_pod_started_again_numbers_its_log_on() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(next_log_number(&d.path().join("absent")), 0);
+        assert_eq!(next_log_number(d.path()), 0);
+        for f in ["0.log", "1.log", "1.log.20260101-000000", "1.log.20251231-235959.gz"] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        assert_eq!(next_log_number(d.path()), 2);
     }
 }
