@@ -28,7 +28,13 @@ async fn changed_manifest_restarts_the_pod_as_a_new_pod() {
     let edited =
         hostfix_core::manifest::edit_manifest_flags(&text, &[("snapshot-count".into(), Some("10001".into()))]).unwrap();
     std::fs::write(&m, edited).unwrap();
-    until("a second pod", 30, || pod_dirs(&root).len() == 2).await;
+    // A new pod dir; the old one goes, as the kubelet's GC removes a gone pod's logs.
+    let old = pod_dirs(&root);
+    until("a new pod in place of the old", 30, || {
+        let now = pod_dirs(&root);
+        now.len() == 1 && now != old
+    })
+    .await;
     lab.wait_healthy(&[0], 1, Duration::from_secs(30)).await.unwrap();
     for p in pod_dirs(&root) {
         assert!(p.starts_with("kube-system_etcd-m1_"), "{p}");
@@ -37,5 +43,20 @@ async fn changed_manifest_restarts_the_pod_as_a_new_pod() {
     lab.stop_member(0).await.unwrap();
     lab.start_member(0).await.unwrap();
     lab.wait_healthy(&[0], 1, Duration::from_secs(30)).await.unwrap();
+    lab.down().await.unwrap();
+}
+
+/// The kubelet scenario shared with the real kubelet (common::conformance; its run there is
+/// `calm_on_the_real_kubelet` in tests/real_kubelet.rs), on the stand-in, with a daemon on
+/// every master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_in_behaves_as_the_real_kubelet() {
+    let d = tempfile::tempdir().unwrap();
+    let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
+    let ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(&lab, i, &daemon_config(&lab, i, ""), &[])).collect();
+    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
+    let seen = common::conformance::kubelet_behaves(&lab, 2, &ds).await;
+    println!("stand-in, m3:\n  {}", seen.join("\n  "));
+    drop(ds);
     lab.down().await.unwrap();
 }

@@ -72,11 +72,6 @@ async fn healed_by_itself(d: &DaemonProc, who: &str, class: &str) {
     assert_eq!(inc["observed"]["class"], class, "{inc:#}");
 }
 
-/// The ready etcd pod sandbox's ID on master `i`, or "" while there is none.
-fn etcd_pod(lab: &Lab, i: usize) -> String {
-    lab.crictl(i, &["pods", "--name", "etcd", "--state", "Ready", "-q"]).unwrap_or_default().trim().to_string()
-}
-
 /// Seed 004 on kubeadm's first master, by hand. m1's manifest is parked and its bbolt db
 /// scribbled on; back in `manifests/`, the real kubelet runs a member that panics on its
 /// db, and `diagnose` in m1's namespace reads the real CRI log and says db-corrupt. m1's
@@ -196,72 +191,20 @@ async fn the_daemons_heal_a_corrupt_db_and_a_wipe_under_the_real_kubelet() {
     lab.down().await.unwrap();
 }
 
-/// Calm on the real kubelet, with a daemon on every master: an edit of the manifest that
-/// restarts etcd as a new pod (new UID), and a person parking and unparking the same
-/// manifest (same UID: the kubelet goes on at `1.log`), are no reason to repair. Each is waited out until the
-/// member is healthy again and then for a further 20 s of probes.
+/// The shared kubelet scenario (common::conformance, the stand-in runs the same in
+/// tests/kubelet.rs), with a daemon on every master: a `kill -9` of etcd, a person's park
+/// and unpark of the unchanged manifest (same UID: the kubelet goes on numbering), its
+/// container GC, and a manifest edit (a new UID) are each what the product reads them as,
+/// and no reason to repair.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calm_on_the_real_kubelet() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let d = tempfile::tempdir().unwrap();
     let mut lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
-    let t = 2;
     let ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(&lab, i, &daemon_config(&lab, i, ""), &[])).collect();
     until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
-    let quiet = |what: &'static str| {
-        let ds = &ds;
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while std::time::Instant::now() < deadline {
-                for (i, d) in ds.iter().enumerate() {
-                    assert!(d.incidents().is_empty(), "{what}: m{}'s daemon acted: {:#?}\n{}", i + 1, d.incidents(), d.log_text());
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    };
-
-    // An edit that restarts etcd: a new pod, whose container the kubelet starts fresh.
-    let m = lab.node(t).manifest();
-    let text = std::fs::read_to_string(&m).unwrap();
-    assert!(text.contains("--snapshot-count=10000"), "{text}");
-    let (before, old_pod) = (running_etcd(&lab, t), etcd_pod(&lab, t));
-    assert!(!before.is_empty() && !old_pod.is_empty(), "m3 runs before the edit");
-    std::fs::write(&m, text.replace("--snapshot-count=10000", "--snapshot-count=10001")).unwrap();
-    let logs = lab.node(t).host_root.join("var/log/pods");
-    // Waits for the new pod's container itself: a new pod sandbox, a running etcd in it. (Not
-    // for two pod log dirs: the kubelet deletes the old pod's dir once it is gone, so two
-    // dirs are seen only for a moment.)
-    until("the kubelet to run the edited manifest as a new pod", 120, || {
-        let (now, pod) = (running_etcd(&lab, t), etcd_pod(&lab, t));
-        !now.is_empty() && now != before && !pod.is_empty() && pod != old_pod
-    })
-    .await;
-    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(120)).await.unwrap();
-    quiet("a manifest edit").await;
-
-    // Parked and unparked as it was: the same pod UID, attempt 1.
-    lab.stop_member(t).await.unwrap();
-    lab.start_member(t).await.unwrap();
-    lab.wait_healthy(&[0, 1, 2], 3, Duration::from_secs(120)).await.unwrap();
-    let newest = std::fs::read_dir(&logs)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .unwrap()
-        .path()
-        .join("etcd");
-    // The runs' own files; the kubelet's rotated ones (`N.log.<time>`, `.gz`) beside them.
-    let mut kept: Vec<String> =
-        std::fs::read_dir(&newest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
-    kept.sort();
-    // `1.log` after the unpark; `0.log` kept, or already removed by the container GC (it
-    // runs every minute): both were seen.
-    assert!(
-        kept == ["1.log"] || kept == ["0.log", "1.log"],
-        "the real kubelet's numbering after an unpark of the same manifest: {kept:?}"
-    );
-    quiet("a person's park and unpark").await;
+    let seen = common::conformance::kubelet_behaves(&lab, 2, &ds).await;
+    println!("real kubelet 1.36.3, m3:\n  {}", seen.join("\n  "));
     drop(ds);
     lab.down().await.unwrap();
 }

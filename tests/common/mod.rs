@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod conformance;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -151,13 +153,8 @@ pub async fn until<F: FnMut() -> bool>(what: &str, secs: u64, mut f: F) {
 /// member's newest log lines, newest file first. Static-pod nodes only have log files.
 pub fn explain(lab: &Lab, i: usize) -> String {
     let via = if i == 0 { 1 } else { 0 };
-    let logs = lab.node(i).host_root.join("var/log/pods");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
-        .into_iter()
-        .flatten()
-        .flat_map(|p| std::fs::read_dir(p.unwrap().path().join("etcd")).into_iter().flatten())
-        .map(|f| f.unwrap().path())
-        .collect();
+    let logs = &lab.node(i).host_root;
+    let mut files: Vec<PathBuf> = hostfix_lab::benchutil::etcd_log_files(lab, i);
     files.sort_by_key(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok());
     let tail: Vec<String> = files
         .iter()
@@ -175,7 +172,7 @@ pub fn explain(lab: &Lab, i: usize) -> String {
         .iter()
         .flat_map(|f| {
             let t = std::fs::read_to_string(f).unwrap_or_default();
-            let name = f.strip_prefix(&logs).unwrap_or(f).display().to_string();
+            let name = f.strip_prefix(logs).unwrap_or(f).display().to_string();
             t.lines()
                 .filter(|l| ["\"level\":\"fatal\"", "\"level\":\"panic\"", " C | ", " P | ", "F panic: "].iter().any(|p| l.contains(p)))
                 .take(3)

@@ -78,13 +78,13 @@ pub fn log_tails(lab: &Lab, i: usize, files: usize, lines: usize) -> String {
 }
 
 /// Every file in node `i`'s etcd container log dirs (`var/log/pods/*/etcd/`): the runs'
-/// `N.log` and, under the real kubelet, its rotated and gzipped ones.
+/// `N.log` and, under the real kubelet, its rotated and gzipped ones; under the stand-in,
+/// also the ones its emulated GC took out of `var/log/pods` (kept for a failure's story).
 pub fn etcd_log_files(lab: &Lab, i: usize) -> Vec<std::path::PathBuf> {
-    let pods = lab.node(i).host_root.join("var/log/pods");
-    std::fs::read_dir(pods)
+    let root = &lab.node(i).host_root;
+    [root.join("var/log/pods"), crate::kubelet::KubeletConfig::gc_dir(root)]
         .into_iter()
-        .flatten()
-        .flatten()
+        .flat_map(|pods| std::fs::read_dir(pods).into_iter().flatten().flatten())
         .flat_map(|p| std::fs::read_dir(p.path().join("etcd")).into_iter().flatten().flatten())
         .map(|f| f.path())
         .collect()

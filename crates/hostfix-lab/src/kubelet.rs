@@ -13,7 +13,13 @@
 //!   container paths really differ from host paths;
 //! - stdout and stderr go to CRI-format files
 //!   `var/log/pods/<ns>_<pod>-<node>_<uid>/<container>/<attempt>.log`; a manifest put back
-//!   unchanged (same UID) goes on numbering after the files it left, as the kubelet does.
+//!   unchanged (same UID) goes on numbering after the files it left, as the kubelet does;
+//! - what the kubelet's garbage collection removes, it removes from `var/log/pods`: another
+//!   UID's log dir once a pod of that name starts under a new UID, and every attempt's log
+//!   but the previous and the current. The kubelet does that within a minute (its GC
+//!   period); the stand-in does it at once, the harsher of the two for the product. It
+//!   keeps what it removes under `lab-kubelet-gc/` in the host root, outside the product's
+//!   view, for a failed test's explanation.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,6 +115,53 @@ impl KubeletConfig {
             .join(container)
     }
 
+    /// Where the stand-in keeps what the kubelet's GC would delete (see the module doc).
+    pub fn gc_dir(host_root: &Path) -> PathBuf {
+        host_root.join("lab-kubelet-gc")
+    }
+
+    /// Move `path` (under `var/log/pods`) to the same place under [`Self::gc_dir`].
+    fn collect(&self, path: &Path) {
+        let Ok(rel) = path.strip_prefix(self.host_root.join("var/log/pods")) else { return };
+        let to = Self::gc_dir(&self.host_root).join(rel);
+        // An earlier life of the same dir or file may be there already: keep both.
+        let to = if to.exists() {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let mut name = to.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".{nanos}"));
+            to.with_file_name(name)
+        } else {
+            to
+        };
+        let moved = to.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::rename(path, &to));
+        if let Err(e) = moved {
+            tracing::warn!(path = %path.display(), error = %e, "cannot collect a log the kubelet would delete");
+        }
+    }
+
+    /// What the kubelet's container GC leaves of a pod about to start attempt `attempt`
+    /// under `uid`: the pod's log dirs of other UIDs go (the pod they belonged to is gone),
+    /// and so do this UID's logs older than the previous attempt's.
+    fn garbage_collect(&self, pod: &Pod, uid: &str, container: &str, attempt: u32) {
+        let dir = self.log_dir(pod, uid, container);
+        let pods = self.host_root.join("var/log/pods");
+        let ns = if pod.metadata.namespace.is_empty() { "default" } else { &pod.metadata.namespace };
+        let prefix = format!("{ns}_{}-{}_", pod.metadata.name, self.node);
+        for e in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && Some(e.path().as_path()) != dir.parent() {
+                self.collect(&e.path());
+            }
+        }
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.split('.').next().and_then(|n| n.parse::<u32>().ok());
+            if n.is_some_and(|n| n + 1 < attempt) {
+                self.collect(&e.path());
+            }
+        }
+    }
+
     /// The shell script that builds the container's view inside a fresh mount namespace and
     /// execs the container's command there. Mounts die with the namespace.
     fn container_script(&self, pod: &Pod, rootfs: &Path) -> Result<String, LabError> {
@@ -157,7 +210,9 @@ impl KubeletConfig {
         let script = self.container_script(&run.pod, &rootfs)?;
         let log_dir = self.log_dir(&run.pod, &run.uid, &c.name);
         std::fs::create_dir_all(&log_dir).map_err(|e| LabError::io(&log_dir, e))?;
-        let log_path = log_dir.join(format!("{}.log", run.first_log + run.restarts));
+        let attempt = run.first_log + run.restarts;
+        self.garbage_collect(&run.pod, &run.uid, &c.name, attempt);
+        let log_path = log_dir.join(format!("{attempt}.log"));
         // Each file holds exactly one run. (The kubelet's numbering: see `first_log`.)
         let log = tokio::fs::OpenOptions::new()
             .create(true)
