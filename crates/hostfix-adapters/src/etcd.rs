@@ -377,14 +377,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// Whether a gRPC error says the connection itself is gone, so that the cached client must
 /// be dropped and the next call dial again (or go to another peer): codes 14 (UNAVAILABLE)
 /// and 2 (UNKNOWN, which tonic gives a broken stream), and 13 (INTERNAL) when it is the
-/// HTTP/2 layer's: a member that is stopping sends GOAWAY, and a call in flight on that
-/// connection fails with `h2 protocol error: ... GoAway(..., NO_ERROR, Remote)` (seen in
-/// CI when a test stopped the leader just as `member list` went out).
+/// HTTP/2 layer's GOAWAY from a member that is stopping (`retry::is_goaway`).
 fn connection_gone(code: i32, reason: &str) -> bool {
     match code {
         14 => true,
         2 => reason.contains("transport error"),
-        13 => reason.contains("h2 protocol error") || reason.contains("GoAway"),
+        13 => hostfix_core::retry::is_goaway(reason),
         _ => false,
     }
 }

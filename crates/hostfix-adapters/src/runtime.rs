@@ -276,7 +276,7 @@ impl StaticPod {
         let last_line = hostfix_core::logs::join_cri_partials(&tail)
             .iter()
             .rev()
-            .map(|l| cri_message(l).to_string())
+            .map(|l| hostfix_core::logs::strip_cri(l).to_string())
             .find(|l| !l.trim().is_empty());
         Some(PodLogs { file, restarts: restart, last_line, tail })
     }
@@ -324,15 +324,6 @@ pub struct PodLogs {
     pub last_line: Option<String>,
     /// The last bytes of the newest file, CRI-wrapped.
     pub tail: String,
-}
-
-/// Strip the CRI prefix `<timestamp> <stream> <P|F> ` from a log line, if present.
-pub fn cri_message(line: &str) -> &str {
-    let mut parts = line.splitn(4, ' ');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(ts), Some("stdout" | "stderr"), Some("P" | "F"), Some(msg)) if ts.contains('T') => msg,
-        _ => line,
-    }
 }
 
 /// Read at most `max` bytes from the end of a file: logs can be huge and we only want the
@@ -699,12 +690,6 @@ mod tests {
             manifest: root.join("etc/kubernetes/manifests/etcd.yaml"),
             state_dir: root.join("var/lib/etcd-hostfix"),
         }
-    }
-
-    #[test]
-    fn cri_prefix_is_stripped() {
-        assert_eq!(cri_message("2026-11-21T06:03:56.1Z stderr F panic: boom"), "panic: boom");
-        assert_eq!(cri_message("plain line"), "plain line");
     }
 
     #[test]

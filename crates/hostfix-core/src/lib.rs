@@ -19,9 +19,11 @@ pub mod flags;
 pub mod fuzzing;
 pub mod keys;
 pub mod manifest;
+pub mod peers;
 pub mod perf;
 pub mod policy;
 pub mod rejoin;
+pub mod retry;
 pub mod status;
 
 pub use flags::{EtcdFlags, PeerEntry, TlsFiles};

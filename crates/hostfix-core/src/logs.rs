@@ -273,4 +273,12 @@ mod tests {
         // Older files GC'd by the kubelet: nothing to subtract.
         assert_eq!(restarts_since_placed(1, &[(1, t(105))], Some(t(100))), 1);
     }
+
+    #[test]
+    fn cri_prefix_is_stripped() {
+        assert_eq!(strip_cri("2026-11-21T06:03:56.1Z stderr F panic: boom"), "panic: boom");
+        assert_eq!(strip_cri("plain line"), "plain line");
+        // An empty line etcd wrote is empty, not its CRI prefix.
+        assert_eq!(strip_cri("2026-11-21T06:03:56.1Z stdout F"), "");
+    }
 }

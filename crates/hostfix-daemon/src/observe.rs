@@ -190,7 +190,7 @@ impl World {
         };
         // Where the members are, for when this master's own configuration cannot say (see
         // `known_peers_path`). A failed write only loses a hint.
-        if let Some(known) = hostfix_playbooks::local::known_peers(&members, local_id.as_deref()) {
+        if let Some(known) = hostfix_core::peers::known_peers(&members, local_id.as_deref()) {
             if let Err(e) = files::write_json_if_changed(&hostfix_playbooks::local::known_peers_path(&state), &known) {
                 tracing::warn!(error = %e, "cannot keep the known peers");
             }

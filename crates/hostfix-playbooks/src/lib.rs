@@ -129,38 +129,7 @@ pub fn run_id() -> String {
     format!("{}-{}", unix_now(), std::process::id())
 }
 
-/// An error worth retrying within a bound: the cluster is electing, busy, or briefly out
-/// of reach.
-pub(crate) fn is_transient(msg: &str) -> bool {
-    // etcd derives an added member's ID from its peer URLs and the Unix second; re-adding
-    // a peer URL within the second of a removed add collides with the removed ID and is
-    // answered "member not found" / "ID removed". The next second gets a fresh ID.
-    // A peer that dies mid-call (stopped, restarted) fails it with a gRPC "transport error"
-    // and a broken pipe or reset: the next try goes to another peer (the dead one's client
-    // has left the connector's cache), which CI once showed the promote loop did not.
-    // A peer that is stopping sends HTTP/2 GOAWAY: the call in flight fails with
-    // "h2 protocol error" (gRPC INTERNAL), which CI once showed `member remove` did not retry.
-    [
-        "member not found",
-        "id removed",
-        "unhealthy cluster",
-        "too many requests",
-        "leader changed",
-        "no leader",
-        "timed out",
-        "timeout expired",
-        "request timed out",
-        "deadline",
-        "unavailable",
-        "connection",
-        "transport error",
-        "broken pipe",
-        "h2 protocol error",
-        "goaway",
-    ]
-        .iter()
-        .any(|t| msg.to_lowercase().contains(t))
-}
+pub(crate) use hostfix_core::retry::is_transient;
 
 /// Test hook: `HOSTFIX_PAUSE_AT=<step>[,<step>…]` stops the process (SIGSTOP) just before
 /// that step starts, so a test can inject a fault (a partition, a leader stopped, a kill)
@@ -201,21 +170,6 @@ pub fn crash_point(step: &str) {
         eprintln!("HOSTFIX_CRASH_AT={step}: killing myself");
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// What is retried and what is not, by the messages etcd and the transport really give.
-    #[test]
-    fn transient_errors_are_the_ones_a_retry_can_outlast() {
-        let goaway = r#"endpoint https://127.108.10.2:2379: member list failed: grpc request error: code: 'Internal error', message: "h2 protocol error: http2 error", source: tonic::transport::Error(Transport, hyper::Error(Http2, Error { kind: GoAway(b"", NO_ERROR, Remote) }))"#;
-        for m in [goaway, "etcdserver: unhealthy cluster", "etcdserver: leader changed", "etcdserver: request timed out", "transport error: connection refused"] {
-            assert!(super::is_transient(m), "{m}");
-        }
-        for m in ["etcdserver: too many learner members in cluster", "etcdserver: Peer URLs already exists", "permission denied"] {
-            assert!(!super::is_transient(m), "{m}");
         }
     }
 }
