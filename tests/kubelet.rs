@@ -53,10 +53,6 @@ async fn changed_manifest_restarts_the_pod_as_a_new_pod() {
 async fn the_stand_in_behaves_as_the_real_kubelet() {
     let d = tempfile::tempdir().unwrap();
     let mut lab = lab(d.path(), 3, EtcdVersion::V3_6, LabRuntime::StaticPod).await;
-    let ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(&lab, i, &daemon_config(&lab, i, ""), &[])).collect();
-    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
-    let seen = common::conformance::kubelet_behaves(&lab, 2, &ds).await;
-    println!("stand-in, m3:\n  {}", seen.join("\n  "));
-    drop(ds);
+    common::conformance::run_on(&lab, "stand-in").await;
     lab.down().await.unwrap();
 }

@@ -201,11 +201,7 @@ async fn calm_on_the_real_kubelet() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let d = tempfile::tempdir().unwrap();
     let mut lab = real_lab(d.path(), 3, EtcdVersion::V3_6).await;
-    let ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(&lab, i, &daemon_config(&lab, i, ""), &[])).collect();
-    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
-    let seen = common::conformance::kubelet_behaves(&lab, 2, &ds).await;
-    println!("real kubelet 1.36.3, m3:\n  {}", seen.join("\n  "));
-    drop(ds);
+    common::conformance::run_on(&lab, "real kubelet 1.36.3").await;
     lab.down().await.unwrap();
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hostfix_lab::Lab;
 
-use super::{node_args, run_out, until, DaemonProc, BIN};
+use super::{daemon_config, node_args, run_out, until, DaemonProc, BIN};
 
 /// Master `t`'s etcd pod log dirs (`kube-system_etcd-<node>_<uid>`), each with its run
 /// files' attempt numbers (`N.log`, not the kubelet's rotated ones), sorted.
@@ -181,4 +181,13 @@ pub async fn kubelet_behaves(lab: &Lab, t: usize, ds: &[DaemonProc]) -> Vec<Stri
     seen.push(format!("edit: a new UID at 0.log after {new_pod:.1?}; the old dir gone after {old_gone:.1?}"));
     quiet(ds, 10, "a manifest edit").await;
     seen
+}
+
+/// [`kubelet_behaves`] on master m3 of `lab` (healthy, three masters), with a daemon started
+/// on every master for it; prints what was seen under `kubelet`'s name.
+pub async fn run_on(lab: &Lab, kubelet: &str) {
+    let ds: Vec<DaemonProc> = (0..3).map(|i| DaemonProc::start(lab, i, &daemon_config(lab, i, ""), &[])).collect();
+    until("every daemon watching", 60, || ds.iter().all(|d| d.status()["decision"].as_str().is_some())).await;
+    let seen = kubelet_behaves(lab, 2, &ds).await;
+    println!("{kubelet}, m3:\n  {}", seen.join("\n  "));
 }
