@@ -102,6 +102,12 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
+    /// Port 9090 on host `host` of the lab's subnet (the masters are .1 to .3).
+    fn addr(lab: &hostfix_lab::Lab, host: u8) -> String {
+        let ip = lab.node(0).ip.to_string();
+        format!("{}.{host}:9090", ip.rsplit_once('.').unwrap().0)
+    }
+
     /// Start one in `dir` on `addr` (its own address in the lab's subnet), scraping
     /// `targets` every second with the shipped rules, only their `for:` holds cut to 3 s (a
     /// test cannot wait 5 minutes per alert; the expressions, labels and texts are the
@@ -202,8 +208,7 @@ async fn alerts_fire_in_the_lab() {
 
     // The server, on the lab's .10.
     let pdir = d.path().join("prometheus");
-    let ip = lab.node(0).ip.to_string();
-    let addr = format!("{}.10:9090", ip.rsplit_once('.').unwrap().0);
+    let addr = Prometheus::addr(&lab, 10);
     let targets: Vec<String> = (0..3).map(|i| format!("{}:9379", lab.node(i).ip)).collect();
     let prom = Prometheus::start(&pdir, &addr, &targets, None);
     let log = pdir.join("prometheus.log");
@@ -266,8 +271,7 @@ async fn the_partition_alert_fires_in_the_lab() {
     let mut cut = hostfix_lab::fault::Partition::group(&lab, 2).unwrap();
     let cfg = format!("probe_interval: 500ms\nsnapshot_interval: 0\nmetrics_listen: {}:9379\n", lab.node(2).ip);
     let daemon = DaemonProc::start_in(&lab, 2, &cfg, &[], Some(&cut));
-    let ip = lab.node(0).ip.to_string();
-    let addr = format!("{}.11:9090", ip.rsplit_once('.').unwrap().0);
+    let addr = Prometheus::addr(&lab, 11);
     let pdir = d.path().join("prometheus");
     let prom = Prometheus::start(&pdir, &addr, &[format!("{}:9379", lab.node(2).ip)], Some(&cut));
     until("m3's daemon watching", 60, || daemon.status()["decision"].as_str().is_some()).await;

@@ -4,8 +4,10 @@
 //! or feed one. The task writes the record when it changed, keeps its lease alive, and marks
 //! the agents it saw go silent.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hostfix_adapters::etcd::Connector;
 use hostfix_core::agent::{self, AgentRecord};
 use hostfix_playbooks::local::Local;
 use hostfix_playbooks::Settings;
@@ -63,6 +65,11 @@ async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiv
     let mut seen: Vec<String> = vec![];
     let mut fleet_due = Instant::now();
     let mut local: Option<Local> = None;
+    // One connector (and so one TLS client per member) for as long as the member's TLS
+    // files are the same ones, unchanged: a look every few seconds made a fresh TLS
+    // handshake each time. A renewed certificate (kubeadm rewrites the files in place)
+    // changes a file's time, and the next look dials with it.
+    let mut conn: Option<(TlsFiles, Connector)> = None;
     let mut last_err = String::new();
     loop {
         // Wake on a new record, or in time to keep the lease alive (three refreshes per TTL).
@@ -75,8 +82,12 @@ async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiv
                 local = Some(l);
             }
             let l = local.as_ref().ok_or_else(|| anyhow::anyhow!("no local etcd configuration to find the members by"))?;
-            let conn = l.connector(&settings)?;
-            let mut ep = l.first_answering(&settings, &conn).await?;
+            let files = tls_files(l, &settings);
+            if conn.as_ref().is_none_or(|(f, _)| *f != files) {
+                conn = Some((files, l.connector(&settings)?));
+            }
+            let c = &conn.as_ref().expect("set above").1;
+            let mut ep = l.first_answering(&settings, c).await?;
             let alive = match lease.as_mut() {
                 Some(le) if le.refreshed.elapsed() < ttl / 3 => true,
                 Some(le) => {
@@ -158,6 +169,17 @@ async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiv
             }
         }
     }
+}
+
+/// The local member's client TLS files (CA, cert, key), each with its modification time.
+type TlsFiles = Vec<(PathBuf, Option<std::time::SystemTime>)>;
+
+fn tls_files(l: &Local, settings: &Settings) -> TlsFiles {
+    let (ca, cert, key) = l.tls_files(settings);
+    [ca, cert, key].into_iter().flatten().map(|p| {
+        let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+        (p, t)
+    }).collect()
 }
 
 fn names(kvs: Vec<(String, Vec<u8>)>, prefix: &str) -> Vec<String> {
