@@ -256,20 +256,25 @@ impl StaticPod {
             })
             .collect();
         files.sort();
-        let (_, newest, file) = files.pop()?;
+        let (written, newest, file) = files.pop()?;
         let placed = std::fs::metadata(&self.manifest).ok().map(|m| {
             use std::os::unix::fs::MetadataExt;
             std::time::UNIX_EPOCH + std::time::Duration::new(m.ctime().max(0) as u64, m.ctime_nsec().clamp(0, 999_999_999) as u32)
         });
+        // No run of the manifest as it is now has written yet: nothing to read (see
+        // `written_since_placed`).
+        if !hostfix_core::logs::written_since_placed(written, placed) {
+            return None;
+        }
         let runs: Vec<_> = files.iter().filter(|(_, _, p)| p.parent() == file.parent()).map(|(t, n, _)| (*n, *t)).collect();
         let restart = hostfix_core::logs::restarts_since_placed(newest, &runs, placed);
         // The previous run's file too: a pod that just restarted has not said yet why it will
         // die again, and its predecessor has. Only the same pod's: a pod re-created from an
         // edited manifest is a new configuration, and what an older one died of says nothing
-        // about it.
+        // about it; and only since the manifest was put in place.
         let mut tail = files
             .pop()
-            .filter(|(_, _, p)| p.parent() == file.parent())
+            .filter(|(t, _, p)| p.parent() == file.parent() && hostfix_core::logs::written_since_placed(*t, placed))
             .map(|(_, _, p)| container_tail(&p, max_bytes / 2))
             .unwrap_or_default();
         tail.push_str(&container_tail(&file, max_bytes));
@@ -716,14 +721,18 @@ mod tests {
         let (d, logs) = etcd_log_dir();
         let sp = static_pod(d.path());
         let pause = || std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(logs.join("0.log"), "2026-01-01T00:00:00Z stderr F shutting down\n").unwrap();
+        std::fs::write(logs.join("0.log"), "2026-01-01T00:00:00Z stderr F panic: tocommit(112) is out of range [lastIndex(0)]\n").unwrap();
         pause();
         std::fs::create_dir_all(sp.manifest.parent().unwrap()).unwrap();
         std::fs::write(d.path().join("etcd.yaml"), "").unwrap();
         std::fs::rename(d.path().join("etcd.yaml"), &sp.manifest).unwrap();
+        // Before the new run writes, the pod's earlier life does not speak for it.
+        assert!(sp.pod_logs(1024).is_none());
         pause();
         std::fs::write(logs.join("1.log"), "2026-01-01T00:01:00Z stderr F starting\n").unwrap();
-        assert_eq!(sp.pod_logs(1024).unwrap().restarts, 0);
+        let l = sp.pod_logs(1024).unwrap();
+        assert_eq!(l.restarts, 0);
+        assert!(!l.tail.contains("tocommit"), "{}", l.tail);
         pause();
         std::fs::write(logs.join("1.log"), "2026-01-01T00:01:00Z stderr F panic: boom\n").unwrap();
         std::fs::write(logs.join("2.log"), "2026-01-01T00:01:10Z stderr F starting\n").unwrap();

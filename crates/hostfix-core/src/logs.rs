@@ -140,6 +140,18 @@ pub fn restarts_since_placed(newest: u32, runs: &[(u32, std::time::SystemTime)],
     newest.saturating_sub(base)
 }
 
+/// Whether a run file last written at `written` can speak for the pod as its manifest is
+/// now: not when it was last written before the manifest was put in place (`placed`, its
+/// ctime). Those files are the pod's earlier life under the same UID (a park and unpark of
+/// an unchanged manifest keeps the UID and its dir). Until the kubelet's new run writes,
+/// they are the newest files there, and their words (a learner's panic from the repair
+/// before, say) would be read as the member's now: a daemon test once classed a fresh
+/// db-corrupt break as data-lost that way, from the previous repair's learner (cause (6)
+/// in docs/test-runs.md). No placement known (parked, not a static pod): every file counts.
+pub fn written_since_placed(written: std::time::SystemTime, placed: Option<std::time::SystemTime>) -> bool {
+    placed.is_none_or(|p| written >= p)
+}
+
 /// The kubelet's runtime writes a line longer than 16 KiB as `P` (partial) chunks ended by
 /// an `F` chunk, each with its own `<ts> <stream> ` prefix; stdout's and stderr's chunks
 /// may interleave. etcd's zap lines are JSON, and a JSON line read chunk by chunk parses as
@@ -280,5 +292,14 @@ mod tests {
         assert_eq!(strip_cri("plain line"), "plain line");
         // An empty line etcd wrote is empty, not its CRI prefix.
         assert_eq!(strip_cri("2026-11-21T06:03:56.1Z stdout F"), "");
+    }
+
+    #[test]
+    fn files_from_before_the_manifest_came_back_do_not_speak_for_it() {
+        use std::time::{Duration, SystemTime};
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert!(!written_since_placed(t(90), Some(t(100))));
+        assert!(written_since_placed(t(100), Some(t(100))));
+        assert!(written_since_placed(t(90), None));
     }
 }
