@@ -171,17 +171,58 @@ async fn run(settings: Settings, probe_interval: Duration, mut rx: watch::Receiv
     }
 }
 
-/// The local member's client TLS files (CA, cert, key), each with its modification time.
-type TlsFiles = Vec<(PathBuf, Option<std::time::SystemTime>)>;
+/// The local member's client TLS files (CA, cert, key), each with what tells a rewrite apart.
+type TlsFiles = Vec<(PathBuf, Option<FileStamp>)>;
+
+/// A file's modification time and length. The length is there too because a rewrite within
+/// one tick of a coarse filesystem clock keeps the time; a renewed certificate or key of
+/// the same length written in that same tick is the one change this misses, until the
+/// next rewrite or a daemon restart.
+type FileStamp = (std::time::SystemTime, u64);
 
 fn tls_files(l: &Local, settings: &Settings) -> TlsFiles {
     let (ca, cert, key) = l.tls_files(settings);
-    [ca, cert, key].into_iter().flatten().map(|p| {
-        let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
-        (p, t)
-    }).collect()
+    stamps([ca, cert, key].into_iter().flatten())
+}
+
+/// Each path with its stamp; None for a file that cannot be read (missing: the connector
+/// built now fails, and the one built when it appears is built with it).
+fn stamps(paths: impl IntoIterator<Item = PathBuf>) -> TlsFiles {
+    paths
+        .into_iter()
+        .map(|p| {
+            let t = std::fs::metadata(&p).and_then(|m| Ok((m.modified()?, m.len()))).ok();
+            (p, t)
+        })
+        .collect()
 }
 
 fn names(kvs: Vec<(String, Vec<u8>)>, prefix: &str) -> Vec<String> {
     kvs.into_iter().filter_map(|(k, _)| k.strip_prefix(prefix).map(str::to_string)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connector is kept while `stamps` of the same files compare equal, so: equal while
+    /// nothing is written, different after a rewrite in place (kubeadm's renewal), a
+    /// removal, or a different file.
+    #[test]
+    fn a_rewritten_certificate_changes_the_stamp() {
+        let d = tempfile::tempdir().unwrap();
+        let (ca, cert) = (d.path().join("ca.crt"), d.path().join("healthcheck-client.crt"));
+        std::fs::write(&ca, b"ca").unwrap();
+        std::fs::write(&cert, b"old certificate").unwrap();
+        let before = stamps([ca.clone(), cert.clone()]);
+        assert_eq!(before, stamps([ca.clone(), cert.clone()]), "nothing written: the same connector");
+        std::fs::write(&cert, b"renewed certificate, longer").unwrap();
+        assert_ne!(before, stamps([ca.clone(), cert.clone()]), "rewritten in place: a new connector");
+        let renewed = stamps([ca.clone(), cert.clone()]);
+        std::fs::remove_file(&cert).unwrap();
+        let gone = stamps([ca.clone(), cert.clone()]);
+        assert_ne!(renewed, gone);
+        assert_eq!(gone[1], (cert.clone(), None));
+        assert_ne!(before, stamps([ca.clone(), d.path().join("other.crt")]), "another file");
+    }
 }

@@ -19,7 +19,14 @@
 //!   but the previous and the current. The kubelet does that within a minute (its GC
 //!   period); the stand-in does it at once, the harsher of the two for the product. It
 //!   keeps what it removes under `lab-kubelet-gc/` in the host root, outside the product's
-//!   view, for a failed test's explanation.
+//!   view, for a failed test's explanation;
+//! - the log dir of a pod whose manifest went away (parked) goes too, at the kubelet's
+//!   next GC pass, within [`KUBELET_GC_PERIOD`] of the pod's end. Put back unchanged after
+//!   that, the pod starts over at `0.log` in a new dir of the same UID; before it, it
+//!   numbers on. The real kubelet does either after a short park (where its GC tick
+//!   falls); the stand-in keeps the dir for the whole period, so a short park always
+//!   numbers on and one longer than the period always starts over: each of the real
+//!   kubelet's two outcomes, at the park lengths where the real one is sure to give it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +40,13 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use crate::LabError;
+
+/// The kubelet's container and pod-log garbage collection runs once a minute
+/// (`ContainerGCPeriod` in kubelet.go, 1.36.3). A pod whose manifest went away loses its
+/// containers and its log dir at the first pass after it has terminated; the restart count
+/// it had goes with them, since the kubelet counts on from the containers it still has, else
+/// from the `N.log` files in the dir (`calcRestartCountByLogDir`).
+pub const KUBELET_GC_PERIOD: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct KubeletConfig {
@@ -65,7 +79,8 @@ struct Running {
 /// One past the highest `N.log` in a container's log dir (0 if none): the attempt the real
 /// kubelet gives a pod it starts again under the same UID, since it counts on from the
 /// container it still has (kubelet 1.36.3 seen in `calm_on_the_real_kubelet`: `1.log` after
-/// an unpark). Its container GC may remove `0.log` later; the stand-in keeps every run's.
+/// an unpark). Once its GC has removed the dir (a pod parked for longer than
+/// [`KUBELET_GC_PERIOD`]) there is nothing to count on from, and the pod starts at `0.log`.
 fn next_log_number(dir: &Path) -> u32 {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -107,12 +122,13 @@ impl KubeletConfig {
         self.host_root.join(p.trim_start_matches('/'))
     }
 
-    fn log_dir(&self, pod: &Pod, uid: &str, container: &str) -> PathBuf {
+    fn pod_log_dir(&self, pod: &Pod, uid: &str) -> PathBuf {
         let ns = if pod.metadata.namespace.is_empty() { "default" } else { &pod.metadata.namespace };
-        self.host_root
-            .join("var/log/pods")
-            .join(format!("{ns}_{}-{}_{uid}", pod.metadata.name, self.node))
-            .join(container)
+        self.host_root.join("var/log/pods").join(format!("{ns}_{}-{}_{uid}", pod.metadata.name, self.node))
+    }
+
+    fn log_dir(&self, pod: &Pod, uid: &str, container: &str) -> PathBuf {
+        self.pod_log_dir(pod, uid).join(container)
     }
 
     /// Where the stand-in keeps what the kubelet's GC would delete (see the module doc).
@@ -366,6 +382,9 @@ impl KubeletConfig {
         let mut tick = tokio::time::interval(self.rescan);
         // One pod per manifest file, as the kubelet's file source has it.
         let mut pods: BTreeMap<String, Option<Running>> = BTreeMap::new();
+        // The log dirs of pods whose manifest went away, and since when: collected once
+        // gone for KUBELET_GC_PERIOD (see the module doc), forgotten if the pod comes back.
+        let mut gone: BTreeMap<PathBuf, Instant> = BTreeMap::new();
         let mut said = "";
         loop {
             tokio::select! {
@@ -387,9 +406,27 @@ impl KubeletConfig {
             files.dedup();
             for f in files {
                 let cur = pods.entry(f.clone()).or_default();
+                let before = cur.as_ref().map(|r| self.pod_log_dir(&r.pod, &r.uid));
                 self.sync(&f, cur).await;
+                if let (Some(dir), None) = (before, cur.as_ref()) {
+                    gone.insert(dir, Instant::now());
+                }
             }
             pods.retain(|_, p| p.is_some());
+            let live: Vec<PathBuf> = pods.values().flatten().map(|r| self.pod_log_dir(&r.pod, &r.uid)).collect();
+            gone.retain(|dir, since| {
+                if live.contains(dir) {
+                    return false;
+                }
+                if since.elapsed() < KUBELET_GC_PERIOD {
+                    return true;
+                }
+                if dir.exists() {
+                    tracing::info!(node = %self.node, dir = %dir.display(), "the parked pod's log dir is collected, as the kubelet's GC would");
+                    self.collect(dir);
+                }
+                false
+            });
             // What the lab waits on is etcd's pod.
             let state = if pods.contains_key("etcd.yaml") { "pod" } else { "none" };
             if said != state {
