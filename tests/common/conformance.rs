@@ -57,6 +57,19 @@ fn etcd_running(lab: &Lab, t: usize) -> bool {
     !hostfix_adapters::process::etcd_pids(&lab.node(t).client_url()).is_empty()
 }
 
+/// The product reads master `t`'s member as running with `restarts` restart(s), after `what`.
+fn assert_reads_running(lab: &Lab, t: usize, restarts: u64, what: &str) {
+    let s = local_status(lab, t);
+    assert_eq!(s["state"], "running", "{what}: {s:#}");
+    assert_eq!(s["restarts"].as_u64(), Some(restarts), "{what}: {s:#}");
+}
+
+/// A person's park of master `t`'s manifest; returns once the pod is gone.
+async fn park(lab: &Lab, t: usize) {
+    lab.stop_member(t).await.unwrap();
+    until("the pod to stop on park", 60, || !etcd_running(lab, t)).await;
+}
+
 /// Every line of every run file of master `t`'s etcd pods is a CRI line:
 /// `<RFC 3339 time> <stdout|stderr> <P|F> <message>`.
 fn assert_cri_lines(lab: &Lab, t: usize) {
@@ -136,16 +149,13 @@ pub async fn kubelet_behaves(lab: &Lab, t: usize, ds: &[DaemonProc]) -> Vec<Stri
     .await;
     let restarted = start.elapsed();
     healthy(120).await;
-    let after_kill = local_status(lab, t);
-    assert_eq!(after_kill["state"], "running", "{after_kill:#}");
-    assert_eq!(after_kill["restarts"].as_u64(), Some(before + 1), "one restart more after kill -9: {after_kill:#}");
+    assert_reads_running(lab, t, before + 1, "one restart more after kill -9");
     seen.push(format!("kill -9: attempt {} in the same dir after {restarted:.1?}; the product reads {} restart(s)", first + 1, before + 1));
     quiet(ds, 10, "kill -9").await;
 
     // 3.
     let start = Instant::now();
-    lab.stop_member(t).await.unwrap();
-    until("the pod to stop on park", 60, || !etcd_running(lab, t)).await;
+    park(lab, t).await;
     let stopped = start.elapsed();
     let start = Instant::now();
     lab.start_member(t).await.unwrap();
@@ -156,9 +166,7 @@ pub async fn kubelet_behaves(lab: &Lab, t: usize, ds: &[DaemonProc]) -> Vec<Stri
     assert!(numbered_on || r == [0], "after an unpark the kubelet numbers on ({}) or, its GC having taken the dir, starts over at 0: {r:?}", first + 2);
     healthy(120).await;
     let running = start.elapsed();
-    let after_unpark = local_status(lab, t);
-    assert_eq!(after_unpark["state"], "running", "{after_unpark:#}");
-    assert_eq!(after_unpark["restarts"].as_u64(), Some(0), "an unpark is not a restart: {after_unpark:#}");
+    assert_reads_running(lab, t, 0, "an unpark is not a restart");
     let how = if numbered_on { format!("attempt {} in the same dir", first + 2) } else { "0.log in a new dir of the same UID (the GC pass fell inside the park)".into() };
     seen.push(format!("short park: gone after {stopped:.1?}; unpark: {how}, healthy after {running:.1?}; the product reads 0 restarts"));
     quiet(ds, 10, "a person's park and unpark").await;
@@ -174,8 +182,7 @@ pub async fn kubelet_behaves(lab: &Lab, t: usize, ds: &[DaemonProc]) -> Vec<Stri
 
     // 5.
     let start = Instant::now();
-    lab.stop_member(t).await.unwrap();
-    until("the pod to stop on park", 60, || !etcd_running(lab, t)).await;
+    park(lab, t).await;
     until("the parked pod's log dir to be collected", 150, || etcd_pods(lab, t).is_empty()).await;
     let collected = start.elapsed();
     let start = Instant::now();
@@ -186,9 +193,7 @@ pub async fn kubelet_behaves(lab: &Lab, t: usize, ds: &[DaemonProc]) -> Vec<Stri
     assert_eq!(r, [0], "the dir went while parked: the kubelet starts over at 0.log");
     healthy(120).await;
     let running = start.elapsed();
-    let after_long = local_status(lab, t);
-    assert_eq!(after_long["state"], "running", "{after_long:#}");
-    assert_eq!(after_long["restarts"].as_u64(), Some(0), "{after_long:#}");
+    assert_reads_running(lab, t, 0, "a long park's unpark is not a restart");
     assert_cri_lines(lab, t);
     seen.push(format!("long park: the log dir collected {collected:.1?} after the park; unpark: 0.log under the same UID, healthy after {running:.1?}; the product reads 0 restarts"));
     quiet(ds, 10, "a person's long park and unpark").await;
@@ -207,9 +212,7 @@ pub async fn kubelet_behaves(lab: &Lab, t: usize, ds: &[DaemonProc]) -> Vec<Stri
     until("the old pod's log dir to go", 90, || etcd_pods(lab, t).iter().all(|(p, _)| *p != pod)).await;
     let old_gone = start.elapsed();
     healthy(120).await;
-    let after_edit = local_status(lab, t);
-    assert_eq!(after_edit["state"], "running", "{after_edit:#}");
-    assert_eq!(after_edit["restarts"].as_u64(), Some(0), "{after_edit:#}");
+    assert_reads_running(lab, t, 0, "a manifest edit is a new pod, not a restart");
     assert_cri_lines(lab, t);
     seen.push(format!("edit: a new UID at 0.log after {new_pod:.1?}; the old dir gone after {old_gone:.1?}"));
     quiet(ds, 10, "a manifest edit").await;
